@@ -1,0 +1,416 @@
+//! File edges: a CSV or JSON Lines source split across workers, and JSON
+//! Lines sinks for scored applications and dead letters.
+//!
+//! Splitting: the input is memory-mapped once per process; worker `w` of `W`
+//! (global index, so this holds across a cluster too) owns the lines that
+//! *start* in its byte range `[start_w, start_{w+1})` of the data after the
+//! header. A line crossing the range end is read whole by the worker where it
+//! starts, so every line is read by exactly one worker, none twice, none
+//! missed. Records are one per line (CSV fields must not contain newlines).
+//!
+//! Sinks: every worker of a process appends large chunks of whole lines to
+//! one shared file, written as `PATH.partial` and renamed to `PATH` only when
+//! the run succeeds, so a failed run never leaves a file that looks complete.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use memmap2::Mmap;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use crate::dataflow::predict::{OutputFormat, Scored};
+use crate::dataflow::{Batches, Epoch};
+use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::record::{DeadLetter, Format, Origin, RawRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(
+        "cannot read input {path}: {source} (pass an existing CSV or JSON Lines file with --input)"
+    )]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot tell the format of {path} from its extension (use .csv, .jsonl, or pass --format csv|jsonl)")]
+    UnknownFormat { path: PathBuf },
+    #[error("input {path} is empty: a CSV input needs at least its header line")]
+    NoHeader { path: PathBuf },
+    #[error("cannot write {path}: {source} (check the folder exists and is writable, or pick another path)")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The format of `path`: the explicit one if given, else from the extension.
+pub fn detect_format(path: &Path, explicit: Option<Format>) -> Result<Format, FileError> {
+    if let Some(format) = explicit {
+        return Ok(format);
+    }
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("csv") => Ok(Format::Csv),
+        Some("jsonl" | "ndjson" | "json") => Ok(Format::Jsonl),
+        _ => Err(FileError::UnknownFormat {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+enum Data {
+    Mapped(Mmap),
+    Empty,
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Mapped(m) => m,
+            Data::Empty => &[],
+        }
+    }
+}
+
+/// An input file, mapped once and shared by the workers of a process.
+pub struct FileInput {
+    pub path: PathBuf,
+    pub format: Format,
+    data: Data,
+    /// The header line of a CSV (without its line end).
+    header: Option<Range<usize>>,
+    /// Where the records start: after the header for CSV, 0 for JSON Lines.
+    data_start: usize,
+}
+
+impl FileInput {
+    pub fn open(path: &Path, format: Format) -> Result<FileInput, FileError> {
+        let open_err = |source| FileError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let len = file.metadata().map_err(open_err)?.len();
+        let data = if len == 0 {
+            Data::Empty
+        } else {
+            // SAFETY: the map is read-only; loanflow never writes its inputs.
+            // Truncating the file while a run reads it is outside the contract
+            // (as for any reader of a file being rewritten).
+            Data::Mapped(unsafe { Mmap::map(&file) }.map_err(open_err)?)
+        };
+        let (header, data_start) = match format {
+            Format::Jsonl => (None, 0),
+            Format::Csv => {
+                if data.is_empty() {
+                    return Err(FileError::NoHeader {
+                        path: path.to_owned(),
+                    });
+                }
+                let end = memchr::memchr(b'\n', &data).unwrap_or(data.len());
+                // A UTF-8 byte-order mark is not part of the first column's name.
+                let start = if data.starts_with(b"\xEF\xBB\xBF") {
+                    3
+                } else {
+                    0
+                };
+                (
+                    Some(start..trim_cr(&data, start, end)),
+                    (end + 1).min(data.len()),
+                )
+            }
+        };
+        Ok(FileInput {
+            path: path.to_owned(),
+            format,
+            data,
+            header,
+            data_start,
+        })
+    }
+
+    pub fn header(&self) -> Option<&[u8]> {
+        self.header.clone().map(|r| &self.data[r])
+    }
+
+    /// Bytes of records (for progress).
+    pub fn data_len(&self) -> u64 {
+        (self.data.len() - self.data_start) as u64
+    }
+
+    /// The byte range whose line starts worker `index` of `peers` owns.
+    fn share(&self, index: usize, peers: usize) -> Range<usize> {
+        let span = self.data.len() - self.data_start;
+        let at = |w: usize| self.data_start + (span as u128 * w as u128 / peers as u128) as usize;
+        at(index)..at(index + 1)
+    }
+
+    /// The first line start at or after `pos`, and its 1-based line number.
+    fn first_line_from(&self, pos: usize) -> (usize, u64) {
+        let start = if pos <= self.data_start {
+            self.data_start
+        } else {
+            // A line starts at `pos` only if the byte before it ends a line.
+            match memchr::memchr(b'\n', &self.data[pos - 1..]) {
+                Some(i) => pos + i,
+                None => self.data.len(),
+            }
+        };
+        let line = 1 + memchr::memchr_iter(b'\n', &self.data[..start]).count() as u64;
+        (start, line)
+    }
+}
+
+fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
+    if end > start && data[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    }
+}
+
+/// Reads a worker's share of a [`FileInput`], `batch` lines per epoch.
+pub struct FileSource {
+    pub input: Arc<FileInput>,
+    pub batch: usize,
+    pub progress: Option<ProgressBar>,
+    pub stats: Arc<Stats>,
+}
+
+impl Source for FileSource {
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        done: ProbeHandle<Epoch>,
+    ) -> Batches<'s, RawRecord> {
+        let FileSource {
+            input,
+            batch,
+            progress,
+            stats,
+        } = *self;
+        let share = input.share(scope.index(), scope.peers());
+        let (mut pos, mut line) = input.first_line_from(share.start);
+        let end = share.end;
+        // One Arc per worker: workers never contend on its reference count.
+        let path: Arc<str> = Arc::from(input.path.display().to_string());
+        source(scope, "FileSource", move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = Some(capability);
+            let mut epoch: Epoch = 0;
+            move |output| {
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                if done.less_than(&epoch.saturating_sub(MAX_EPOCHS_AHEAD)) {
+                    // Backpressure: the sinks are behind; look again shortly.
+                    activator.activate_after(Duration::from_millis(1));
+                    return;
+                }
+                let data = &input.data;
+                let from = pos;
+                let mut count = 0;
+                let mut session = output.session(&cap);
+                while pos < end && count < batch {
+                    let line_end =
+                        memchr::memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i);
+                    session.give(RawRecord {
+                        bytes: data[pos..trim_cr(data, pos, line_end)].to_vec(),
+                        origin: Origin::File {
+                            path: Arc::clone(&path),
+                            line,
+                        },
+                    });
+                    pos = line_end + 1;
+                    line += 1;
+                    count += 1;
+                }
+                drop(session);
+                let read = (pos.min(data.len()) - from) as u64;
+                Stats::add(&stats.records_in, count as u64);
+                Stats::add(&stats.bytes_in, read);
+                if let Some(bar) = &progress {
+                    bar.inc(read);
+                }
+                if pos >= end {
+                    capability = None;
+                } else {
+                    epoch += 1;
+                    cap.downgrade(&epoch);
+                    activator.activate();
+                }
+            }
+        })
+    }
+}
+
+/// A JSON Lines output file shared by the workers of a process.
+pub struct FileOutput {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Mutex<Option<BufWriter<File>>>,
+}
+
+impl FileOutput {
+    /// Prepares `path`. With `lazy`, the file is created at the first write
+    /// (dead letters: no file when there are none); any file already at
+    /// `path` from an earlier run is removed now, so what is there after the
+    /// run is this run's.
+    pub fn create(path: &Path, lazy: bool) -> Result<FileOutput, FileError> {
+        let create_err = |source| FileError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(create_err)?;
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let output = FileOutput {
+            path: path.to_owned(),
+            partial: PathBuf::from(partial),
+            writer: Mutex::new(None),
+        };
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(create_err(e)),
+            _ => {}
+        }
+        if !lazy {
+            output.open()?;
+        }
+        Ok(output)
+    }
+
+    fn open(&self) -> Result<(), FileError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.is_none() {
+            let file = File::create(&self.partial).map_err(|source| FileError::Create {
+                path: self.partial.clone(),
+                source,
+            })?;
+            *writer = Some(BufWriter::with_capacity(1 << 20, file));
+        }
+        Ok(())
+    }
+
+    /// Appends whole lines.
+    pub fn write(&self, lines: &[u8]) -> Result<(), String> {
+        self.open().map_err(|e| e.to_string())?;
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer
+            .as_mut()
+            .expect("opened above")
+            .write_all(lines)
+            .map_err(|e| format!("cannot write {}: {e}", self.partial.display()))
+    }
+
+    /// Flushes and publishes the file under its final name. Returns whether a
+    /// file was written.
+    pub fn finish(&self) -> Result<bool, String> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match writer.take() {
+            None => Ok(false),
+            Some(w) => {
+                let file = w.into_inner().map_err(|e| {
+                    format!("cannot write {}: {}", self.partial.display(), e.error())
+                })?;
+                file.sync_data()
+                    .map_err(|e| format!("cannot sync {}: {e}", self.partial.display()))?;
+                std::fs::rename(&self.partial, &self.path).map_err(|e| {
+                    format!(
+                        "cannot rename {} to {}: {e}",
+                        self.partial.display(),
+                        self.path.display()
+                    )
+                })?;
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Chunk size at which a worker hands its lines to the shared file.
+const CHUNK: usize = 1 << 20;
+
+/// Writes scored applications and dead letters as JSON Lines.
+pub struct FileSink {
+    pub scored: Arc<FileOutput>,
+    pub dead: Arc<FileOutput>,
+    pub format: OutputFormat,
+    pub stats: Arc<Stats>,
+}
+
+impl Sink for FileSink {
+    fn build<'s>(
+        self: Box<Self>,
+        scored: Batches<'s, Scored>,
+        dead: Batches<'s, DeadLetter>,
+    ) -> Stream<'s, Epoch, Vec<()>> {
+        let FileSink {
+            scored: scored_out,
+            dead: dead_out,
+            format,
+            stats,
+        } = *self;
+        scored.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            dead,
+            Pipeline,
+            Pipeline,
+            "FileSink",
+            move |_, _| {
+                let mut lines = Vec::with_capacity(CHUNK + 4096);
+                let mut dead_lines = Vec::new();
+                let write = |out: &FileOutput, buf: &mut Vec<u8>, force: bool, stats: &Stats| {
+                    if !buf.is_empty() && (force || buf.len() >= CHUNK) {
+                        if let Err(e) = out.write(buf) {
+                            stats.fail(e);
+                        }
+                        buf.clear();
+                    }
+                };
+                move |(scored, scored_frontier), (dead, dead_frontier), _output| {
+                    let (mut n, mut flagged, mut n_dead) = (0, 0, 0);
+                    scored.for_each(|_, batch| {
+                        for s in batch.drain(..) {
+                            format.write(&s, &mut lines);
+                            lines.push(b'\n');
+                            n += 1;
+                            flagged += s.flagged as u64;
+                        }
+                    });
+                    dead.for_each(|_, batch| {
+                        for d in batch.drain(..) {
+                            dead_lines.extend_from_slice(&d.to_json());
+                            dead_lines.push(b'\n');
+                            n_dead += 1;
+                        }
+                    });
+                    Stats::add(&stats.scored, n);
+                    Stats::add(&stats.flagged, flagged);
+                    Stats::add(&stats.dead_letters, n_dead);
+                    let finished = scored_frontier.is_empty() && dead_frontier.is_empty();
+                    write(&scored_out, &mut lines, finished, &stats);
+                    write(&dead_out, &mut dead_lines, finished, &stats);
+                }
+            },
+        )
+    }
+}

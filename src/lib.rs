@@ -1,0 +1,16 @@
+//! loanflow: real-time machine learning on streams. Loan applications flow
+//! from an edge (a file or a Kafka topic) through a timely dataflow graph —
+//! ingest → clean → predict — and leave scored by a native XGBoost scorer.
+//!
+//! Modules follow the record's path: [`io`] (edges), [`dataflow`] (the three
+//! stages and the graph), [`spec`] (the declarative clean stage), [`model`]
+//! (the scorer), [`record`] (what flows between them).
+
+pub mod cli;
+pub mod dataflow;
+pub mod generate;
+pub mod io;
+pub mod model;
+pub mod record;
+pub mod run;
+pub mod spec;

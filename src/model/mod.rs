@@ -1,0 +1,98 @@
+//! The model: an XGBoost JSON model file loaded into a native forest, with
+//! its identity (file name + content hash) and the check that it fits a
+//! dataflow spec. Scoring needs no Python and no C++ XGBoost.
+
+mod forest;
+mod xgboost;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use forest::{Forest, Objective};
+pub use xgboost::LoadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model {path}: {source} (the spec's `model` or --model must name an XGBoost JSON file)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model {path}: {source}")]
+    Load { path: PathBuf, source: LoadError },
+    #[error("model {path} does not fit dataflow `{spec}`: {message}")]
+    Mismatch {
+        path: PathBuf,
+        spec: String,
+        message: String,
+    },
+}
+
+/// A loaded model and who it is.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub forest: Forest,
+    /// Feature names saved in the model file (empty if it saved none).
+    pub feature_names: Vec<String>,
+    /// `file-stem@sha256:first-12-hex`: names exactly which model scored a record.
+    pub id: String,
+    /// Full SHA-256 of the model file, hex.
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let (forest, feature_names) =
+            xgboost::parse(&bytes).map_err(|source| ModelError::Load {
+                path: path.to_owned(),
+                source,
+            })?;
+        let stem = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let stem = stem.strip_suffix(".json").unwrap_or(&stem);
+        Ok(Model {
+            forest,
+            feature_names,
+            id: format!("{stem}@sha256:{}", &sha256[..12]),
+            sha256,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Checks that the spec's features are the model's, in the same order.
+    /// A model saved without names is checked by count only.
+    pub fn check_features(&self, spec_name: &str, expected: &[String]) -> Result<(), ModelError> {
+        let mismatch = |message: String| ModelError::Mismatch {
+            path: self.path.clone(),
+            spec: spec_name.to_owned(),
+            message,
+        };
+        if expected.len() != self.forest.num_features() {
+            return Err(mismatch(format!(
+                "the spec makes {} features, the model takes {}",
+                expected.len(),
+                self.forest.num_features()
+            )));
+        }
+        if let Some((i, (spec, model))) = expected
+            .iter()
+            .zip(&self.feature_names)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+        {
+            return Err(mismatch(format!(
+                "feature {i} is `{spec}` in the spec but `{model}` in the model (retrain, or fix the spec's feature order)"
+            )));
+        }
+        Ok(())
+    }
+}

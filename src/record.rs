@@ -1,0 +1,315 @@
+//! The data that flows between the stages: where a record came from
+//! ([`Origin`]), its raw bytes ([`RawRecord`]), its typed form ([`Record`],
+//! made of [`Value`]s) and the dead letters every stage may emit
+//! ([`DeadLetter`]). Also the one place that turns raw text into a typed value
+//! for a column, so CSV and JSON inputs agree on what a number or a time is.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Column, ColumnType};
+
+/// Where a record came from, so a person can find it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A line of a file (1-based, counting the header).
+    File { path: Arc<str>, line: u64 },
+    /// A message of a Kafka partition.
+    Kafka {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{path}:{line}"),
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}@{offset}"),
+        }
+    }
+}
+
+/// The input format of raw records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Format {
+    /// Comma-separated values with a header line, one record per line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// A record as an edge delivers it: bytes, and where they came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRecord {
+    pub bytes: Vec<u8>,
+    pub origin: Origin,
+}
+
+/// A typed value of one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Nanoseconds since the Unix epoch, UTC.
+    Time(i64),
+}
+
+impl Value {
+    /// Writes the value as JSON: numbers as numbers, times as RFC 3339 text.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+            Value::Float(f) if f.is_finite() => {
+                out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+            }
+            Value::Float(_) => out.extend_from_slice(b"null"),
+            Value::Str(s) => write_json_str(out, s),
+            Value::Time(ns) => write_json_str(out, &format_time(*ns)),
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, s).expect("writing JSON into memory");
+}
+
+/// Formats nanoseconds since the epoch as RFC 3339 UTC (`2016-01-01T00:03:12Z`,
+/// with a fraction only when there is one).
+pub fn format_time(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Parses RFC 3339 text into nanoseconds since the epoch.
+pub fn parse_time(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+/// Why a raw value could not become a typed one. Always names the column and
+/// the offending value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("column `{column}` is empty and has no missing values allowed")]
+    Empty { column: String },
+    #[error("column `{column}`: `{value}` is not an integer")]
+    NotInt { column: String, value: String },
+    #[error("column `{column}`: `{value}` is not a finite number")]
+    NotNumber { column: String, value: String },
+    #[error("column `{column}`: `{value}` is not an RFC 3339 time (e.g. 2016-01-01T00:03:12Z)")]
+    NotTime { column: String, value: String },
+    #[error("column `{column}` is missing")]
+    MissingColumn { column: String },
+    #[error("column `{column}`: expected {expected}, found {found}")]
+    WrongJsonType {
+        column: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+}
+
+/// Turns the raw text of `column` into its typed value.
+pub fn parse_value(column: &Column, text: &str) -> Result<Value, ValueError> {
+    if column.missing.iter().any(|m| m == text) {
+        return Ok(Value::Null);
+    }
+    if text.is_empty() {
+        return Err(ValueError::Empty {
+            column: column.name.clone(),
+        });
+    }
+    match column.ty {
+        ColumnType::String => Ok(Value::Str(text.to_owned())),
+        ColumnType::Int => text
+            .parse()
+            .map(Value::Int)
+            .map_err(|_| ValueError::NotInt {
+                column: column.name.clone(),
+                value: text.to_owned(),
+            }),
+        ColumnType::Float => match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Float(f)),
+            _ => Err(ValueError::NotNumber {
+                column: column.name.clone(),
+                value: text.to_owned(),
+            }),
+        },
+        ColumnType::Timestamp => {
+            parse_time(text)
+                .map(Value::Time)
+                .ok_or_else(|| ValueError::NotTime {
+                    column: column.name.clone(),
+                    value: text.to_owned(),
+                })
+        }
+    }
+}
+
+/// A typed record: one value per spec column, in spec order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// The spec's event-time column, nanoseconds since the epoch.
+    pub event_time: Option<i64>,
+    pub values: Vec<Value>,
+    /// The raw input, kept so a later stage can still dead-letter it losslessly.
+    pub raw: Vec<u8>,
+    pub origin: Origin,
+}
+
+/// The pipeline stage that refused a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Ingest,
+    Clean,
+    Predict,
+}
+
+/// A record that could not be scored: its raw bytes, the stage that refused
+/// it, why, and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub raw: Vec<u8>,
+    pub stage: Stage,
+    pub reason: String,
+    pub origin: Origin,
+}
+
+impl DeadLetter {
+    /// The dead letter as one JSON object (no newline). The raw input is text
+    /// when it is UTF-8, else base64 under `raw_base64`: lossless either way.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut obj = serde_json::Map::new();
+        match std::str::from_utf8(&self.raw) {
+            Ok(text) => obj.insert("raw".into(), text.into()),
+            Err(_) => obj.insert(
+                "raw_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(&self.raw)
+                    .into(),
+            ),
+        };
+        obj.insert(
+            "stage".into(),
+            serde_json::to_value(self.stage).expect("stage is plain"),
+        );
+        obj.insert("reason".into(), self.reason.clone().into());
+        match &self.origin {
+            Origin::File { path, line } => {
+                obj.insert("file".into(), path.to_string().into());
+                obj.insert("line".into(), (*line).into());
+            }
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                obj.insert("topic".into(), topic.to_string().into());
+                obj.insert("partition".into(), (*partition).into());
+                obj.insert("offset".into(), (*offset).into());
+            }
+        }
+        serde_json::to_vec(&obj).expect("JSON of plain values")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(ty: ColumnType, missing: &[&str]) -> Column {
+        Column {
+            name: "c".into(),
+            ty,
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_each_type() {
+        assert_eq!(
+            parse_value(&col(ColumnType::Int, &[]), "-12"),
+            Ok(Value::Int(-12))
+        );
+        assert_eq!(
+            parse_value(&col(ColumnType::Float, &[]), "13.99"),
+            Ok(Value::Float(13.99))
+        );
+        assert_eq!(
+            parse_value(&col(ColumnType::String, &[]), "C4"),
+            Ok(Value::Str("C4".into()))
+        );
+        assert_eq!(
+            parse_value(&col(ColumnType::Timestamp, &[]), "2016-01-01T00:00:01Z"),
+            Ok(Value::Time(1_451_606_401_000_000_000))
+        );
+    }
+
+    #[test]
+    fn missing_values_become_null_only_when_listed() {
+        assert_eq!(
+            parse_value(&col(ColumnType::Float, &["", "NA"]), "NA"),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            parse_value(&col(ColumnType::Float, &[""]), ""),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            parse_value(&col(ColumnType::Float, &[]), ""),
+            Err(ValueError::Empty { column: "c".into() })
+        );
+    }
+
+    #[test]
+    fn bad_values_name_column_and_value() {
+        let e = parse_value(&col(ColumnType::Int, &[]), "12.5").unwrap_err();
+        assert_eq!(e.to_string(), "column `c`: `12.5` is not an integer");
+        let e = parse_value(&col(ColumnType::Float, &[]), "abc").unwrap_err();
+        assert_eq!(e.to_string(), "column `c`: `abc` is not a finite number");
+        let e = parse_value(&col(ColumnType::Float, &[]), "inf").unwrap_err();
+        assert!(matches!(e, ValueError::NotNumber { .. }));
+        let e = parse_value(&col(ColumnType::Timestamp, &[]), "yesterday").unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("`yesterday` is not an RFC 3339 time"));
+    }
+
+    #[test]
+    fn time_round_trips_through_text() {
+        let ns = parse_time("2016-03-31T23:59:59Z").unwrap();
+        assert_eq!(format_time(ns), "2016-03-31T23:59:59Z");
+    }
+
+    #[test]
+    fn dead_letter_keeps_non_utf8_bytes_as_base64() {
+        let dl = DeadLetter {
+            raw: vec![0xff, 0xfe, b'a'],
+            stage: Stage::Ingest,
+            reason: "not UTF-8".into(),
+            origin: Origin::File {
+                path: "in.csv".into(),
+                line: 7,
+            },
+        };
+        let v: serde_json::Value = serde_json::from_slice(&dl.to_json()).unwrap();
+        assert_eq!(v["raw_base64"], "//5h");
+        assert_eq!(v["line"], 7);
+        assert_eq!(v["stage"], "ingest");
+    }
+}

@@ -1,0 +1,528 @@
+//! The dataflow spec: a TOML file (see `dataflows/README.md`) that says which
+//! input columns are read with what type, how they become model features and
+//! in which order, which column is the id, and which model scores them.
+//!
+//! This module owns loading and validating a spec. Everything that depends on
+//! a particular dataflow lives in its TOML file, never in Rust code: the
+//! ingest stage reads [`Spec::columns`], the clean stage compiles
+//! [`Spec::features`], the predict stage loads [`Spec::model`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a spec could not be used. Each message names the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read dataflow spec {path}: {source} (pass an existing file with --dataflow)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("dataflow spec {path} is not valid TOML for a loanflow spec: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("dataflow spec {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The type an input column's raw text is parsed into at ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int,
+    Float,
+    /// RFC 3339, e.g. `2016-01-01T00:03:12Z`.
+    Timestamp,
+}
+
+impl ColumnType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int => "int",
+            ColumnType::Float => "float",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawColumn {
+    Type(ColumnType),
+    Full {
+        #[serde(rename = "type")]
+        ty: ColumnType,
+        #[serde(default)]
+        missing: Vec<String>,
+    },
+}
+
+/// One input column: its name, type, and the raw values that mean "no value".
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    /// Raw texts that stand for a missing value. Empty: every value is required.
+    pub missing: Vec<String>,
+}
+
+impl Column {
+    /// Whether a column may hold no value (and so may be absent from the input).
+    pub fn nullable(&self) -> bool {
+        !self.missing.is_empty()
+    }
+}
+
+/// What to do with a one-hot value that is not in the group's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    /// All zeros in the group (pandas `get_dummies` on unseen data).
+    #[default]
+    Zeros,
+    /// The record is a dead letter.
+    Error,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Feature {
+    /// The column's number as the feature; a missing value stays missing.
+    Numeric {
+        column: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// A text level mapped to a number, by `levels` (position + `start`) or by `map`.
+    Ordinal {
+        column: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        levels: Vec<String>,
+        #[serde(default)]
+        start: Option<f64>,
+        #[serde(default)]
+        map: BTreeMap<String, f64>,
+        /// Levels that mean "no value": the feature is missing (NaN).
+        #[serde(default)]
+        missing: Vec<String>,
+    },
+    /// One feature per listed value, named `COLUMN__Value` (or `prefix` + value).
+    OneHot {
+        column: String,
+        values: Vec<String>,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        unknown: Unknown,
+    },
+}
+
+impl Feature {
+    pub fn column(&self) -> &str {
+        match self {
+            Feature::Numeric { column, .. }
+            | Feature::Ordinal { column, .. }
+            | Feature::OneHot { column, .. } => column,
+        }
+    }
+
+    /// The model feature names this entry expands to, in order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Feature::Numeric { column, name } | Feature::Ordinal { column, name, .. } => {
+                vec![name.clone().unwrap_or_else(|| column.clone())]
+            }
+            Feature::OneHot {
+                column,
+                values,
+                prefix,
+                ..
+            } => {
+                let prefix = prefix.clone().unwrap_or_else(|| format!("{column}__"));
+                values.iter().map(|v| format!("{prefix}{v}")).collect()
+            }
+        }
+    }
+
+    /// The ordinal mapping as one table, whichever way the spec wrote it.
+    pub fn ordinal_table(&self) -> Option<HashMap<String, f64>> {
+        match self {
+            Feature::Ordinal {
+                levels, start, map, ..
+            } => {
+                let start = start.unwrap_or(0.0);
+                let mut table: HashMap<String, f64> = levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.clone(), start + i as f64))
+                    .collect();
+                table.extend(map.iter().map(|(k, v)| (k.clone(), *v)));
+                Some(table)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    pub column: String,
+    pub positive: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    description: String,
+    model: PathBuf,
+    #[serde(default = "default_threshold")]
+    threshold: f64,
+    id: String,
+    #[serde(default)]
+    event_time: Option<String>,
+    #[serde(default)]
+    label: Option<Label>,
+    #[serde(default)]
+    passthrough: Vec<String>,
+    columns: toml::Table,
+    features: Vec<Feature>,
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+/// A loaded, validated dataflow spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Where the spec was read from.
+    pub path: PathBuf,
+    pub name: String,
+    pub description: String,
+    /// The model file, resolved relative to the spec's folder.
+    pub model: PathBuf,
+    /// `flagged = score >= threshold`.
+    pub threshold: f64,
+    /// Input columns in the order the spec lists them.
+    pub columns: Vec<Column>,
+    /// Index into `columns` of the id column.
+    pub id: usize,
+    /// Index into `columns` of the event-time column, if any.
+    pub event_time: Option<usize>,
+    pub label: Option<Label>,
+    /// Indexes into `columns` copied to every output record.
+    pub passthrough: Vec<usize>,
+    pub features: Vec<Feature>,
+}
+
+impl Spec {
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Parses and validates spec text; `path` names it in errors and anchors
+    /// the relative model path.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        let invalid = |message: String| SpecError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+
+        // Column order follows the file (toml's `preserve_order`).
+        let mut columns = Vec::with_capacity(raw.columns.len());
+        for (name, value) in raw.columns {
+            let raw_col: RawColumn = value.try_into().map_err(|e: toml::de::Error| {
+                invalid(format!(
+                    "column `{name}`: {} (write `{name} = \"float\"` or `{name} = {{ type = \"float\", missing = [\"\"] }}`; types: string, int, float, timestamp)",
+                    e.message()
+                ))
+            })?;
+            let (ty, missing) = match raw_col {
+                RawColumn::Type(ty) => (ty, Vec::new()),
+                RawColumn::Full { ty, missing } => (ty, missing),
+            };
+            columns.push(Column { name, ty, missing });
+        }
+        let column_index = |name: &str, what: &str| -> Result<usize, SpecError> {
+            columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                invalid(format!(
+                    "{what} names column `{name}`, which is not in [columns]"
+                ))
+            })
+        };
+
+        let id = column_index(&raw.id, "`id`")?;
+        if columns[id].nullable() {
+            return Err(invalid(format!(
+                "the id column `{}` must not allow missing values",
+                raw.id
+            )));
+        }
+        let event_time = match &raw.event_time {
+            Some(name) => {
+                let i = column_index(name, "`event_time`")?;
+                if columns[i].ty != ColumnType::Timestamp {
+                    return Err(invalid(format!(
+                        "`event_time` column `{name}` must have type timestamp, not {}",
+                        columns[i].ty.name()
+                    )));
+                }
+                Some(i)
+            }
+            None => None,
+        };
+        if let Some(label) = &raw.label {
+            column_index(&label.column, "`label`")?;
+        }
+        let passthrough = raw
+            .passthrough
+            .iter()
+            .map(|name| column_index(name, "`passthrough`"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for reserved in ["id", "score", "flagged", "model"] {
+            if raw.passthrough.iter().any(|p| p == reserved) && columns[id].name != reserved {
+                return Err(invalid(format!(
+                    "`passthrough` column `{reserved}` clashes with an output field of the same name"
+                )));
+            }
+        }
+        // Thresholds outside [0, 1] make sense for regression models, so only
+        // a non-number is refused.
+        if !raw.threshold.is_finite() {
+            return Err(invalid("`threshold` must be a finite number".into()));
+        }
+
+        if raw.features.is_empty() {
+            return Err(invalid(
+                "no [[features]]: the model needs at least one".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for feature in &raw.features {
+            let col = &columns[column_index(feature.column(), "a feature")?];
+            match feature {
+                Feature::Numeric { .. } => {
+                    if !matches!(col.ty, ColumnType::Int | ColumnType::Float) {
+                        return Err(invalid(format!(
+                            "numeric feature on column `{}` needs an int or float column, not {}",
+                            col.name,
+                            col.ty.name()
+                        )));
+                    }
+                }
+                Feature::Ordinal {
+                    levels, map, start, ..
+                } => {
+                    if col.ty != ColumnType::String {
+                        return Err(invalid(format!(
+                            "ordinal feature on column `{}` needs a string column, not {}",
+                            col.name,
+                            col.ty.name()
+                        )));
+                    }
+                    if levels.is_empty() && map.is_empty() {
+                        return Err(invalid(format!(
+                            "ordinal feature on column `{}` has neither `levels` nor `map`",
+                            col.name
+                        )));
+                    }
+                    if start.is_some() && levels.is_empty() {
+                        return Err(invalid(format!(
+                            "ordinal feature on column `{}`: `start` applies to `levels`, which is empty",
+                            col.name
+                        )));
+                    }
+                    let mut level_set = HashSet::new();
+                    for level in levels.iter().chain(map.keys()) {
+                        if !level_set.insert(level) {
+                            return Err(invalid(format!(
+                                "ordinal feature on column `{}` lists level `{level}` twice",
+                                col.name
+                            )));
+                        }
+                    }
+                }
+                Feature::OneHot { values, .. } => {
+                    if col.ty != ColumnType::String {
+                        return Err(invalid(format!(
+                            "one_hot feature on column `{}` needs a string column, not {}",
+                            col.name,
+                            col.ty.name()
+                        )));
+                    }
+                    if values.is_empty() {
+                        return Err(invalid(format!(
+                            "one_hot feature on column `{}` has no `values`",
+                            col.name
+                        )));
+                    }
+                }
+            }
+            for name in feature.names() {
+                if !seen.insert(name.clone()) {
+                    return Err(invalid(format!("feature `{name}` appears twice")));
+                }
+            }
+        }
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Spec {
+            path: path.to_owned(),
+            name: raw.name,
+            description: raw.description,
+            model: base.join(raw.model),
+            threshold: raw.threshold,
+            columns,
+            id,
+            event_time,
+            label: raw.label,
+            passthrough,
+            features: raw.features,
+        })
+    }
+
+    /// The model's feature names in order, as the spec expands them.
+    pub fn feature_names(&self) -> Vec<String> {
+        self.features.iter().flat_map(Feature::names).collect()
+    }
+
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(Path::new("dataflows/t.toml"), text)
+    }
+
+    const BASE: &str = r#"
+name = "t"
+model = "m.json"
+id = "id"
+[columns]
+id = "string"
+x = "float"
+g = { type = "string", missing = [""] }
+[[features]]
+kind = "numeric"
+column = "x"
+[[features]]
+kind = "one_hot"
+column = "g"
+values = ["a", "b"]
+"#;
+
+    #[test]
+    fn expands_feature_names_and_resolves_model() {
+        let spec = parse(BASE).unwrap();
+        assert_eq!(spec.feature_names(), vec!["x", "g__a", "g__b"]);
+        assert_eq!(spec.model, Path::new("dataflows/m.json"));
+        assert_eq!(
+            spec.columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["id", "x", "g"]
+        );
+        assert!(spec.columns[2].nullable());
+    }
+
+    #[test]
+    fn rejects_feature_on_unknown_column() {
+        let text = BASE.replace("column = \"x\"", "column = \"nope\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("`nope`") && err.contains("not in [columns]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_numeric_feature_on_string_column() {
+        let text = BASE.replace("x = \"float\"", "x = \"string\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("numeric feature on column `x`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_type_and_unknown_kind() {
+        let err = parse(&BASE.replace("x = \"float\"", "x = \"decimal\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `x`"), "{err}");
+        let err = parse(&BASE.replace("kind = \"numeric\"", "kind = \"bucket\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_toml_with_position() {
+        let err = parse("name = ").unwrap_err().to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_feature_names() {
+        let text = format!("{BASE}\n[[features]]\nkind = \"numeric\"\ncolumn = \"x\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("feature `x` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn ordinal_table_merges_levels_and_map() {
+        let text = format!(
+            "{BASE}\n[[features]]\nkind = \"ordinal\"\ncolumn = \"g\"\nname = \"g_ord\"\nlevels = [\"a\", \"b\"]\nstart = 1\nmap = {{ z = 9 }}\n"
+        );
+        let spec = parse(&text).unwrap();
+        let table = spec.features[2].ordinal_table().unwrap();
+        assert_eq!(table["a"], 1.0);
+        assert_eq!(table["b"], 2.0);
+        assert_eq!(table["z"], 9.0);
+    }
+
+    #[test]
+    fn missing_spec_file_is_a_clear_error() {
+        let err = Spec::load(Path::new("/nonexistent/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read dataflow spec /nonexistent/x.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shipped_specs_load() {
+        for name in ["lending_club", "quix_fraud"] {
+            let path =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("dataflows/{name}.toml"));
+            let spec = Spec::load(&path).unwrap();
+            assert_eq!(spec.name, name);
+        }
+    }
+}
