@@ -28,15 +28,16 @@ as its type (or be one of its missing values):
   float64 (ints: exactly) and then rounded once to float32, as numpy does.
   A missing value gives NaN.
 - ``ordinal``: ``levels = [...]`` with ``start`` (default 0) gives
-  ``start + index``; or ``map = { level = number }``. A raw value in the
+  ``start + index``; and/or ``map = { level = number }``. A raw value in the
   feature's own ``missing`` list, or a missing value of the column, gives
   NaN; any other value not a level is an error.
 - ``one_hot``: one feature per entry of ``values``, named
-  ``COLUMN__Value``: 1.0 where the raw value equals it, else 0.0. An unknown
-  value or a missing value gives zeros in the whole group.
+  ``COLUMN__Value`` (or ``prefix`` + value): 1.0 where the raw value equals
+  it, else 0.0. A missing value gives zeros in the whole group; so does an
+  unknown value, unless ``unknown = "error"``.
 
-Feature names: numeric and ordinal → the column name; one-hot →
-``COLUMN__Value``.
+Feature names: numeric and ordinal → ``name``, default the column name;
+one-hot → ``COLUMN__Value``.
 
 The spec's ``model`` path is relative to the TOML file (``model_path``).
 """
@@ -95,9 +96,10 @@ def feature_names(spec: dict) -> list[str]:
     names = []
     for f in spec["features"]:
         if f["kind"] == "one_hot":
-            names.extend(f"{f['column']}__{v}" for v in f["values"])
+            prefix = f.get("prefix", f"{f['column']}__")
+            names.extend(f"{prefix}{v}" for v in f["values"])
         else:
-            names.append(f["column"])
+            names.append(f.get("name", f["column"]))
     return names
 
 
@@ -114,8 +116,8 @@ def _check_spec(spec: dict) -> None:
             if cols[col][0] not in ("int", "float"):
                 raise SpecError(f"numeric feature on {col}, a {cols[col][0]} column")
         elif kind == "ordinal":
-            if ("levels" in f) == ("map" in f):
-                raise SpecError(f"ordinal feature {col}: give exactly one of levels, map")
+            if not f.get("levels") and not f.get("map"):
+                raise SpecError(f"ordinal feature {col}: neither levels nor map")
         elif kind == "one_hot":
             if not f.get("values"):
                 raise SpecError(f"one_hot feature {col}: no values")
@@ -167,11 +169,9 @@ def features(spec: dict, df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
                          dtype=np.float64)
             blocks.append(x.astype(np.float32)[:, None])
         elif kind == "ordinal":
-            if "levels" in f:
-                start = f.get("start", 0)
-                table = {lvl: float(start + i) for i, lvl in enumerate(f["levels"])}
-            else:
-                table = {lvl: float(num) for lvl, num in f["map"].items()}
+            start = f.get("start", 0)
+            table = {lvl: float(start + i) for i, lvl in enumerate(f.get("levels", []))}
+            table.update({lvl: float(num) for lvl, num in f.get("map", {}).items()})
             own_missing = frozenset(f.get("missing", []))
             x = np.empty(n, dtype=np.float64)
             for i, (v, m) in enumerate(zip(values, is_missing)):
@@ -185,9 +185,12 @@ def features(spec: dict, df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         else:  # one_hot
             x = np.zeros((n, len(f["values"])), dtype=np.float32)
             index = {val: j for j, val in enumerate(f["values"])}
+            strict = f.get("unknown", "zeros") == "error"
             for i, (v, m) in enumerate(zip(values, is_missing)):
                 if not m and v in index:
                     x[i, index[v]] = 1.0
+                elif not m and strict:
+                    raise SpecError(f"row {i}: column {col}: unknown value {v!r}")
             blocks.append(x)
     X = np.hstack(blocks) if blocks else np.zeros((n, 0), dtype=np.float32)
     return np.ascontiguousarray(X, dtype=np.float32), feature_names(spec)

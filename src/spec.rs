@@ -236,12 +236,17 @@ impl Spec {
     /// Parses and validates spec text; `path` names it in errors and anchors
     /// the relative model path.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" (line {line}, column {column})")
+            });
+            SpecError::Parse {
+                path: path.to_owned(),
+                message: e.message().trim().replace('\n', "; ") + &at.unwrap_or_default(),
+            }
         })?;
         let invalid = |message: String| SpecError::Invalid {
             path: path.to_owned(),

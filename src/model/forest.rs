@@ -143,6 +143,16 @@ impl Forest {
     /// node's children side by side.
     pub fn push(&mut self, tree: TreeBuilder) {
         let depth = tree.check().expect("push takes checked trees") as u32;
+        assert!(self.num_features > 0, "a forest needs at least one feature");
+        for node in &tree.nodes {
+            if let BuilderNode::Split { feature, .. } = node {
+                assert!(
+                    (*feature as usize) < self.num_features,
+                    "split on feature {feature} of {}",
+                    self.num_features
+                );
+            }
+        }
         let root = self.nodes.len() as u32;
         // Breadth-first: position in `order` is the new index (relative to root).
         let mut order: Vec<u32> = vec![0];
@@ -205,8 +215,14 @@ impl Forest {
     /// The next node for `row` from node `idx`; a leaf returns itself.
     #[inline(always)]
     fn step(&self, idx: u32, row: &[f32]) -> u32 {
-        let node = self.nodes[idx as usize];
-        let x = row[(node.feature & FEATURE_MASK) as usize];
+        debug_assert!((idx as usize) < self.nodes.len() && row.len() == self.num_features);
+        // SAFETY: `idx` is a node index: a tree root or a `left`/`left + 1`
+        // written by `push`, which only links to nodes of the same tree. The
+        // feature index was checked against `num_features` when the tree was
+        // pushed (leaves use feature 0, and num_features >= 1), and every
+        // caller passes rows of exactly `num_features` values.
+        let node = unsafe { *self.nodes.get_unchecked(idx as usize) };
+        let x = unsafe { *row.get_unchecked((node.feature & FEATURE_MASK) as usize) };
         let default_left = node.feature & DEFAULT_LEFT != 0;
         let go_left = (x < node.threshold) | (x.is_nan() & default_left);
         let internal = (node.feature & INTERNAL) >> 30;
@@ -249,6 +265,25 @@ impl Forest {
     }
 
     fn predict_block(&self, rows: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { self.predict_block_avx2(rows, out) };
+            }
+        }
+        self.predict_block_generic(rows, out)
+    }
+
+    /// The same walk compiled for AVX2, so the level loop can use gathers.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn predict_block_avx2(&self, rows: &[f32], out: &mut [f32]) {
+        self.predict_block_generic(rows, out)
+    }
+
+    #[inline(always)]
+    fn predict_block_generic(&self, rows: &[f32], out: &mut [f32]) {
         let width = self.num_features;
         let n = out.len();
         let mut idx = [0u32; BLOCK];
@@ -256,8 +291,8 @@ impl Forest {
         for &(root, depth) in &self.trees {
             idx[..n].fill(root);
             for _ in 0..depth {
-                for (r, i) in idx[..n].iter_mut().enumerate() {
-                    *i = self.step(*i, &rows[r * width..(r + 1) * width]);
+                for (i, row) in idx[..n].iter_mut().zip(rows.chunks_exact(width)) {
+                    *i = self.step(*i, row);
                 }
             }
             for (o, &i) in out.iter_mut().zip(&idx[..n]) {
