@@ -39,8 +39,34 @@ Examples:
   loanflow run                                      the embedded default: data/lending_club.csv → out/predictions.jsonl
   loanflow run -w 2                                 the same on two worker threads
   loanflow run --input apps.jsonl --output scored.jsonl --dead-letters bad.jsonl
-  loanflow run --dataflow dataflows/quix_fraud.toml --input homecredit.csv")]
+  loanflow run --dataflow dataflows/quix_fraud.toml --input homecredit.csv
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored -w 2
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --until-caught-up
+  loanflow run --brokers broker:9093 --input-topic loans --output-topic scored \\
+      -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p
+
+With --input-topic, records come from Kafka (JSON objects, or --format csv lines);
+with --output-topic, scored applications go to Kafka keyed by id and dead letters
+to --dead-letter-topic. Offsets are committed (group --group) only after every
+output they cover is acknowledged: a restart resumes there, nothing is lost.")]
     Run(RunArgs),
+    /// Produce applications from a file into a Kafka topic (the tutorial's ingest service).
+    #[command(after_help = "\
+Each valid record becomes a JSON object keyed by its id, with its event time
+(the spec's event_time column) as the Kafka message timestamp. A line that is not
+a valid record is sent as it is (no key): the pipeline dead-letters it. Exits
+non-zero if any message was not acknowledged by the broker.
+
+Examples:
+  loanflow ingest --brokers 127.0.0.1:9092 --topic loans --partitions 4
+  loanflow ingest --brokers 127.0.0.1:9092 --topic loans --input out/1m.csv --rate 5000")]
+    Ingest(IngestArgs),
+    /// Print scored applications from a topic as they arrive (the tutorial's stream reader).
+    #[command(after_help = "\
+Examples:
+  loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored --from-beginning
+  loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored -n 10 --json")]
+    Tail(TailArgs),
     /// Write a larger stream for benchmarks by resampling the real applications.
     #[command(after_help = "\
 The rows are drawn with replacement from the real applications (every value real,
@@ -68,10 +94,47 @@ pub struct PipelineArgs {
     pub model: Option<PathBuf>,
 }
 
+/// Kafka connection flags, shared by every command that talks to a broker.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (any Kafka-API broker: Apache Kafka, Redpanda, Tansu, …).
+    #[arg(long, env = "LOANFLOW_BROKERS", value_name = "HOST:PORT,…")]
+    pub brokers: Option<String>,
+    /// A librdkafka property, as kcat takes it (repeat): -X security.protocol=SSL
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// How long to wait for the broker before giving up, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub connect_timeout: f64,
+    /// Create missing topics with this many partitions (else a missing topic is an error).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: Option<i32>,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Read applications from this topic instead of --input.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub input_topic: Option<String>,
+    /// Write scored applications to this topic instead of --output.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub output_topic: Option<String>,
+    /// Dead letters topic (with --output-topic; default: OUTPUT_TOPIC.dead-letters).
+    #[arg(long, value_name = "TOPIC", requires = "output_topic")]
+    pub dead_letter_topic: Option<String>,
+    /// Consumer group whose committed offsets track progress (default: loanflow.DATAFLOW).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Stop once every owned partition is read to its end and everything read is delivered and committed.
+    #[arg(long, requires = "input_topic")]
+    pub until_caught_up: bool,
+    /// Where to start in a partition the group has no committed offset for.
+    #[arg(long, value_enum, default_value = "earliest")]
+    pub from: StartArg,
     /// Applications to score: CSV with a header, or JSON Lines.
     #[arg(
         short,
@@ -108,6 +171,53 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartArg {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic to produce to.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+    /// Applications to send: CSV with a header, or JSON Lines.
+    #[arg(short, long, default_value = "data/lending_club.csv", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Input format (default: from the file extension).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Records per second (default: as fast as the broker takes them).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// No progress bar, even on a terminal.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic to read.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+    /// Start at the beginning of the topic (default: only new messages).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many messages.
+    #[arg(short = 'n', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Print each message's JSON value as it is.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

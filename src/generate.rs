@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cli::GenerateArgs;
 use crate::dataflow::ingest::Parser;
-use crate::record::{format_time, parse_time, write_json_str, Format, Origin, RawRecord};
+use crate::record::{format_time, parse_time, write_record_json, Format, Origin, RawRecord};
 use crate::run::progress_bar;
 use crate::spec::Spec;
 
@@ -147,16 +147,8 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
                     })
                     .map_err(|d| anyhow!("a source row does not fit the spec: {}", d.reason))?;
                 json.clear();
-                json.push(b'{');
-                for (i, (column, value)) in spec.columns.iter().zip(&record.values).enumerate() {
-                    if i > 0 {
-                        json.push(b',');
-                    }
-                    write_json_str(&mut json, &column.name);
-                    json.push(b':');
-                    value.write_json(&mut json);
-                }
-                json.extend_from_slice(b"}\n");
+                write_record_json(&spec.columns, &record.values, &mut json);
+                json.push(b'\n');
                 out.write_all(&json)?;
             }
         }

@@ -11,6 +11,7 @@ pub mod dataflow;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod produce;
 pub mod record;
 pub mod run;
 pub mod spec;

@@ -2,6 +2,8 @@
 //! the subcommand, and turns any error into one line on stderr and exit 1.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Records are small and many: mimalloc's thread-local free lists beat the
 /// system allocator on the per-record allocations of the hot path.
@@ -10,6 +12,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser as _;
 use loanflow::cli::{Cli, Command};
+
+/// SIGINT/SIGTERM set the returned flag: the run finishes what it read,
+/// delivers, commits and exits 0. A second SIGINT/SIGTERM exits at once.
+fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -20,8 +34,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("loanflow: error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match &cli.command {
-        Command::Run(args) => loanflow::run::run(args).map(|summary| eprintln!("{summary}")),
+        Command::Run(args) => loanflow::run::run(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Ingest(args) => loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Tail(args) => loanflow::produce::tail(args, stop),
         Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
             eprintln!(
                 "loanflow: wrote {n} resampled applications to {}",

@@ -81,6 +81,21 @@ impl Value {
     }
 }
 
+/// Appends a typed record as one JSON object, `{"column": value, …}` in
+/// spec order: what `loanflow ingest` produces and ingest reads back.
+pub fn write_record_json(columns: &[Column], values: &[Value], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (column, value)) in columns.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, &column.name);
+        out.push(b':');
+        value.write_json(out);
+    }
+    out.push(b'}');
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,15 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::cli::{PipelineArgs, RunArgs};
+use crate::cli::{KafkaArgs, PipelineArgs, RunArgs, StartArg};
 use crate::dataflow::clean::Cleaner;
 use crate::dataflow::ingest::Parser;
 use crate::dataflow::predict::{OutputFormat, Predictor};
 use crate::dataflow::{self, Epoch};
 use crate::io::file::{detect_format, FileInput, FileOutput, FileSink, FileSource};
+use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource, Start};
 use crate::io::{Sink, Source, Stats};
+use crate::record::Format;
 use crate::model::Model;
 use crate::spec::Spec;
 
@@ -51,9 +53,13 @@ pub struct Summary {
     pub dead_letters: u64,
     pub elapsed: Duration,
     pub workers: usize,
-    pub output: PathBuf,
-    pub dead_letter_file: Option<PathBuf>,
+    /// Where scored applications went (a file or a topic).
+    pub output: String,
+    /// Where dead letters went, if anywhere.
+    pub dead_letters_to: Option<String>,
     pub model: String,
+    /// Stopped by SIGINT/SIGTERM before the input ended.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -74,24 +80,22 @@ impl fmt::Display for Summary {
             self.workers,
             if self.workers == 1 { "" } else { "s" }
         )?;
-        writeln!(
-            f,
-            "  scored        {:>10}  → {}",
-            self.scored,
-            self.output.display()
-        )?;
+        if self.interrupted {
+            writeln!(f, "  (stopped by a signal: everything read was delivered)")?;
+        }
+        writeln!(f, "  scored        {:>10}  → {}", self.scored, self.output)?;
         writeln!(
             f,
             "  flagged       {:>10}  ({:.2} %)",
             self.flagged,
             100.0 * self.flagged as f64 / self.scored.max(1) as f64
         )?;
-        match &self.dead_letter_file {
-            Some(path) => writeln!(
+        match &self.dead_letters_to {
+            Some(to) => writeln!(
                 f,
                 "  dead letters  {:>10}  → {}",
                 self.dead_letters,
-                path.display()
+                to
             )?,
             None => writeln!(f, "  dead letters  {:>10}", self.dead_letters)?,
         }
@@ -124,64 +128,184 @@ pub fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
     Some(bar)
 }
 
-pub fn run(args: &RunArgs) -> Result<Summary> {
-    let Loaded { spec, model } = load(&args.pipeline)?;
-    let format = detect_format(&args.input, args.format)?;
-    let input = Arc::new(FileInput::open(&args.input, format)?);
-    let source_name = args.input.display().to_string();
-    let max_record_bytes = args.max_record_bytes as usize;
-    // Check the header now, so a missing column is a set-up error, not a failed worker.
-    Parser::new(
-        &spec,
-        format,
-        input.header(),
-        &source_name,
-        max_record_bytes,
-    )?;
-    if args.output == args.dead_letters {
-        return Err(anyhow!(
-            "--output and --dead-letters are both {}: give them different files",
-            args.output.display()
-        ));
+/// Where records come from, decided once for all workers.
+enum SourcePlan {
+    File {
+        input: Arc<FileInput>,
+        format: Format,
+        name: String,
+    },
+    Kafka {
+        config: Arc<KafkaConfig>,
+        topic: String,
+        partitions: i32,
+        group: String,
+        format: Format,
+    },
+}
+
+/// Where scored applications and dead letters go.
+enum SinkPlan {
+    File {
+        scored: Arc<FileOutput>,
+        dead: Arc<FileOutput>,
+    },
+    Kafka {
+        config: Arc<KafkaConfig>,
+        topic: String,
+        dead_letter_topic: String,
+    },
+}
+
+/// The Kafka configuration of `args`, if it names brokers.
+pub fn kafka_config(args: &KafkaArgs) -> Result<Option<Arc<KafkaConfig>>> {
+    let Some(brokers) = &args.brokers else { return Ok(None) };
+    if !(args.connect_timeout.is_finite() && args.connect_timeout > 0.0) {
+        return Err(anyhow!("--connect-timeout must be a positive number of seconds"));
     }
-    let scored_out = Arc::new(FileOutput::create(&args.output, false)?);
-    let dead_out = Arc::new(FileOutput::create(&args.dead_letters, true)?);
+    let config = KafkaConfig::new(brokers, &args.properties, Duration::from_secs_f64(args.connect_timeout))?;
+    Ok(Some(Arc::new(config)))
+}
+
+/// Runs the dataflow until the input ends (files, `--until-caught-up`) or
+/// `stop` is set (SIGINT/SIGTERM), then returns what it did.
+pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let Loaded { spec, model } = load(&args.pipeline)?;
+    let kafka = kafka_config(&args.kafka)?;
+    let max_record_bytes = args.max_record_bytes as usize;
+
+    let source_plan = match (&args.input_topic, &kafka) {
+        (Some(topic), Some(config)) => {
+            let partitions = config.ensure_topic(topic, args.kafka.partitions)?;
+            let format = args.format.unwrap_or(Format::Jsonl);
+            // A CSV payload would need a header; Kafka messages are JSON objects.
+            if format == Format::Csv {
+                return Err(anyhow!("Kafka input must be JSON objects (--format jsonl)"));
+            }
+            SourcePlan::Kafka {
+                config: Arc::clone(config),
+                topic: topic.clone(),
+                partitions,
+                group: args.group.clone().unwrap_or_else(|| format!("loanflow.{}", spec.name)),
+                format,
+            }
+        }
+        _ => {
+            let format = detect_format(&args.input, args.format)?;
+            let input = Arc::new(FileInput::open(&args.input, format)?);
+            let name = args.input.display().to_string();
+            // Check the header now, so a missing column is a set-up error, not a failed worker.
+            Parser::new(&spec, format, input.header(), &name, max_record_bytes)?;
+            SourcePlan::File { input, format, name }
+        }
+    };
+    let sink_plan = match (&args.output_topic, &kafka) {
+        (Some(topic), Some(config)) => {
+            let dead_letter_topic = args
+                .dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| format!("{topic}.dead-letters"));
+            config.ensure_topic(topic, args.kafka.partitions)?;
+            config.ensure_topic(&dead_letter_topic, args.kafka.partitions)?;
+            SinkPlan::Kafka {
+                config: Arc::clone(config),
+                topic: topic.clone(),
+                dead_letter_topic,
+            }
+        }
+        _ => {
+            if args.output == args.dead_letters {
+                return Err(anyhow!(
+                    "--output and --dead-letters are both {}: give them different files",
+                    args.output.display()
+                ));
+            }
+            SinkPlan::File {
+                scored: Arc::new(FileOutput::create(&args.output, false)?),
+                dead: Arc::new(FileOutput::create(&args.dead_letters, true)?),
+            }
+        }
+    };
+
     let stats = Arc::new(Stats::default());
-    let progress = progress_bar(input.data_len(), args.quiet);
+    let progress = match &source_plan {
+        SourcePlan::File { input, .. } => progress_bar(input.data_len(), args.quiet),
+        SourcePlan::Kafka { .. } => None,
+    };
     let workers = args.workers as usize;
     let batch = args.batch as usize;
+    let start = match args.from {
+        StartArg::Earliest => Start::Earliest,
+        StartArg::Latest => Start::Latest,
+    };
+    let until_caught_up = args.until_caught_up;
     let format_out = OutputFormat::new(&spec, &model.id);
     let model_id = model.id.clone();
     let forest = Arc::new(model.forest.clone());
-    tracing::info!(dataflow = %spec.name, model = %model.id, workers, input = %source_name, "starting");
+    let source_plan = Arc::new(source_plan);
+    let sink_plan = Arc::new(sink_plan);
+    tracing::info!(dataflow = %spec.name, model = %model.id, workers, "starting");
 
     let started = Instant::now();
     let guards = {
         let stats = Arc::clone(&stats);
+        let stop = Arc::clone(&stop);
         let progress = progress.clone();
-        let scored_out = Arc::clone(&scored_out);
-        let dead_out = Arc::clone(&dead_out);
+        let source_plan = Arc::clone(&source_plan);
+        let sink_plan = Arc::clone(&sink_plan);
         timely::execute(timely_config(workers), move |worker| {
-            let parser = Parser::new(
-                &spec,
-                format,
-                input.header(),
-                &source_name,
-                max_record_bytes,
-            )
-            .expect("header checked before the workers started");
-            let source: Box<dyn Source> = Box::new(FileSource {
-                input: Arc::clone(&input),
-                batch,
-                progress: progress.clone(),
-                stats: Arc::clone(&stats),
-            });
-            let sink: Box<dyn Sink> = Box::new(FileSink {
-                scored: Arc::clone(&scored_out),
-                dead: Arc::clone(&dead_out),
-                format: format_out.clone(),
-                stats: Arc::clone(&stats),
-            });
+            let (source, parser): (Box<dyn Source>, Parser) = match &*source_plan {
+                SourcePlan::File { input, format, name } => (
+                    Box::new(FileSource {
+                        input: Arc::clone(input),
+                        batch,
+                        progress: progress.clone(),
+                        stats: Arc::clone(&stats),
+                        stop: Arc::clone(&stop),
+                    }),
+                    Parser::new(&spec, *format, input.header(), name, max_record_bytes)
+                        .expect("header checked before the workers started"),
+                ),
+                SourcePlan::Kafka {
+                    config,
+                    topic,
+                    partitions,
+                    group,
+                    format,
+                } => (
+                    Box::new(KafkaSource {
+                        config: Arc::clone(config),
+                        topic: topic.clone(),
+                        group: group.clone(),
+                        partitions: *partitions,
+                        start,
+                        until_caught_up,
+                        batch,
+                        stats: Arc::clone(&stats),
+                        stop: Arc::clone(&stop),
+                    }),
+                    Parser::new(&spec, *format, None, topic, max_record_bytes).expect("JSON needs no header"),
+                ),
+            };
+            let sink: Box<dyn Sink> = match &*sink_plan {
+                SinkPlan::File { scored, dead } => Box::new(FileSink {
+                    scored: Arc::clone(scored),
+                    dead: Arc::clone(dead),
+                    format: format_out.clone(),
+                    stats: Arc::clone(&stats),
+                }),
+                SinkPlan::Kafka {
+                    config,
+                    topic,
+                    dead_letter_topic,
+                } => Box::new(KafkaSink {
+                    config: Arc::clone(config),
+                    topic: topic.clone(),
+                    dead_letter_topic: dead_letter_topic.clone(),
+                    format: format_out.clone(),
+                    stats: Arc::clone(&stats),
+                }),
+            };
             let done = ProbeHandle::<Epoch>::new();
             worker.dataflow::<Epoch, _, _>(|scope| {
                 let raw = source.build(scope, done.clone());
@@ -208,19 +332,32 @@ pub fn run(args: &RunArgs) -> Result<Summary> {
     if let Some(failure) = stats.failure() {
         return Err(anyhow!(failure));
     }
-    scored_out.finish().map_err(|e| anyhow!(e))?;
-    let wrote_dead = dead_out.finish().map_err(|e| anyhow!(e))?;
-    let elapsed = started.elapsed();
+    let (output, dead_letters_to) = match &*sink_plan {
+        SinkPlan::File { scored, dead } => {
+            scored.finish().map_err(|e| anyhow!(e))?;
+            let wrote_dead = dead.finish().map_err(|e| anyhow!(e))?;
+            (
+                scored.path().display().to_string(),
+                wrote_dead.then(|| dead.path().display().to_string()),
+            )
+        }
+        SinkPlan::Kafka {
+            topic,
+            dead_letter_topic,
+            ..
+        } => (format!("topic {topic}"), Some(format!("topic {dead_letter_topic}"))),
+    };
     Ok(Summary {
         records_in: Stats::get(&stats.records_in),
         bytes_in: Stats::get(&stats.bytes_in),
         scored: Stats::get(&stats.scored),
         flagged: Stats::get(&stats.flagged),
         dead_letters: Stats::get(&stats.dead_letters),
-        elapsed,
+        elapsed: started.elapsed(),
         workers,
-        output: scored_out.path().to_owned(),
-        dead_letter_file: wrote_dead.then(|| dead_out.path().to_owned()),
+        output,
+        dead_letters_to,
         model: model_id,
+        interrupted: stop.load(Ordering::Relaxed),
     })
 }

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,6 +160,27 @@ impl FileInput {
         at(index)..at(index + 1)
     }
 
+    /// The byte range of the records (after a CSV header).
+    pub fn records(&self) -> Range<usize> {
+        self.data_start..self.data.len()
+    }
+
+    /// A cursor over the lines that start in `range`.
+    pub fn cursor(&self, range: Range<usize>) -> LineCursor {
+        let (pos, line) = self.first_line_from(range.start);
+        LineCursor {
+            pos,
+            end: range.end,
+            line,
+        }
+    }
+
+    /// The lines that start in `range`, with their 1-based line numbers.
+    pub fn lines(&self, range: Range<usize>) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let mut cursor = self.cursor(range);
+        std::iter::from_fn(move || cursor.next_line(&self.data).map(|(n, r)| (n, &self.data[r])))
+    }
+
     /// The first line start at or after `pos`, and its 1-based line number.
     fn first_line_from(&self, pos: usize) -> (usize, u64) {
         let start = if pos <= self.data_start {
@@ -172,6 +194,33 @@ impl FileInput {
         };
         let line = 1 + memchr::memchr_iter(b'\n', &self.data[..start]).count() as u64;
         (start, line)
+    }
+}
+
+/// Walks lines by start position: yields each line (without its line end)
+/// whose first byte lies before `end`.
+#[derive(Debug, Clone)]
+pub struct LineCursor {
+    pos: usize,
+    end: usize,
+    line: u64,
+}
+
+impl LineCursor {
+    pub fn next_line(&mut self, data: &[u8]) -> Option<(u64, Range<usize>)> {
+        if self.pos >= self.end || self.pos >= data.len() {
+            return None;
+        }
+        let start = self.pos;
+        let line_end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+        self.pos = line_end + 1;
+        self.line += 1;
+        Some((self.line - 1, start..trim_cr(data, start, line_end)))
+    }
+
+    /// Byte position of the next line.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 }
 
@@ -189,6 +238,8 @@ pub struct FileSource {
     pub batch: usize,
     pub progress: Option<ProgressBar>,
     pub stats: Arc<Stats>,
+    /// Set on SIGINT/SIGTERM: stop reading; what was read is still written.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Source for FileSource {
@@ -202,10 +253,9 @@ impl Source for FileSource {
             batch,
             progress,
             stats,
+            stop,
         } = *self;
-        let share = input.share(scope.index(), scope.peers());
-        let (mut pos, mut line) = input.first_line_from(share.start);
-        let end = share.end;
+        let mut cursor = input.cursor(input.share(scope.index(), scope.peers()));
         // One Arc per worker: workers never contend on its reference count.
         let path: Arc<str> = Arc::from(input.path.display().to_string());
         source(scope, "FileSource", move |capability, info| {
@@ -221,32 +271,29 @@ impl Source for FileSource {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
-                let data = &input.data;
-                let from = pos;
+                let from = cursor.position();
                 let mut count = 0;
                 let mut session = output.session(&cap);
-                while pos < end && count < batch {
-                    let line_end =
-                        memchr::memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i);
+                while count < batch {
+                    let Some((line, range)) = cursor.next_line(&input.data) else { break };
                     session.give(RawRecord {
-                        bytes: data[pos..trim_cr(data, pos, line_end)].to_vec(),
+                        bytes: input.data[range].to_vec(),
                         origin: Origin::File {
                             path: Arc::clone(&path),
                             line,
                         },
                     });
-                    pos = line_end + 1;
-                    line += 1;
                     count += 1;
                 }
                 drop(session);
-                let read = (pos.min(data.len()) - from) as u64;
+                let read = (cursor.position().min(input.data.len()) - from) as u64;
                 Stats::add(&stats.records_in, count as u64);
                 Stats::add(&stats.bytes_in, read);
                 if let Some(bar) = &progress {
                     bar.inc(read);
                 }
-                if pos >= end {
+                let finished = count < batch;
+                if finished || stop.load(Ordering::Relaxed) || stats.failed() {
                     capability = None;
                 } else {
                     epoch += 1;

@@ -4,6 +4,7 @@
 //! streams. The stages in [`crate::dataflow`] never know which edge they run on.
 
 pub mod file;
+pub mod kafka;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -1,0 +1,687 @@
+//! Kafka edges: a source that reads a topic's partitions and a sink that
+//! writes scored applications (and dead letters) to topics, at least once.
+//!
+//! # Partition ownership
+//! Worker `w` of `W` (global index, so this holds across a cluster) owns
+//! partition `p` iff `p % W == w`. Ownership is static: `assign()`, never
+//! group rebalancing (consumer-group joins are slow on some brokers and a
+//! rebalance would move partitions under a running epoch). Auto-commit and
+//! auto offset store are off: offsets move only as described below.
+//!
+//! # Offsets as progress
+//! Invariants, per worker:
+//! 1. Every record the source emits at epoch `e` comes from an owned
+//!    partition, and after closing `e` the source remembers `next[p]`, the
+//!    offset after the last record of `p` read at or before `e`.
+//! 2. The sink holds a capability for `e` until every message of `e` has
+//!    been acknowledged by the broker; a delivery failure keeps it held
+//!    forever (the run then stops with an error).
+//! 3. So when the `done` probe (the sinks' output frontier, over all
+//!    workers) has passed `e`, every output of every record read up to `e`
+//!    is delivered, and committing `next` as of `e` loses nothing. A restart
+//!    resumes from the committed offsets: records after them may be scored
+//!    twice (at-least-once), never skipped.
+//!
+//! # Caught up
+//! A partition is at its end when a fetch reports it there (librdkafka's
+//! partition EOF, from the high watermark in the fetch response), never from
+//! a ListOffsets query, which some brokers answer wrongly.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use crate::dataflow::predict::{OutputFormat, Scored};
+use crate::dataflow::{Batches, Epoch};
+use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::record::{DeadLetter, Origin, RawRecord};
+
+/// Properties whose values are never logged or printed.
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "token", "sasl.jaas"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("bad -X `{0}`: write -X key=value (a librdkafka property)")]
+    BadProperty(String),
+    #[error("cannot reach Kafka at {brokers} within {timeout:?}{why} (check --brokers, that the broker runs, and the -X security settings)")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        why: String,
+    },
+    #[error("topic `{topic}` does not exist on {brokers} (create it, or pass --partitions N to have loanflow create it)")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot create topic `{topic}`: {message}")]
+    Create { topic: String, message: String },
+    #[error("Kafka client: {0}")]
+    Client(String),
+}
+
+/// How to reach the cluster: brokers, pass-through librdkafka properties.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// `-X key=value` properties, applied last (they win).
+    pub properties: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str, properties: &[String], connect_timeout: Duration) -> Result<KafkaConfig, KafkaSetupError> {
+        let properties = properties
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+                _ => Err(KafkaSetupError::BadProperty(p.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(KafkaConfig {
+            brokers: brokers.to_owned(),
+            properties,
+            connect_timeout,
+        })
+    }
+
+    /// A client configuration: our defaults, then `extra`, then the user's `-X`.
+    pub fn client_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "loanflow")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        tracing::debug!(config = %self.describe(extra), "kafka client");
+        config
+    }
+
+    /// The configuration as text, secrets redacted.
+    pub fn describe(&self, extra: &[(&str, &str)]) -> String {
+        let mut parts = vec![format!("bootstrap.servers={}", self.brokers)];
+        let all = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(self.properties.iter().cloned());
+        for (k, v) in all {
+            parts.push(if is_secret(&k) { format!("{k}=***") } else { format!("{k}={v}") });
+        }
+        parts.join(" ")
+    }
+
+    /// The partition count of `topic`, creating it with `create` partitions
+    /// if it does not exist and that was asked for.
+    pub fn ensure_topic(&self, topic: &str, create: Option<i32>) -> Result<i32, KafkaSetupError> {
+        let consumer: BaseConsumer<Context> = self
+            .client_config(&[])
+            .create_with_context(Context::default())
+            .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
+        match self.partitions(&consumer, topic)? {
+            Some(n) => Ok(n),
+            None => match create {
+                None => Err(KafkaSetupError::NoTopic {
+                    topic: topic.to_owned(),
+                    brokers: self.brokers.clone(),
+                }),
+                Some(partitions) => {
+                    self.create_topic(topic, partitions)?;
+                    let deadline = Instant::now() + self.connect_timeout;
+                    loop {
+                        if let Some(n) = self.partitions(&consumer, topic)? {
+                            return Ok(n);
+                        }
+                        if Instant::now() > deadline {
+                            return Err(KafkaSetupError::Create {
+                                topic: topic.to_owned(),
+                                message: "created, but it does not show in the metadata".into(),
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            },
+        }
+    }
+
+    fn partitions(&self, consumer: &BaseConsumer<Context>, topic: &str) -> Result<Option<i32>, KafkaSetupError> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), self.connect_timeout)
+            .map_err(|e| self.unreachable(consumer.context(), e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    }
+
+    fn unreachable(&self, context: &Context, e: KafkaError) -> KafkaSetupError {
+        let why = context.last_error().map(|r| format!(": {r}")).unwrap_or_else(|| format!(": {e}"));
+        KafkaSetupError::Unreachable {
+            brokers: self.brokers.clone(),
+            timeout: self.connect_timeout,
+            why,
+        }
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaSetupError> {
+        let admin: AdminClient<Context> = self
+            .client_config(&[])
+            .create_with_context(Context::default())
+            .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(self.connect_timeout));
+        let results = futures_executor::block_on(admin.create_topics([&new], &options))
+            .map_err(|e| self.unreachable(admin.inner().context(), e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(KafkaSetupError::Create {
+                        topic: topic.to_owned(),
+                        message: code.to_string(),
+                    })
+                }
+            }
+        }
+        tracing::info!(topic, partitions, "created topic");
+        Ok(())
+    }
+}
+
+/// Routes librdkafka's logs to `tracing` and remembers its last error, so a
+/// timeout can say why (a TLS handshake failure, say) instead of just "timed out".
+#[derive(Default)]
+pub struct Context {
+    last_error: Mutex<Option<String>>,
+}
+
+impl Context {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// Where a source starts when its group has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+}
+
+/// One worker's part of a Kafka input topic.
+pub struct KafkaSource {
+    pub config: Arc<KafkaConfig>,
+    pub topic: String,
+    pub group: String,
+    pub partitions: i32,
+    pub start: Start,
+    /// Stop once every owned partition is read to its end.
+    pub until_caught_up: bool,
+    /// Most records per epoch.
+    pub batch: usize,
+    pub stats: Arc<Stats>,
+    /// Set on SIGINT/SIGTERM: finish the open epochs, commit, stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+enum Phase {
+    Reading,
+    /// Reading stopped; waiting for every epoch up to this one to be delivered.
+    Draining(Epoch),
+}
+
+impl KafkaSource {
+    fn consumer(&self) -> Result<BaseConsumer<Context>, KafkaError> {
+        self.config
+            .client_config(&[
+                ("group.id", &self.group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                (
+                    "auto.offset.reset",
+                    match self.start {
+                        Start::Earliest => "earliest",
+                        Start::Latest => "latest",
+                    },
+                ),
+            ])
+            .create_with_context(Context::default())
+    }
+}
+
+impl Source for KafkaSource {
+    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: ProbeHandle<Epoch>) -> Batches<'s, RawRecord> {
+        let (index, peers) = (scope.index(), scope.peers());
+        let owned: Vec<i32> = (0..self.partitions).filter(|p| *p as usize % peers == index).collect();
+        source(scope, "KafkaSource", move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = Some(capability);
+            let this = *self;
+            let topic: Arc<str> = Arc::from(this.topic.as_str());
+            let consumer = match assign(&this, &owned) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    this.stats.fail(format!("cannot read topic `{}`: {e}", this.topic));
+                    None
+                }
+            };
+            // next[p]: the offset after the last record read from p (invariant 1).
+            let mut next: HashMap<i32, i64> = HashMap::new();
+            let mut at_end: HashSet<i32> = HashSet::new();
+            let mut snapshots: VecDeque<(Epoch, Vec<(i32, i64)>)> = VecDeque::new();
+            let mut epoch: Epoch = 0;
+            let mut phase = Phase::Reading;
+            move |output| {
+                let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
+                    capability = None;
+                    return;
+                };
+                // Commit the newest snapshot whose epoch every sink has delivered (invariant 3).
+                let mut ready = None;
+                while snapshots.front().is_some_and(|(e, _)| !done.less_equal(e)) {
+                    ready = snapshots.pop_front();
+                }
+                if let Some((e, offsets)) = ready {
+                    let final_commit = matches!(phase, Phase::Draining(last) if e == last);
+                    commit(consumer, &topic, &offsets, final_commit, &this.stats);
+                    tracing::debug!(epoch = e, ?offsets, "committed");
+                }
+                if let Phase::Draining(last) = phase {
+                    if done.less_equal(&last) {
+                        activator.activate_after(Duration::from_millis(1));
+                    } else {
+                        capability = None;
+                    }
+                    return;
+                }
+                let stopping = this.stop.load(Ordering::Relaxed)
+                    || this.stats.failed()
+                    || (this.until_caught_up && at_end.len() == owned.len());
+                if stopping {
+                    if epoch == 0 {
+                        capability = None; // nothing was read: nothing to commit
+                    } else {
+                        phase = Phase::Draining(epoch - 1);
+                        activator.activate();
+                    }
+                    return;
+                }
+                if done.less_than(&epoch.saturating_sub(MAX_EPOCHS_AHEAD)) {
+                    activator.activate_after(Duration::from_millis(1));
+                    return;
+                }
+                let mut count = 0;
+                let mut bytes = 0;
+                {
+                    let mut session = output.session(&cap);
+                    while count < this.batch {
+                        match consumer.poll(Duration::ZERO) {
+                            None => break,
+                            Some(Ok(message)) => {
+                                let partition = message.partition();
+                                let payload = message.payload().unwrap_or_default();
+                                at_end.remove(&partition);
+                                next.insert(partition, message.offset() + 1);
+                                bytes += payload.len();
+                                count += 1;
+                                session.give(RawRecord {
+                                    bytes: payload.to_vec(),
+                                    origin: Origin::Kafka {
+                                        topic: Arc::clone(&topic),
+                                        partition,
+                                        offset: message.offset(),
+                                    },
+                                });
+                            }
+                            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                                at_end.insert(partition);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(topic = %this.topic, "consumer: {e} (retrying)");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Stats::add(&this.stats.records_in, count as u64);
+                Stats::add(&this.stats.bytes_in, bytes as u64);
+                if count > 0 {
+                    let mut offsets: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
+                    offsets.sort_unstable();
+                    snapshots.push_back((epoch, offsets));
+                    epoch += 1;
+                    cap.downgrade(&epoch);
+                    activator.activate();
+                } else {
+                    // Idle: nothing fetched yet. Look again soon (and serve commits).
+                    activator.activate_after(Duration::from_millis(2));
+                }
+            }
+        })
+    }
+}
+
+/// Creates this worker's consumer and assigns its partitions at the group's
+/// committed offsets (or the start position where there is none).
+fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, String> {
+    let consumer = source.consumer().map_err(|e| e.to_string())?;
+    if owned.is_empty() {
+        return Ok(consumer);
+    }
+    let mut wanted = TopicPartitionList::new();
+    for &p in owned {
+        wanted.add_partition(&source.topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, source.config.connect_timeout)
+        .map_err(|e| format!("cannot read the committed offsets of group `{}`: {e}", source.group))?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in owned {
+        let offset = committed
+            .find_partition(&source.topic, p)
+            .map(|e| e.offset())
+            .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0))
+            .unwrap_or(match source.start {
+                Start::Earliest => Offset::Beginning,
+                Start::Latest => Offset::End,
+            });
+        tracing::info!(topic = %source.topic, partition = p, ?offset, group = %source.group, "assigned");
+        assignment
+            .add_partition_offset(&source.topic, p, offset)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    Ok(consumer)
+}
+
+fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)], sync: bool, stats: &Stats) {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Offset(o)) {
+            stats.fail(format!("cannot commit offset {o} of {topic}/{p}: {e}"));
+            return;
+        }
+    }
+    let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        // A failed commit loses nothing (the records are re-read after a
+        // restart), so only the final one is an error.
+        if sync {
+            stats.fail(format!("cannot commit offsets of `{topic}`: {e}"));
+        } else {
+            tracing::warn!(topic, "offset commit failed (will retry with the next epoch): {e}");
+        }
+    }
+}
+
+/// Counts unacknowledged messages per epoch from the producer's delivery reports.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    /// (topic-independent) epoch → messages sent but not yet acknowledged.
+    pending: Mutex<BTreeMap<Epoch, u64>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl DeliveryTracker {
+    pub fn sent(&self, epoch: Epoch) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(epoch).or_default() += 1;
+    }
+
+    fn outstanding(&self, epoch: Epoch) -> u64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&epoch)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Messages sent and not yet acknowledged, over all epochs.
+    pub fn outstanding_total(&self) -> u64 {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+}
+
+/// The sink producer's context: logs like [`Context`], tracks deliveries.
+#[derive(Default)]
+pub struct SinkContext {
+    client: Context,
+    pub deliveries: DeliveryTracker,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.client.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client.error(error, reason)
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Epoch>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: Box<Epoch>) {
+        match result {
+            Ok(_) => {
+                let mut pending = self.deliveries.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = pending.get_mut(&epoch) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(&epoch);
+                    }
+                }
+            }
+            Err((e, message)) => {
+                let mut failure = self.deliveries.failure.lock().unwrap_or_else(|e| e.into_inner());
+                failure.get_or_insert_with(|| format!("a message to `{}` was not delivered: {e}", message.topic()));
+            }
+        }
+    }
+}
+
+/// The producer settings of every loanflow sink (the user's -X still win).
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("acks", "all"),
+];
+
+/// Creates a producer for a sink.
+pub fn producer(config: &KafkaConfig) -> Result<BaseProducer<SinkContext>, String> {
+    config
+        .client_config(PRODUCER_DEFAULTS)
+        .create_with_context(SinkContext::default())
+        .map_err(|e| format!("cannot create a Kafka producer: {e}"))
+}
+
+/// Sends one message, waiting for room when librdkafka's queue is full.
+pub fn send(
+    producer: &BaseProducer<SinkContext>,
+    mut record: BaseRecord<'_, [u8], [u8], Box<Epoch>>,
+) -> Result<(), String> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(5));
+                record = r;
+            }
+            Err((e, record)) => return Err(format!("cannot send to `{}`: {e}", record.topic)),
+        }
+    }
+}
+
+/// Writes scored applications to one topic (key = id, value = the JSON
+/// object of the file sink) and dead letters to another.
+pub struct KafkaSink {
+    pub config: Arc<KafkaConfig>,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub format: OutputFormat,
+    pub stats: Arc<Stats>,
+}
+
+impl Sink for KafkaSink {
+    fn build<'s>(
+        self: Box<Self>,
+        scored: Batches<'s, Scored>,
+        dead: Batches<'s, DeadLetter>,
+    ) -> Stream<'s, Epoch, Vec<()>> {
+        let this = *self;
+        let scope = scored.scope();
+        scored.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            dead,
+            Pipeline,
+            Pipeline,
+            "KafkaSink",
+            move |_, info| {
+                let activator = scope.activator_for(info.address);
+                let producer = producer(&this.config).map_err(|e| this.stats.fail(e)).ok();
+                // Capabilities of epochs with messages in flight (invariant 2).
+                let mut held: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
+                let mut value = Vec::with_capacity(1024);
+                move |(scored, scored_frontier), (dead, dead_frontier), output| {
+                    let Some(producer) = producer.as_ref() else {
+                        scored.for_each(|_, _| {});
+                        dead.for_each(|_, _| {});
+                        return;
+                    };
+                    let (mut n, mut flagged, mut n_dead) = (0u64, 0u64, 0u64);
+                    scored.for_each(|cap, batch| {
+                        let Some(&epoch) = cap.least() else { return };
+                        held.entry(epoch).or_insert_with(|| cap.retain_least(output.output_index()).expect("a time"));
+                        for s in batch.drain(..) {
+                            value.clear();
+                            this.format.write(&s, &mut value);
+                            let record = BaseRecord::with_opaque_to(this.topic.as_str(), Box::new(epoch))
+                                .key(s.id.as_bytes())
+                                .payload(value.as_slice());
+                            match send(producer, record) {
+                                Ok(()) => producer.context().deliveries.sent(epoch),
+                                Err(e) => this.stats.fail(e),
+                            }
+                            n += 1;
+                            flagged += s.flagged as u64;
+                        }
+                    });
+                    dead.for_each(|cap, batch| {
+                        let Some(&epoch) = cap.least() else { return };
+                        held.entry(epoch).or_insert_with(|| cap.retain_least(output.output_index()).expect("a time"));
+                        for d in batch.drain(..) {
+                            let json = d.to_json();
+                            let key = d.origin.to_string();
+                            let headers = OwnedHeaders::new()
+                                .insert(Header { key: "loanflow.stage", value: Some(stage_name(&d)) })
+                                .insert(Header { key: "loanflow.reason", value: Some(d.reason.as_str()) })
+                                .insert(Header { key: "loanflow.origin", value: Some(key.as_str()) });
+                            let record = BaseRecord::with_opaque_to(this.dead_letter_topic.as_str(), Box::new(epoch))
+                                .key(key.as_bytes())
+                                .payload(json.as_slice())
+                                .headers(headers);
+                            match send(producer, record) {
+                                Ok(()) => producer.context().deliveries.sent(epoch),
+                                Err(e) => this.stats.fail(e),
+                            }
+                            n_dead += 1;
+                        }
+                    });
+                    Stats::add(&this.stats.scored, n);
+                    Stats::add(&this.stats.flagged, flagged);
+                    Stats::add(&this.stats.dead_letters, n_dead);
+                    // Serve delivery reports, then release every finished epoch.
+                    producer.poll(Duration::ZERO);
+                    let deliveries = &producer.context().deliveries;
+                    if let Some(failure) = deliveries.failure() {
+                        this.stats.fail(failure);
+                        return; // keep every capability: nothing more gets committed
+                    }
+                    held.retain(|epoch, _| {
+                        scored_frontier.less_equal(epoch)
+                            || dead_frontier.less_equal(epoch)
+                            || deliveries.outstanding(*epoch) > 0
+                    });
+                    if !held.is_empty() {
+                        // Delivery reports arrive only through poll: look again shortly.
+                        activator.activate_after(Duration::from_millis(1));
+                    }
+                }
+            },
+        )
+    }
+}
+
+fn stage_name(d: &DeadLetter) -> &'static str {
+    match d.stage {
+        crate::record::Stage::Ingest => "ingest",
+        crate::record::Stage::Clean => "clean",
+        crate::record::Stage::Predict => "predict",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_secrets_are_redacted() {
+        let c = KafkaConfig::new(
+            "b:9092",
+            &["security.protocol=SASL_SSL".into(), "sasl.password=hunter2".into(), "a=b=c".into()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let text = c.describe(&[]);
+        assert!(text.contains("security.protocol=SASL_SSL"));
+        assert!(text.contains("sasl.password=***") && !text.contains("hunter2"));
+        assert!(text.contains("a=b=c"));
+        assert!(KafkaConfig::new("b", &["nope".into()], Duration::from_secs(1)).is_err());
+        assert!(KafkaConfig::new("b", &["=v".into()], Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! `loanflow ingest` (file → topic, the tutorial's ingest service) and
+//! `loanflow tail` (topic → terminal, the tutorial's stream reader).
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cli::{IngestArgs, KafkaArgs, TailArgs};
+use crate::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
+use crate::io::file::{detect_format, FileInput};
+use crate::io::kafka::{self, Context, KafkaConfig};
+use crate::record::{write_record_json, Origin, RawRecord};
+use crate::run::{kafka_config, progress_bar};
+use crate::spec::Spec;
+
+fn required(args: &KafkaArgs) -> Result<Arc<KafkaConfig>> {
+    kafka_config(args)?.ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
+}
+
+/// What `loanflow ingest` did.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    pub topic: String,
+    pub records: u64,
+    /// Lines that were not valid records, sent as they are.
+    pub raw: u64,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+impl fmt::Display for IngestSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.records + self.raw;
+        write!(
+            f,
+            "loanflow: {total} messages acknowledged by topic {} in {:.3} s — {:.0} messages/s",
+            self.topic,
+            self.elapsed.as_secs_f64(),
+            total as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        )?;
+        if self.raw > 0 {
+            write!(f, "\n  {} of them were not valid records and were sent as they are (the pipeline will dead-letter them)", self.raw)?;
+        }
+        if self.interrupted {
+            write!(f, "\n  (stopped by a signal before the end of the input)")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary> {
+    let spec = Spec::load(&args.pipeline.dataflow)?;
+    let config = required(&args.kafka)?;
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(anyhow!("--rate must be a positive number of records per second"));
+        }
+    }
+    let format = detect_format(&args.input, args.format)?;
+    let input = FileInput::open(&args.input, format)?;
+    let name = args.input.display().to_string();
+    let mut parser = Parser::new(&spec, format, input.header(), &name, DEFAULT_MAX_RECORD_BYTES)?;
+    config.ensure_topic(&args.topic, args.kafka.partitions)?;
+    let producer = kafka::producer(&config).map_err(|e| anyhow!(e))?;
+    let progress = progress_bar(input.data_len(), args.quiet);
+    let path: Arc<str> = Arc::from(name.as_str());
+
+    let started = Instant::now();
+    let (mut records, mut raw) = (0u64, 0u64);
+    let mut json = Vec::with_capacity(1024);
+    for (line, bytes) in input.lines(input.records()) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let parsed = parser.parse(RawRecord {
+            bytes: bytes.to_vec(),
+            origin: Origin::File {
+                path: Arc::clone(&path),
+                line,
+            },
+        });
+        let record = match &parsed {
+            Ok(record) => {
+                json.clear();
+                write_record_json(&spec.columns, &record.values, &mut json);
+                let mut message = BaseRecord::with_opaque_to(args.topic.as_str(), Box::new(0))
+                    .key(record.id.as_bytes())
+                    .payload(json.as_slice());
+                if let Some(ns) = record.event_time {
+                    message = message.timestamp(ns.div_euclid(1_000_000));
+                }
+                records += 1;
+                message
+            }
+            Err(dead) => {
+                tracing::warn!("{}:{line}: {} (sent as it is)", name, dead.reason);
+                raw += 1;
+                BaseRecord::with_opaque_to(args.topic.as_str(), Box::new(0)).payload(bytes)
+            }
+        };
+        kafka::send(&producer, record).map_err(|e| anyhow!(e))?;
+        producer.context().deliveries.sent(0);
+        producer.poll(Duration::ZERO);
+        if let Some(failure) = producer.context().deliveries.failure() {
+            return Err(anyhow!(failure));
+        }
+        if let Some(bar) = &progress {
+            bar.inc(bytes.len() as u64 + 1);
+        }
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64((records + raw) as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let flush_timeout = config.connect_timeout.max(Duration::from_secs(30));
+    producer
+        .flush(flush_timeout)
+        .with_context(|| format!("not every message was acknowledged within {flush_timeout:?}"))?;
+    if let Some(failure) = producer.context().deliveries.failure() {
+        return Err(anyhow!(failure));
+    }
+    let outstanding = producer.context().deliveries.outstanding_total();
+    if outstanding > 0 {
+        return Err(anyhow!("{outstanding} messages were not acknowledged by the broker"));
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(IngestSummary {
+        topic: args.topic.clone(),
+        records,
+        raw,
+        elapsed: started.elapsed(),
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}
+
+pub fn tail(args: &TailArgs, stop: Arc<AtomicBool>) -> Result<()> {
+    let config = required(&args.kafka)?;
+    let partitions = config.ensure_topic(&args.topic, None)?;
+    let consumer: BaseConsumer<Context> = config
+        .client_config(&[("enable.partition.eof", "false")])
+        .create_with_context(Context::default())
+        .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
+    let mut assignment = TopicPartitionList::new();
+    let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+    for p in 0..partitions {
+        assignment.add_partition_offset(&args.topic, p, start)?;
+    }
+    consumer.assign(&assignment)?;
+    let stdout = std::io::stdout();
+    let mut seen = 0u64;
+    while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|n| seen < n) {
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) => {
+                tracing::warn!("consumer: {e} (retrying)");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        seen += 1;
+        let payload = message.payload().unwrap_or_default();
+        let line = if args.json {
+            String::from_utf8_lossy(payload).into_owned()
+        } else {
+            describe(payload)
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            break; // the reader went away (e.g. `| head`)
+        }
+    }
+    Ok(())
+}
+
+/// One line for a person: id, score, flag (or the raw value if it is not a scored application).
+fn describe(payload: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(v) if v.get("score").is_some() => format!(
+            "{:<16} score {:<12} {}",
+            v["id"].as_str().unwrap_or("?"),
+            v["score"],
+            if v["flagged"].as_bool() == Some(true) { "FLAGGED" } else { "ok" }
+        ),
+        _ => String::from_utf8_lossy(payload).into_owned(),
+    }
+}
