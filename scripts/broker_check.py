@@ -2,7 +2,8 @@
 """Probe a Kafka-API broker (Tansu, started by scripts/broker) with a real
 librdkafka client and print what it really does.
 
-Needs: pip install confluent-kafka==2.16.1   (bundles librdkafka 2.16.x)
+Needs: pip install confluent-kafka==2.16.1   (bundles librdkafka 2.16.0; confluent-kafka==2.12.1
+       bundles librdkafka 2.12.1 = the project's rdkafka-sys 4.10.0+2.12.1, also tested)
 Usage: python3 scripts/broker_check.py 127.0.0.1:PORT [--only a,b,...] [--perf-n N]
 
 Sections (default: all): meta, produce, watermarks, times, commit, txn, subscribe, perf

@@ -189,7 +189,12 @@ pub struct IngestArgs {
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
     /// Applications to send: CSV with a header, or JSON Lines.
-    #[arg(short, long, default_value = "data/lending_club.csv", value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        default_value = "data/lending_club.csv",
+        value_name = "FILE"
+    )]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
     #[arg(long, value_enum)]

@@ -43,7 +43,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => loanflow::run::run(args, stop).map(|summary| eprintln!("{summary}")),
-        Command::Ingest(args) => loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Ingest(args) => {
+            loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}"))
+        }
         Command::Tail(args) => loanflow::produce::tail(args, stop),
         Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
             eprintln!(

@@ -62,13 +62,21 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
     let config = required(&args.kafka)?;
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
-            return Err(anyhow!("--rate must be a positive number of records per second"));
+            return Err(anyhow!(
+                "--rate must be a positive number of records per second"
+            ));
         }
     }
     let format = detect_format(&args.input, args.format)?;
     let input = FileInput::open(&args.input, format)?;
     let name = args.input.display().to_string();
-    let mut parser = Parser::new(&spec, format, input.header(), &name, DEFAULT_MAX_RECORD_BYTES)?;
+    let mut parser = Parser::new(
+        &spec,
+        format,
+        input.header(),
+        &name,
+        DEFAULT_MAX_RECORD_BYTES,
+    )?;
     config.ensure_topic(&args.topic, args.kafka.partitions)?;
     let producer = kafka::producer(&config).map_err(|e| anyhow!(e))?;
     let progress = progress_bar(input.data_len(), args.quiet);
@@ -132,7 +140,9 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
     }
     let outstanding = producer.context().deliveries.outstanding_total();
     if outstanding > 0 {
-        return Err(anyhow!("{outstanding} messages were not acknowledged by the broker"));
+        return Err(anyhow!(
+            "{outstanding} messages were not acknowledged by the broker"
+        ));
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -150,11 +160,20 @@ pub fn tail(args: &TailArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let config = required(&args.kafka)?;
     let partitions = config.ensure_topic(&args.topic, None)?;
     let consumer: BaseConsumer<Context> = config
-        .client_config(&[("enable.partition.eof", "false")])
+        // assign() needs a group id; tail never commits, so it never moves the group.
+        .client_config(&[
+            ("enable.partition.eof", "false"),
+            ("group.id", "loanflow.tail"),
+            ("enable.auto.commit", "false"),
+        ])
         .create_with_context(Context::default())
         .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
     let mut assignment = TopicPartitionList::new();
-    let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
     for p in 0..partitions {
         assignment.add_partition_offset(&args.topic, p, start)?;
     }
@@ -193,7 +212,11 @@ fn describe(payload: &[u8]) -> String {
             "{:<16} score {:<12} {}",
             v["id"].as_str().unwrap_or("?"),
             v["score"],
-            if v["flagged"].as_bool() == Some(true) { "FLAGGED" } else { "ok" }
+            if v["flagged"].as_bool() == Some(true) {
+                "FLAGGED"
+            } else {
+                "ok"
+            }
         ),
         _ => String::from_utf8_lossy(payload).into_owned(),
     }

@@ -22,8 +22,8 @@ use crate::dataflow::{self, Epoch};
 use crate::io::file::{detect_format, FileInput, FileOutput, FileSink, FileSource};
 use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource, Start};
 use crate::io::{Sink, Source, Stats};
-use crate::record::Format;
 use crate::model::Model;
+use crate::record::Format;
 use crate::spec::Spec;
 
 /// A spec with the model that fits it.
@@ -91,12 +91,7 @@ impl fmt::Display for Summary {
             100.0 * self.flagged as f64 / self.scored.max(1) as f64
         )?;
         match &self.dead_letters_to {
-            Some(to) => writeln!(
-                f,
-                "  dead letters  {:>10}  → {}",
-                self.dead_letters,
-                to
-            )?,
+            Some(to) => writeln!(f, "  dead letters  {:>10}  → {}", self.dead_letters, to)?,
             None => writeln!(f, "  dead letters  {:>10}", self.dead_letters)?,
         }
         write!(f, "  model         {}", self.model)
@@ -159,11 +154,19 @@ enum SinkPlan {
 
 /// The Kafka configuration of `args`, if it names brokers.
 pub fn kafka_config(args: &KafkaArgs) -> Result<Option<Arc<KafkaConfig>>> {
-    let Some(brokers) = &args.brokers else { return Ok(None) };
+    let Some(brokers) = &args.brokers else {
+        return Ok(None);
+    };
     if !(args.connect_timeout.is_finite() && args.connect_timeout > 0.0) {
-        return Err(anyhow!("--connect-timeout must be a positive number of seconds"));
+        return Err(anyhow!(
+            "--connect-timeout must be a positive number of seconds"
+        ));
     }
-    let config = KafkaConfig::new(brokers, &args.properties, Duration::from_secs_f64(args.connect_timeout))?;
+    let config = KafkaConfig::new(
+        brokers,
+        &args.properties,
+        Duration::from_secs_f64(args.connect_timeout),
+    )?;
     Ok(Some(Arc::new(config)))
 }
 
@@ -186,7 +189,10 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                 config: Arc::clone(config),
                 topic: topic.clone(),
                 partitions,
-                group: args.group.clone().unwrap_or_else(|| format!("loanflow.{}", spec.name)),
+                group: args
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| format!("loanflow.{}", spec.name)),
                 format,
             }
         }
@@ -196,7 +202,11 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
             let name = args.input.display().to_string();
             // Check the header now, so a missing column is a set-up error, not a failed worker.
             Parser::new(&spec, format, input.header(), &name, max_record_bytes)?;
-            SourcePlan::File { input, format, name }
+            SourcePlan::File {
+                input,
+                format,
+                name,
+            }
         }
     };
     let sink_plan = match (&args.output_topic, &kafka) {
@@ -255,7 +265,11 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
         let sink_plan = Arc::clone(&sink_plan);
         timely::execute(timely_config(workers), move |worker| {
             let (source, parser): (Box<dyn Source>, Parser) = match &*source_plan {
-                SourcePlan::File { input, format, name } => (
+                SourcePlan::File {
+                    input,
+                    format,
+                    name,
+                } => (
                     Box::new(FileSource {
                         input: Arc::clone(input),
                         batch,
@@ -284,7 +298,8 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                         stats: Arc::clone(&stats),
                         stop: Arc::clone(&stop),
                     }),
-                    Parser::new(&spec, *format, None, topic, max_record_bytes).expect("JSON needs no header"),
+                    Parser::new(&spec, *format, None, topic, max_record_bytes)
+                        .expect("JSON needs no header"),
                 ),
             };
             let sink: Box<dyn Sink> = match &*sink_plan {
@@ -345,7 +360,10 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
             topic,
             dead_letter_topic,
             ..
-        } => (format!("topic {topic}"), Some(format!("topic {dead_letter_topic}"))),
+        } => (
+            format!("topic {topic}"),
+            Some(format!("topic {dead_letter_topic}")),
+        ),
     };
     Ok(Summary {
         records_in: Stats::get(&stats.records_in),

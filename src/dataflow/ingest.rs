@@ -206,7 +206,8 @@ impl Parser {
                         Some(f) => {
                             let start = if f == 0 { 0 } else { ends[f - 1] + skip };
                             // Split at ASCII bytes, so these are char boundaries.
-                            parse_value(column, &fields_text[start..ends[f]]).map_err(|e| e.to_string())?
+                            parse_value(column, &fields_text[start..ends[f]])
+                                .map_err(|e| e.to_string())?
                         }
                         None => Value::Null,
                     };

@@ -178,7 +178,11 @@ impl FileInput {
     /// The lines that start in `range`, with their 1-based line numbers.
     pub fn lines(&self, range: Range<usize>) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         let mut cursor = self.cursor(range);
-        std::iter::from_fn(move || cursor.next_line(&self.data).map(|(n, r)| (n, &self.data[r])))
+        std::iter::from_fn(move || {
+            cursor
+                .next_line(&self.data)
+                .map(|(n, r)| (n, &self.data[r]))
+        })
     }
 
     /// The first line start at or after `pos`, and its 1-based line number.
@@ -275,7 +279,9 @@ impl Source for FileSource {
                 let mut count = 0;
                 let mut session = output.session(&cap);
                 while count < batch {
-                    let Some((line, range)) = cursor.next_line(&input.data) else { break };
+                    let Some((line, range)) = cursor.next_line(&input.data) else {
+                        break;
+                    };
                     session.give(RawRecord {
                         bytes: input.data[range].to_vec(),
                         origin: Origin::File {

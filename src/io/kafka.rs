@@ -87,7 +87,11 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    pub fn new(brokers: &str, properties: &[String], connect_timeout: Duration) -> Result<KafkaConfig, KafkaSetupError> {
+    pub fn new(
+        brokers: &str,
+        properties: &[String],
+        connect_timeout: Duration,
+    ) -> Result<KafkaConfig, KafkaSetupError> {
         let properties = properties
             .iter()
             .map(|p| match p.split_once('=') {
@@ -122,9 +126,16 @@ impl KafkaConfig {
     /// The configuration as text, secrets redacted.
     pub fn describe(&self, extra: &[(&str, &str)]) -> String {
         let mut parts = vec![format!("bootstrap.servers={}", self.brokers)];
-        let all = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(self.properties.iter().cloned());
+        let all = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.properties.iter().cloned());
         for (k, v) in all {
-            parts.push(if is_secret(&k) { format!("{k}=***") } else { format!("{k}={v}") });
+            parts.push(if is_secret(&k) {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            });
         }
         parts.join(" ")
     }
@@ -163,7 +174,11 @@ impl KafkaConfig {
         }
     }
 
-    fn partitions(&self, consumer: &BaseConsumer<Context>, topic: &str) -> Result<Option<i32>, KafkaSetupError> {
+    fn partitions(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        topic: &str,
+    ) -> Result<Option<i32>, KafkaSetupError> {
         let metadata = consumer
             .fetch_metadata(Some(topic), self.connect_timeout)
             .map_err(|e| self.unreachable(consumer.context(), e))?;
@@ -175,7 +190,10 @@ impl KafkaConfig {
     }
 
     fn unreachable(&self, context: &Context, e: KafkaError) -> KafkaSetupError {
-        let why = context.last_error().map(|r| format!(": {r}")).unwrap_or_else(|| format!(": {e}"));
+        let why = context
+            .last_error()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_else(|| format!(": {e}"));
         KafkaSetupError::Unreachable {
             brokers: self.brokers.clone(),
             timeout: self.connect_timeout,
@@ -217,23 +235,37 @@ pub struct Context {
 
 impl Context {
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac}: {message}")
+            }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // Partition EOF is an event (we asked for it), not an error.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(&error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
+        {
+            return;
+        }
         tracing::warn!(target: "librdkafka", "{error}: {reason}");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
     }
@@ -291,9 +323,15 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
-    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: ProbeHandle<Epoch>) -> Batches<'s, RawRecord> {
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        done: ProbeHandle<Epoch>,
+    ) -> Batches<'s, RawRecord> {
         let (index, peers) = (scope.index(), scope.peers());
-        let owned: Vec<i32> = (0..self.partitions).filter(|p| *p as usize % peers == index).collect();
+        let owned: Vec<i32> = (0..self.partitions)
+            .filter(|p| *p as usize % peers == index)
+            .collect();
         source(scope, "KafkaSource", move |capability, info| {
             let activator = scope.activator_for(info.address);
             let mut capability = Some(capability);
@@ -302,7 +340,8 @@ impl Source for KafkaSource {
             let consumer = match assign(&this, &owned) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    this.stats.fail(format!("cannot read topic `{}`: {e}", this.topic));
+                    this.stats
+                        .fail(format!("cannot read topic `{}`: {e}", this.topic));
                     None
                 }
             };
@@ -415,7 +454,12 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
     }
     let committed = consumer
         .committed_offsets(wanted, source.config.connect_timeout)
-        .map_err(|e| format!("cannot read the committed offsets of group `{}`: {e}", source.group))?;
+        .map_err(|e| {
+            format!(
+                "cannot read the committed offsets of group `{}`: {e}",
+                source.group
+            )
+        })?;
     let mut assignment = TopicPartitionList::new();
     for &p in owned {
         let offset = committed
@@ -435,7 +479,13 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
     Ok(consumer)
 }
 
-fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)], sync: bool, stats: &Stats) {
+fn commit(
+    consumer: &BaseConsumer<Context>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    sync: bool,
+    stats: &Stats,
+) {
     let mut tpl = TopicPartitionList::new();
     for &(p, o) in offsets {
         if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Offset(o)) {
@@ -443,14 +493,21 @@ fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)],
             return;
         }
     }
-    let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+    let mode = if sync {
+        CommitMode::Sync
+    } else {
+        CommitMode::Async
+    };
     if let Err(e) = consumer.commit(&tpl, mode) {
         // A failed commit loses nothing (the records are re-read after a
         // restart), so only the final one is an error.
         if sync {
             stats.fail(format!("cannot commit offsets of `{topic}`: {e}"));
         } else {
-            tracing::warn!(topic, "offset commit failed (will retry with the next epoch): {e}");
+            tracing::warn!(
+                topic,
+                "offset commit failed (will retry with the next epoch): {e}"
+            );
         }
     }
 }
@@ -465,7 +522,12 @@ pub struct DeliveryTracker {
 
 impl DeliveryTracker {
     pub fn sent(&self, epoch: Epoch) {
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(epoch).or_default() += 1;
+        *self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(epoch)
+            .or_default() += 1;
     }
 
     fn outstanding(&self, epoch: Epoch) -> u64 {
@@ -478,12 +540,19 @@ impl DeliveryTracker {
     }
 
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Messages sent and not yet acknowledged, over all epochs.
     pub fn outstanding_total(&self) -> u64 {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 }
 
@@ -509,7 +578,11 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, epoch: Box<Epoch>) {
         match result {
             Ok(_) => {
-                let mut pending = self.deliveries.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = self
+                    .deliveries
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if let Some(n) = pending.get_mut(&epoch) {
                     *n -= 1;
                     if *n == 0 {
@@ -518,8 +591,14 @@ impl ProducerContext for SinkContext {
                 }
             }
             Err((e, message)) => {
-                let mut failure = self.deliveries.failure.lock().unwrap_or_else(|e| e.into_inner());
-                failure.get_or_insert_with(|| format!("a message to `{}` was not delivered: {e}", message.topic()));
+                let mut failure = self
+                    .deliveries
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                failure.get_or_insert_with(|| {
+                    format!("a message to `{}` was not delivered: {e}", message.topic())
+                });
             }
         }
     }
@@ -596,13 +675,16 @@ impl Sink for KafkaSink {
                     let (mut n, mut flagged, mut n_dead) = (0u64, 0u64, 0u64);
                     scored.for_each(|cap, batch| {
                         let Some(&epoch) = cap.least() else { return };
-                        held.entry(epoch).or_insert_with(|| cap.retain_least(output.output_index()).expect("a time"));
+                        held.entry(epoch).or_insert_with(|| {
+                            cap.retain_least(output.output_index()).expect("a time")
+                        });
                         for s in batch.drain(..) {
                             value.clear();
                             this.format.write(&s, &mut value);
-                            let record = BaseRecord::with_opaque_to(this.topic.as_str(), Box::new(epoch))
-                                .key(s.id.as_bytes())
-                                .payload(value.as_slice());
+                            let record =
+                                BaseRecord::with_opaque_to(this.topic.as_str(), Box::new(epoch))
+                                    .key(s.id.as_bytes())
+                                    .payload(value.as_slice());
                             match send(producer, record) {
                                 Ok(()) => producer.context().deliveries.sent(epoch),
                                 Err(e) => this.stats.fail(e),
@@ -613,18 +695,32 @@ impl Sink for KafkaSink {
                     });
                     dead.for_each(|cap, batch| {
                         let Some(&epoch) = cap.least() else { return };
-                        held.entry(epoch).or_insert_with(|| cap.retain_least(output.output_index()).expect("a time"));
+                        held.entry(epoch).or_insert_with(|| {
+                            cap.retain_least(output.output_index()).expect("a time")
+                        });
                         for d in batch.drain(..) {
                             let json = d.to_json();
                             let key = d.origin.to_string();
                             let headers = OwnedHeaders::new()
-                                .insert(Header { key: "loanflow.stage", value: Some(stage_name(&d)) })
-                                .insert(Header { key: "loanflow.reason", value: Some(d.reason.as_str()) })
-                                .insert(Header { key: "loanflow.origin", value: Some(key.as_str()) });
-                            let record = BaseRecord::with_opaque_to(this.dead_letter_topic.as_str(), Box::new(epoch))
-                                .key(key.as_bytes())
-                                .payload(json.as_slice())
-                                .headers(headers);
+                                .insert(Header {
+                                    key: "loanflow.stage",
+                                    value: Some(stage_name(&d)),
+                                })
+                                .insert(Header {
+                                    key: "loanflow.reason",
+                                    value: Some(d.reason.as_str()),
+                                })
+                                .insert(Header {
+                                    key: "loanflow.origin",
+                                    value: Some(key.as_str()),
+                                });
+                            let record = BaseRecord::with_opaque_to(
+                                this.dead_letter_topic.as_str(),
+                                Box::new(epoch),
+                            )
+                            .key(key.as_bytes())
+                            .payload(json.as_slice())
+                            .headers(headers);
                             match send(producer, record) {
                                 Ok(()) => producer.context().deliveries.sent(epoch),
                                 Err(e) => this.stats.fail(e),
@@ -673,7 +769,11 @@ mod tests {
     fn properties_parse_and_secrets_are_redacted() {
         let c = KafkaConfig::new(
             "b:9092",
-            &["security.protocol=SASL_SSL".into(), "sasl.password=hunter2".into(), "a=b=c".into()],
+            &[
+                "security.protocol=SASL_SSL".into(),
+                "sasl.password=hunter2".into(),
+                "a=b=c".into(),
+            ],
             Duration::from_secs(1),
         )
         .unwrap();

@@ -1,0 +1,204 @@
+//! Shared by the integration tests: the loanflow binary, a real Kafka-API
+//! broker (Tansu, started by scripts/broker on a free loopback port, stopped
+//! on drop), and small Kafka readers that find a partition's end from fetch
+//! (partition EOF), never from a watermark query.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn loanflow_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loanflow"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+pub fn loanflow(args: &[&str]) -> Output {
+    loanflow_command(args).output().expect("run loanflow")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// XGBoost's own score of every shipped application, by id.
+pub fn expected_scores() -> HashMap<String, f64> {
+    std::fs::read_to_string(root().join("models/lending_club.expected.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, s) = l.split_once(',').unwrap();
+            (id.to_owned(), s.parse().unwrap())
+        })
+        .collect()
+}
+
+/// A Tansu broker for one test.
+pub struct Broker {
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("scripts/broker"))
+            .arg("start")
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .expect("run scripts/broker");
+        assert!(
+            out.status.success(),
+            "broker did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let address = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Broker { address, dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn consumer(&self, extra: &[(&str, &str)]) -> BaseConsumer {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.address)
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            // librdkafka's assign() needs a group id, even one that never commits.
+            .set("group.id", "loanflow-tests-reader");
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        config.create().expect("consumer")
+    }
+
+    pub fn partitions(&self, topic: &str) -> i32 {
+        let consumer = self.consumer(&[]);
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        md.topics()[0].partitions().len() as i32
+    }
+
+    /// Every message of `topic`, read from the beginning to each partition's end.
+    pub fn read_all(&self, topic: &str) -> Vec<Record> {
+        let partitions = self.partitions(topic);
+        let consumer = self.consumer(&[]);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut at_end = vec![false; partitions as usize];
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_end.iter().any(|e| !e) {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} did not reach its end"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                Some(Ok(m)) => {
+                    at_end[m.partition() as usize] = false;
+                    records.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        timestamp: m.timestamp().to_millis(),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_owned(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                }
+            }
+        }
+        records
+    }
+
+    /// The committed offset of `group` for each partition of `topic` (-1: none).
+    pub fn committed(&self, group: &str, topic: &str) -> Vec<i64> {
+        let partitions = self.partitions(topic);
+        let consumer = self.consumer(&[("group.id", group)]);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        (0..partitions)
+            .map(
+                |p| match committed.find_partition(topic, p).unwrap().offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/broker"))
+            .arg("stop")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.value)))
+    }
+}

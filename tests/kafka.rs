@@ -1,0 +1,334 @@
+//! Kafka edges against a real Kafka-API broker (Tansu, started per test by
+//! scripts/broker on a free loopback port).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{expected_scores, loanflow, loanflow_command, stderr, Broker};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+fn ingest(broker: &Broker, topic: &str, input: &str, partitions: &str) {
+    let out = loanflow(&[
+        "ingest",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        topic,
+        "--input",
+        input,
+        "--partitions",
+        partitions,
+        "-q",
+    ]);
+    assert!(out.status.success(), "ingest: {}", stderr(&out));
+}
+
+/// The id of every message, by partition, and how many each partition holds.
+fn partition_counts(records: &[common::Record], partitions: i32) -> Vec<i64> {
+    let mut counts = vec![0i64; partitions as usize];
+    for r in records {
+        counts[r.partition as usize] += 1;
+    }
+    counts
+}
+
+#[test]
+fn topic_to_topic_scores_every_application_once_and_commits_its_offsets() {
+    let broker = Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+
+    // The ingested messages: JSON keyed by id, timestamped with applied_at.
+    let input = broker.read_all("loans");
+    assert_eq!(input.len(), 9857);
+    let first = input
+        .iter()
+        .find(|r| r.key.as_deref() == Some("lc-000001"))
+        .unwrap();
+    assert_eq!(first.json()["applied_at"], "2016-01-01T00:11:02Z");
+    assert_eq!(
+        first.timestamp,
+        Some(1_451_607_062_000),
+        "message time = applied_at"
+    );
+
+    let out = loanflow(&[
+        "run",
+        "-w",
+        "2",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "--until-caught-up",
+        "--group",
+        "g1",
+    ]);
+    assert!(out.status.success(), "run: {}", stderr(&out));
+
+    let expected = expected_scores();
+    let output = broker.read_all("scored");
+    assert_eq!(output.len(), 9857, "exactly one output per application");
+    let mut ids = HashSet::new();
+    for r in &output {
+        let v = r.json();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(r.key.as_deref(), Some(id.as_str()), "keyed by id");
+        let score = v["score"].as_f64().unwrap();
+        assert!(
+            (score - expected[&id]).abs() <= 1e-6,
+            "{id}: {score} vs XGBoost {}",
+            expected[&id]
+        );
+        assert!(ids.insert(id), "duplicate output");
+    }
+    // Each partition's committed offset is the number of records in it.
+    assert_eq!(broker.committed("g1", "loans"), partition_counts(&input, 4));
+    assert!(broker.read_all("scored.dead-letters").is_empty());
+}
+
+#[test]
+fn bad_records_in_the_topic_go_to_the_dead_letter_topic_and_the_run_goes_on() {
+    let broker = Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "2");
+    let good = broker.read_all("loans")[0].value.clone();
+    let good = String::from_utf8(good).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let bad = [
+        ("not json".to_owned(), "not valid JSON"),
+        (
+            good.replace("\"int_rate\":", "\"int_rate\":\"high\",\"x\":"),
+            "`high` is not a finite number",
+        ),
+        (
+            good.replace("\"funded_amnt\":", "\"funded_amnt\":true,\"x\":"),
+            "expected an integer, found a boolean",
+        ),
+        (
+            good.replace("\"sub_grade\":\"", "\"sub_grade\":\"Q"),
+            "unknown level",
+        ),
+        (
+            good.replace("\"id\":\"lc-", "\"idx\":\"lc-"),
+            "column `id` is missing",
+        ),
+    ];
+    for (payload, _) in &bad {
+        producer
+            .send(BaseRecord::<(), _>::to("loans").payload(payload.as_bytes()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let out = loanflow(&[
+        "run",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--dead-letter-topic",
+        "rejects",
+        "--partitions",
+        "2",
+        "--until-caught-up",
+    ]);
+    assert!(out.status.success(), "run: {}", stderr(&out));
+    assert_eq!(broker.read_all("scored").len(), 9857);
+    let dead = broker.read_all("rejects");
+    assert_eq!(
+        dead.len(),
+        bad.len(),
+        "{:?}",
+        dead.iter().map(|d| d.json()).collect::<Vec<_>>()
+    );
+    for (payload, reason) in &bad {
+        let d = dead
+            .iter()
+            .map(|d| (d, d.json()))
+            .find(|(_, v)| v["raw"] == payload.as_str())
+            .unwrap_or_else(|| panic!("no dead letter for {payload}"));
+        assert!(d.1["reason"].as_str().unwrap().contains(reason), "{}", d.1);
+        assert_eq!(d.1["topic"], "loans");
+        assert!(d.1["offset"].is_i64() && d.1["partition"].is_i64());
+        assert!(d
+            .0
+            .headers
+            .iter()
+            .any(|(k, v)| k == "loanflow.reason" && v.contains(reason)));
+    }
+}
+
+#[test]
+fn a_stopped_run_resumes_from_its_committed_offsets_and_loses_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        "60000",
+        "--seed",
+        "3",
+        "--output",
+        stream.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ingest(&broker, "loans", stream.to_str().unwrap(), "4");
+    let input = broker.read_all("loans");
+    assert_eq!(input.len(), 60000);
+
+    // First run: live (no --until-caught-up), stopped by SIGTERM mid-stream.
+    let args = [
+        "run",
+        "-w",
+        "2",
+        "--batch",
+        "200",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "--group",
+        "restart",
+    ];
+    let child = loanflow_command(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("restart", "loans").iter().all(|&o| o <= 0) {
+        assert!(Instant::now() < deadline, "no progress committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "graceful stop exits 0: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first_committed: i64 = broker.committed("restart", "loans").iter().sum();
+    let first_outputs = broker.read_all("scored").len();
+    assert!(
+        first_committed as usize <= first_outputs,
+        "never commit what was not delivered"
+    );
+
+    // Second run: resumes from the committed offsets, reads to the end.
+    let mut until = args.to_vec();
+    until.push("--until-caught-up");
+    let out = loanflow(&until);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let outputs = broker.read_all("scored");
+    let mut seen: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut twice = 0;
+    for r in &outputs {
+        let id = r.key.clone().unwrap();
+        if let Some(previous) = seen.insert(id, r.value.clone()) {
+            assert_eq!(
+                previous, r.value,
+                "a re-scored application is byte-identical"
+            );
+            twice += 1;
+        }
+    }
+    for r in &input {
+        assert!(
+            seen.contains_key(r.key.as_ref().unwrap()),
+            "lost {:?}",
+            r.key
+        );
+    }
+    assert_eq!(
+        broker.committed("restart", "loans"),
+        partition_counts(&input, 4)
+    );
+    eprintln!(
+        "restart: first run committed {first_committed} of 60000 and wrote {first_outputs}; \
+         {twice} applications were scored twice"
+    );
+}
+
+#[test]
+fn unreachable_broker_is_one_clear_line_within_the_connect_timeout() {
+    let started = Instant::now();
+    let out = loanflow(&[
+        "run",
+        "--brokers",
+        "127.0.0.1:9",
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--connect-timeout",
+        "2",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("loanflow: error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:9"), "{err}");
+}
+
+/// Quirk: the broker answers ListOffsets(latest) with the base offset of the
+/// last batch, not the high watermark. `--until-caught-up` must not depend on
+/// it: it ends at the partition EOF that fetch reports.
+#[test]
+fn caught_up_comes_from_fetch_not_from_watermark_queries() {
+    let broker = Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "1");
+    let consumer = broker.consumer(&[]);
+    use rdkafka::consumer::Consumer;
+    let (_, high) = consumer
+        .fetch_watermarks("loans", 0, Duration::from_secs(10))
+        .unwrap();
+    eprintln!("ListOffsets(latest) says {high}; the partition holds 9857");
+    let out = loanflow(&[
+        "run",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "1",
+        "--until-caught-up",
+        "--group",
+        "q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(broker.read_all("scored").len(), 9857);
+    assert_eq!(broker.committed("q", "loans"), vec![9857]);
+}
