@@ -67,6 +67,16 @@ Examples:
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored --from-beginning
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored -n 10 --json")]
     Tail(TailArgs),
+    /// Copy a topic to another with no processing: the raw consume → produce
+    /// limit of a broker, to measure the pipeline against.
+    #[command(after_help = "\
+Reads every partition of --input-topic from the beginning to its end (partition EOF)
+and writes each message (key and value) to --output-topic with the same producer
+settings as `loanflow run`; -w threads own disjoint partitions, as run's workers do.
+
+Examples:
+  loanflow passthrough --brokers 127.0.0.1:9092 --input-topic loans --output-topic copy -w 2")]
+    Passthrough(PassthroughArgs),
     /// Write a larger stream for benchmarks by resampling the real applications.
     #[command(after_help = "\
 The rows are drawn with replacement from the real applications (every value real,
@@ -205,6 +215,19 @@ pub struct IngestArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PassthroughArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[arg(long, value_name = "TOPIC")]
+    pub input_topic: String,
+    #[arg(long, value_name = "TOPIC")]
+    pub output_topic: String,
+    /// Threads, each owning the partitions p with p % threads == its index.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}"))
         }
         Command::Tail(args) => loanflow::produce::tail(args, stop),
+        Command::Passthrough(args) => {
+            loanflow::produce::passthrough(args).map(|summary| eprintln!("{summary}"))
+        }
         Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
             eprintln!(
                 "loanflow: wrote {n} resampled applications to {}",

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cli::{IngestArgs, KafkaArgs, TailArgs};
+use crate::cli::{IngestArgs, KafkaArgs, PassthroughArgs, TailArgs};
 use crate::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
 use crate::io::file::{detect_format, FileInput};
 use crate::io::kafka::{self, Context, KafkaConfig};
@@ -220,4 +220,124 @@ fn describe(payload: &[u8]) -> String {
         ),
         _ => String::from_utf8_lossy(payload).into_owned(),
     }
+}
+
+/// What `loanflow passthrough` did.
+#[derive(Debug, Clone)]
+pub struct PassthroughSummary {
+    pub messages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub workers: usize,
+}
+
+impl fmt::Display for PassthroughSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "loanflow: passthrough copied {} messages in {:.3} s — {:.0} messages/s, {:.1} MB/s on {} thread{}",
+            self.messages,
+            secs,
+            self.messages as f64 / secs,
+            self.bytes as f64 / 1e6 / secs,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// Consume → produce with no processing, every partition to its end.
+pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughSummary> {
+    let config = required(&args.kafka)?;
+    let partitions = config.ensure_topic(&args.input_topic, None)?;
+    config.ensure_topic(&args.output_topic, args.kafka.partitions)?;
+    let workers = args.workers as usize;
+    let started = Instant::now();
+    let results: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let config = Arc::clone(&config);
+                scope.spawn(move || copy_partitions(&config, args, partitions, w, workers))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a passthrough thread panicked")))
+            })
+            .collect()
+    });
+    let (mut messages, mut bytes) = (0, 0);
+    for r in results {
+        let (m, b) = r?;
+        messages += m;
+        bytes += b;
+    }
+    Ok(PassthroughSummary {
+        messages,
+        bytes,
+        elapsed: started.elapsed(),
+        workers,
+    })
+}
+
+fn copy_partitions(
+    config: &KafkaConfig,
+    args: &PassthroughArgs,
+    partitions: i32,
+    index: usize,
+    workers: usize,
+) -> Result<(u64, u64)> {
+    let owned: Vec<i32> = (0..partitions)
+        .filter(|p| *p as usize % workers == index)
+        .collect();
+    if owned.is_empty() {
+        return Ok((0, 0));
+    }
+    let consumer: BaseConsumer<Context> = config
+        .client_config(&[
+            ("group.id", "loanflow.passthrough"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create_with_context(Context::default())?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in &owned {
+        assignment.add_partition_offset(&args.input_topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let producer = kafka::producer(config).map_err(|e| anyhow!(e))?;
+    let mut at_end = std::collections::HashSet::new();
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    while at_end.len() < owned.len() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => tracing::warn!("consumer: {e} (retrying)"),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                let payload = m.payload().unwrap_or_default();
+                let mut record =
+                    BaseRecord::with_opaque_to(args.output_topic.as_str(), Box::new(0))
+                        .payload(payload);
+                if let Some(key) = m.key() {
+                    record = record.key(key);
+                }
+                kafka::send(&producer, record).map_err(|e| anyhow!(e))?;
+                producer.context().deliveries.sent(0);
+                producer.poll(Duration::ZERO);
+                messages += 1;
+                bytes += payload.len() as u64;
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    if let Some(failure) = producer.context().deliveries.failure() {
+        return Err(anyhow!(failure));
+    }
+    Ok((messages, bytes))
 }
