@@ -8,7 +8,7 @@
 //! [`CleanError`] naming the column and the value, and the record becomes a
 //! dead letter.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 

@@ -76,12 +76,35 @@ pub fn predict<'s>(rows: Batches<'s, FeatureRow>, mut predictor: Predictor) -> B
     })
 }
 
-/// The worker-independent hash records are exchanged by.
+/// The worker-independent hash records are exchanged by: FxHash has no
+/// per-process random keys, so every process of a cluster agrees.
 pub fn id_hash(id: &str) -> u64 {
-    // SipHash with fixed keys: the same in every process of a cluster.
-    let mut h = std::hash::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     id.hash(&mut h);
-    h.finish()
+    // timely routes by the low bits: finish with splitmix64's avalanche so
+    // ids that differ in one character still spread evenly.
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_spread_evenly_over_workers() {
+        for workers in [2u64, 3, 4, 8] {
+            let mut counts = vec![0u32; workers as usize];
+            for n in 0..40_000 {
+                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
+            }
+            let even = 40_000 / workers as u32;
+            assert!(
+                counts.iter().all(|&c| c.abs_diff(even) < even / 20),
+                "{workers}: {counts:?}"
+            );
+        }
+    }
 }
 
 /// An operator that maps each record to `Ok` (passed on) or `Err` (a dead

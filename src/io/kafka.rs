@@ -181,7 +181,17 @@ impl KafkaConfig {
     ) -> Result<Option<i32>, KafkaSetupError> {
         let metadata = consumer
             .fetch_metadata(Some(topic), self.connect_timeout)
-            .map_err(|e| self.unreachable(consumer.context(), e))?;
+            .map_err(|e| {
+                // librdkafka queues the reason (a TLS handshake failure, say) as an
+                // error event: serve the queue briefly so the context records it.
+                for _ in 0..10 {
+                    if consumer.context().last_error().is_some() {
+                        break;
+                    }
+                    let _ = consumer.poll(Duration::from_millis(50));
+                }
+                self.unreachable(consumer.context(), e)
+            })?;
         Ok(metadata
             .topics()
             .iter()

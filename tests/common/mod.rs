@@ -51,6 +51,8 @@ pub fn expected_scores() -> HashMap<String, f64> {
 /// A Tansu broker for one test.
 pub struct Broker {
     pub address: String,
+    /// Extra client properties for the test's own readers (e.g. TLS).
+    pub client: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
 
@@ -74,7 +76,11 @@ impl Broker {
             String::from_utf8_lossy(&out.stderr)
         );
         let address = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        Broker { address, dir }
+        Broker {
+            address,
+            client: Vec::new(),
+            dir,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -89,6 +95,9 @@ impl Broker {
             .set("enable.auto.commit", "false")
             // librdkafka's assign() needs a group id, even one that never commits.
             .set("group.id", "loanflow-tests-reader");
+        for (k, v) in &self.client {
+            config.set(k, v);
+        }
         for (k, v) in extra {
             config.set(*k, *v);
         }
