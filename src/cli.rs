@@ -12,6 +12,7 @@ const EXAMPLES: &str = "\
 Examples:
   loanflow run                                  score data/lending_club.csv into out/predictions.jsonl
   loanflow run -w 4 --input big.csv --output out/big.jsonl
+  loanflow cluster --processes 2 -w 2           a 2-process cluster on this machine
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
   RUST_LOG=debug loanflow run                   with logs";
 
@@ -42,14 +43,39 @@ Examples:
   loanflow run --dataflow dataflows/quix_fraud.toml --input homecredit.csv
   loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored -w 2
   loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --until-caught-up
+  loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt     on host A (process 1 on host B)
   loanflow run --brokers broker:9093 --input-topic loans --output-topic scored \\
       -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p
 
 With --input-topic, records come from Kafka (JSON objects, or --format csv lines);
 with --output-topic, scored applications go to Kafka keyed by id and dead letters
 to --dead-letter-topic. Offsets are committed (group --group) only after every
-output they cover is acknowledged: a restart resumes there, nothing is lost.")]
+output they cover is acknowledged: a restart resumes there, nothing is lost.
+
+With --processes N --process I --hostfile FILE, this process is process I of a
+timely cluster of N (FILE: one host:port per line, in process order); every
+process must run the same binary, spec and model (checked at start-up). Workers
+are numbered across the cluster, so file lines and Kafka partitions are shared
+by all N × W workers; file outputs become OUTPUT.d/part-0000I.jsonl.")]
     Run(RunArgs),
+    /// Try a cluster on this machine: launch N `loanflow run` processes connected on loopback.
+    #[command(after_help = "\
+Starts --processes N copies of `loanflow run` with every run option given here,
+each with -w worker threads, connected as one timely cluster on free 127.0.0.1
+ports (the hostfile it writes is what you would copy to several machines). Each
+process's log lines are prefixed with [pI]; process 0 prints the cluster's summary.
+SIGINT/SIGTERM are passed on (the processes finish what they read, then exit).
+If a process dies, the others are stopped and the launcher exits non-zero naming it.
+
+File outputs are written one file per process, sorted by process index:
+--output out/p.jsonl → out/p.jsonl.d/part-00000.jsonl, part-00001.jsonl, …
+
+Examples:
+  loanflow cluster --processes 2 --workers 2
+  loanflow cluster --processes 2 -w 2 --input out/1m.csv --output out/1m.jsonl -q
+  loanflow cluster --processes 2 -w 1 --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored --until-caught-up")]
+    Cluster(RunArgs),
     /// Produce applications from a file into a Kafka topic (the tutorial's ingest service).
     #[command(after_help = "\
 Each valid record becomes a JSON object keyed by its id, with its event time
@@ -181,6 +207,41 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+}
+
+/// Where a process sits in a timely cluster (`run`), or how many to launch (`cluster`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterFlags {
+    /// Processes in the cluster, each running -w worker threads (timely's cluster mode).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024),
+          help_heading = "Cluster")]
+    pub processes: Option<u16>,
+    /// This process's index in the cluster: 0 … N-1 (process 0 prints the cluster's summary).
+    #[arg(
+        long,
+        value_name = "I",
+        requires = "processes",
+        help_heading = "Cluster"
+    )]
+    pub process: Option<u16>,
+    /// The cluster's addresses: one host:port per line, in process order (the same file everywhere).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "processes",
+        help_heading = "Cluster"
+    )]
+    pub hostfile: Option<PathBuf>,
+    /// How long to wait for every process of the cluster to connect, in seconds.
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        value_name = "SECONDS",
+        help_heading = "Cluster"
+    )]
+    pub cluster_timeout: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

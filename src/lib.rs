@@ -4,9 +4,11 @@
 //!
 //! Modules follow the record's path: [`io`] (edges), [`dataflow`] (the three
 //! stages and the graph), [`spec`] (the declarative clean stage), [`model`]
-//! (the scorer), [`record`] (what flows between them).
+//! (the scorer), [`record`] (what flows between them); [`cluster`] runs the
+//! same on several processes.
 
 pub mod cli;
+pub mod cluster;
 pub mod dataflow;
 pub mod generate;
 pub mod io;

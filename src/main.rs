@@ -34,6 +34,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Cluster(args) = &cli.command {
+        // The launcher handles its signals itself (it passes them on to its
+        // processes); its flags go to every process as they were given.
+        let run_args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        return match loanflow::cluster::launch(args, &run_args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loanflow: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
         Err(e) => {
@@ -43,6 +55,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => loanflow::run::run(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Cluster(_) => unreachable!("handled above"),
         Command::Ingest(args) => {
             loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}"))
         }

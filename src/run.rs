@@ -1,11 +1,16 @@
 //! `loanflow run`: loads and checks everything a run needs (spec, model,
 //! input, outputs) before any worker starts — so set-up errors are one clear
 //! line — then executes the dataflow on timely workers and returns a summary.
+//!
+//! With `--processes N` the same runs as one process of a timely cluster;
+//! see [`crate::cluster`] for what changes (a start-up check, per-process
+//! output files, a cluster-wide summary from process 0).
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -15,11 +20,15 @@ use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::{KafkaArgs, PipelineArgs, RunArgs, StartArg};
+use crate::cluster::{self, Fingerprint, Membership, ProcessCounts};
 use crate::dataflow::clean::Cleaner;
 use crate::dataflow::ingest::Parser;
 use crate::dataflow::predict::{OutputFormat, Predictor};
 use crate::dataflow::{self, Epoch};
-use crate::io::file::{detect_format, FileInput, FileOutput, FileSink, FileSource};
+use crate::io::file::{
+    create_parent, detect_format, part_dir, part_path, remove_stale_parts, FileInput, FileOutput,
+    FileSink, FileSource,
+};
 use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource, Start};
 use crate::io::{Sink, Source, Stats};
 use crate::model::Model;
@@ -52,7 +61,13 @@ pub struct Summary {
     pub flagged: u64,
     pub dead_letters: u64,
     pub elapsed: Duration,
+    /// Workers over the whole cluster.
     pub workers: usize,
+    /// Processes in the cluster (1: not a cluster).
+    pub processes: usize,
+    /// This process's index; a summary of process 0 covers the cluster,
+    /// any other covers only its process.
+    pub process: usize,
     /// Where scored applications went (a file or a topic).
     pub output: String,
     /// Where dead letters went, if anywhere.
@@ -70,7 +85,20 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        if self.process != 0 {
+            // The cluster's summary is process 0's; this is one process's share.
+            return write!(
+                f,
+                "loanflow: process {} of {}: read {} records, scored {}, {} dead letters → {} (cluster summary on process 0)",
+                self.process,
+                self.processes,
+                self.records_in,
+                self.scored,
+                self.dead_letters,
+                self.output
+            );
+        }
+        write!(
             f,
             "loanflow: {} records in {:.3} s — {:.0} records/s, {:.1} MB/s on {} worker{}",
             self.records_in,
@@ -80,6 +108,15 @@ impl fmt::Display for Summary {
             self.workers,
             if self.workers == 1 { "" } else { "s" }
         )?;
+        if self.processes > 1 {
+            write!(
+                f,
+                " ({} processes × {})",
+                self.processes,
+                self.workers / self.processes
+            )?;
+        }
+        writeln!(f)?;
         if self.interrupted {
             writeln!(f, "  (stopped by a signal: everything read was delivered)")?;
         }
@@ -144,12 +181,52 @@ enum SinkPlan {
     File {
         scored: Arc<FileOutput>,
         dead: Arc<FileOutput>,
+        /// In a cluster: the paths given, under whose `.d` folders the
+        /// processes write their parts (with how many processes there are).
+        parts_of: Option<(PathBuf, PathBuf, usize)>,
     },
     Kafka {
         config: Arc<KafkaConfig>,
         topic: String,
         dead_letter_topic: String,
     },
+}
+
+impl SinkPlan {
+    /// Makes file outputs ready to write: removes what an earlier run left
+    /// there and opens the scored file. A cluster calls this only after its
+    /// start-up check passed, so a cluster that refuses to start writes nothing.
+    fn prepare(&self) -> Result<(), String> {
+        let SinkPlan::File {
+            scored,
+            dead,
+            parts_of,
+        } = self
+        else {
+            return Ok(());
+        };
+        if let Some((output, dead_letters, processes)) = parts_of {
+            remove_stale_parts(output, *processes).map_err(|e| e.to_string())?;
+            remove_stale_parts(dead_letters, *processes).map_err(|e| e.to_string())?;
+        }
+        scored.prepare(false).map_err(|e| e.to_string())?;
+        dead.prepare(true).map_err(|e| e.to_string())
+    }
+}
+
+/// The timely configuration of a run: threads, or a process of a cluster.
+pub fn run_config(workers: usize, membership: Option<&Membership>) -> timely::Config {
+    match membership {
+        Some(m) => m.config(),
+        None => timely_config(workers),
+    }
+}
+
+/// SHA-256 of a file, hex (for the cluster's start-up check).
+fn file_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// The Kafka configuration of `args`, if it names brokers.
@@ -174,6 +251,11 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<Arc<KafkaConfig>>> {
 /// `stop` is set (SIGINT/SIGTERM), then returns what it did.
 pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
     let Loaded { spec, model } = load(&args.pipeline)?;
+    let workers = args.workers as usize;
+    let membership = Membership::from_flags(&args.cluster, workers)?;
+    let (processes, process) = membership
+        .as_ref()
+        .map_or((1, 0), |m| (m.processes, m.process));
     let kafka = kafka_config(&args.kafka)?;
     let max_record_bytes = args.max_record_bytes as usize;
 
@@ -230,19 +312,34 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                     args.output.display()
                 ));
             }
-            SinkPlan::File {
-                scored: Arc::new(FileOutput::create(&args.output, false)?),
-                dead: Arc::new(FileOutput::create(&args.dead_letters, true)?),
+            if processes == 1 {
+                SinkPlan::File {
+                    scored: Arc::new(FileOutput::create(&args.output, false)?),
+                    dead: Arc::new(FileOutput::create(&args.dead_letters, true)?),
+                    parts_of: None,
+                }
+            } else {
+                // One file per process, touched only after the start-up check;
+                // a folder that cannot be made is a set-up error now.
+                create_parent(&args.output)?;
+                create_parent(&args.dead_letters)?;
+                SinkPlan::File {
+                    scored: Arc::new(FileOutput::new(&part_path(&args.output, process))),
+                    dead: Arc::new(FileOutput::new(&part_path(&args.dead_letters, process))),
+                    parts_of: Some((args.output.clone(), args.dead_letters.clone(), processes)),
+                }
             }
         }
     };
 
     let stats = Arc::new(Stats::default());
     let progress = match &source_plan {
-        SourcePlan::File { input, .. } => progress_bar(input.data_len(), args.quiet),
-        SourcePlan::Kafka { .. } => None,
+        // A process of a cluster reads a share of the file the bar cannot know.
+        SourcePlan::File { input, .. } if processes == 1 => {
+            progress_bar(input.data_len(), args.quiet)
+        }
+        _ => None,
     };
-    let workers = args.workers as usize;
     let batch = args.batch as usize;
     let start = match args.from {
         StartArg::Earliest => Start::Earliest,
@@ -254,16 +351,44 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
     let forest = Arc::new(model.forest.clone());
     let source_plan = Arc::new(source_plan);
     let sink_plan = Arc::new(sink_plan);
-    tracing::info!(dataflow = %spec.name, model = %model.id, workers, "starting");
+    let fingerprint = Fingerprint {
+        process,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        spec: spec.name.clone(),
+        spec_sha256: file_sha256(&args.pipeline.dataflow)?,
+        model: model.id.clone(),
+        model_sha256: model.sha256.clone(),
+    };
+    tracing::info!(dataflow = %spec.name, model = %model.id, workers, processes, process, "starting");
 
-    let started = Instant::now();
+    let connected = Arc::new(AtomicBool::new(false));
+    if let Some(m) = &membership {
+        cluster::exit_when_a_peer_is_lost(m.process);
+        cluster::watchdog(m, Arc::clone(&connected), Arc::clone(&stop));
+    }
+    // Set by the first worker to start, so a cluster's connection time is not counted.
+    let started = Arc::new(OnceLock::<Instant>::new());
+    let sink_ready = Arc::new(OnceLock::<Result<(), String>>::new());
     let guards = {
         let stats = Arc::clone(&stats);
         let stop = Arc::clone(&stop);
         let progress = progress.clone();
         let source_plan = Arc::clone(&source_plan);
         let sink_plan = Arc::clone(&sink_plan);
-        timely::execute(timely_config(workers), move |worker| {
+        let membership = membership.clone();
+        let started = Arc::clone(&started);
+        timely::execute(run_config(workers, membership.as_ref()), move |worker| {
+            started.get_or_init(Instant::now);
+            if let Some(m) = &membership {
+                // Every worker sees every process's fingerprint, so every
+                // process reaches the same verdict and stops by itself.
+                let first = m.is_first_of_process(worker.index());
+                let prints = cluster::gather(worker, first.then(|| fingerprint.clone()));
+                cluster::check_fingerprints(&prints)?;
+                if let Err(e) = sink_ready.get_or_init(|| sink_plan.prepare()) {
+                    cluster::fail_now(m.process, e);
+                }
+            }
             let (source, parser): (Box<dyn Source>, Parser) = match &*source_plan {
                 SourcePlan::File {
                     input,
@@ -303,7 +428,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                 ),
             };
             let sink: Box<dyn Sink> = match &*sink_plan {
-                SinkPlan::File { scored, dead } => Box::new(FileSink {
+                SinkPlan::File { scored, dead, .. } => Box::new(FileSink {
                     scored: Arc::clone(scored),
                     dead: Arc::clone(dead),
                     format: format_out.clone(),
@@ -335,11 +460,32 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
             while !done.done() && !stats.failed() {
                 worker.step_or_park(Some(Duration::from_millis(100)));
             }
+            let Some(m) = &membership else {
+                return Ok(None);
+            };
+            if let Some(failure) = stats.failure() {
+                cluster::fail_now(m.process, &failure);
+            }
+            // `done` is the whole cluster's: every process has counted all it will.
+            let first = m.is_first_of_process(worker.index());
+            let counts =
+                cluster::gather(worker, first.then(|| ProcessCounts::of(m.process, &stats)));
+            Ok((worker.index() == 0).then_some(counts))
         })
         .map_err(|e| anyhow!("cannot start the workers: {e}"))?
     };
+    connected.store(true, Ordering::Relaxed);
+    let mut cluster_counts: Option<Vec<ProcessCounts>> = None;
+    let mut refused: Option<String> = None;
     for result in guards.join() {
-        result.map_err(|e| anyhow!("a worker failed: {e}"))?;
+        match result.map_err(|e| anyhow!("a worker failed: {e}"))? {
+            Ok(Some(counts)) => cluster_counts = Some(counts),
+            Ok(None) => {}
+            Err(e) => refused = Some(e),
+        }
+    }
+    if let Some(e) = refused {
+        return Err(anyhow!(e));
     }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
@@ -347,14 +493,39 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
     if let Some(failure) = stats.failure() {
         return Err(anyhow!(failure));
     }
+    let mut totals = ProcessCounts::of(process, &stats);
+    if let Some(counts) = &cluster_counts {
+        totals = ProcessCounts {
+            process,
+            ..Default::default()
+        };
+        for c in counts {
+            totals.records_in += c.records_in;
+            totals.bytes_in += c.bytes_in;
+            totals.scored += c.scored;
+            totals.flagged += c.flagged;
+            totals.dead_letters += c.dead_letters;
+        }
+    }
     let (output, dead_letters_to) = match &*sink_plan {
-        SinkPlan::File { scored, dead } => {
+        SinkPlan::File {
+            scored,
+            dead,
+            parts_of,
+        } => {
             scored.finish().map_err(|e| anyhow!(e))?;
             let wrote_dead = dead.finish().map_err(|e| anyhow!(e))?;
-            (
-                scored.path().display().to_string(),
-                wrote_dead.then(|| dead.path().display().to_string()),
-            )
+            match parts_of {
+                Some((output, dead_letters, _)) if process == 0 => (
+                    format!("{}/part-*.jsonl", part_dir(output).display()),
+                    (totals.dead_letters > 0)
+                        .then(|| format!("{}/part-*.jsonl", part_dir(dead_letters).display())),
+                ),
+                _ => (
+                    scored.path().display().to_string(),
+                    wrote_dead.then(|| dead.path().display().to_string()),
+                ),
+            }
         }
         SinkPlan::Kafka {
             topic,
@@ -366,13 +537,15 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
         ),
     };
     Ok(Summary {
-        records_in: Stats::get(&stats.records_in),
-        bytes_in: Stats::get(&stats.bytes_in),
-        scored: Stats::get(&stats.scored),
-        flagged: Stats::get(&stats.flagged),
-        dead_letters: Stats::get(&stats.dead_letters),
-        elapsed: started.elapsed(),
-        workers,
+        records_in: totals.records_in,
+        bytes_in: totals.bytes_in,
+        scored: totals.scored,
+        flagged: totals.flagged,
+        dead_letters: totals.dead_letters,
+        elapsed: started.get().map_or(Duration::ZERO, Instant::elapsed),
+        workers: workers * processes,
+        processes,
+        process,
         output,
         dead_letters_to,
         model: model_id,

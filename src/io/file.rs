@@ -11,6 +11,11 @@
 //! Sinks: every worker of a process appends large chunks of whole lines to
 //! one shared file, written as `PATH.partial` and renamed to `PATH` only when
 //! the run succeeds, so a failed run never leaves a file that looks complete.
+//!
+//! In a cluster of N > 1 processes each process writes its own files, named
+//! by [`part_path`]: `--output out/p.jsonl` becomes `out/p.jsonl.d/part-00000.jsonl`,
+//! `out/p.jsonl.d/part-00001.jsonl`, … (dead letters alike), which sort in
+//! process order; their union is what one process would have written.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -324,33 +329,48 @@ impl FileOutput {
     /// `path` from an earlier run is removed now, so what is there after the
     /// run is this run's.
     pub fn create(path: &Path, lazy: bool) -> Result<FileOutput, FileError> {
-        let create_err = |source| FileError::Create {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(create_err)?;
-        }
+        create_parent(path)?;
+        let output = FileOutput::new(path);
+        output.prepare(lazy)?;
+        Ok(output)
+    }
+
+    /// An output at `path` that touches nothing yet; call
+    /// [`FileOutput::prepare`] before the first write. A cluster does this
+    /// after its start-up checks, so a cluster that refuses to start leaves
+    /// earlier outputs as they were.
+    pub fn new(path: &Path) -> FileOutput {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
-        let output = FileOutput {
+        FileOutput {
             path: path.to_owned(),
             partial: PathBuf::from(partial),
             writer: Mutex::new(None),
-        };
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(create_err(e)),
+        }
+    }
+
+    /// Removes a file left at the path by an earlier run and, unless `lazy`,
+    /// opens the output now.
+    pub fn prepare(&self, lazy: bool) -> Result<(), FileError> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FileError::Create {
+                    path: self.path.clone(),
+                    source: e,
+                })
+            }
             _ => {}
         }
         if !lazy {
-            output.open()?;
+            self.open()?;
         }
-        Ok(output)
+        Ok(())
     }
 
     fn open(&self) -> Result<(), FileError> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if writer.is_none() {
+            create_parent(&self.path)?;
             let file = File::create(&self.partial).map_err(|source| FileError::Create {
                 path: self.partial.clone(),
                 source,
@@ -398,6 +418,67 @@ impl FileOutput {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Creates the folder `path` is in, if it has one and it is missing.
+pub fn create_parent(path: &Path) -> Result<(), FileError> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|source| FileError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The file process `process` of a cluster writes in place of `path`:
+/// `PATH.d/part-PPPPP.jsonl`, the process index zero-padded so parts sort.
+pub fn part_path(path: &Path, process: usize) -> PathBuf {
+    part_dir(path).join(format!("part-{process:05}.jsonl"))
+}
+
+/// The folder of [`part_path`]'s parts: `PATH.d`.
+pub fn part_dir(path: &Path) -> PathBuf {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push(".d");
+    PathBuf::from(dir)
+}
+
+/// Removes parts (and unfinished `.partial` parts) numbered `processes` or
+/// more from `path`'s part folder: left by an earlier run of a larger
+/// cluster, they would otherwise read as this run's. No process of this run
+/// writes them, so every process may do this at once.
+pub fn remove_stale_parts(path: &Path, processes: usize) -> Result<(), FileError> {
+    let dir = part_dir(path);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(FileError::Create { path: dir, source }),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(index) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("part-"))
+            .and_then(|n| n.strip_suffix(".partial").or(Some(n)))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if index >= processes {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(FileError::Create {
+                        path: entry.path(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Chunk size at which a worker hands its lines to the shared file.

@@ -1,0 +1,485 @@
+//! Cluster mode end to end: `loanflow cluster` (N local processes on
+//! loopback) and `loanflow run --processes N --process I --hostfile FILE`,
+//! on files and against a real Kafka-API broker (Tansu, per test).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{expected_scores, loanflow, loanflow_command, stderr, Broker};
+
+/// Every line of `path` (a file, or the sorted parts of a cluster's
+/// `PATH.d/`), by id; panics on a duplicate id.
+fn predictions(lines: impl Iterator<Item = String>) -> BTreeMap<String, String> {
+    let mut by_id = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert!(
+            by_id.insert(id, line.clone()).is_none(),
+            "duplicate output {line}"
+        );
+    }
+    by_id
+}
+
+fn lines(path: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// The names in a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn cluster_of_2x2_scores_exactly_what_one_worker_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("single.jsonl");
+    let out = loanflow(&[
+        "run",
+        "-w",
+        "1",
+        "-q",
+        "--output",
+        single.to_str().unwrap(),
+        "--dead-letters",
+        dir.path().join("single-dead.jsonl").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let output = dir.path().join("cluster.jsonl");
+    let dead = dir.path().join("cluster-dead.jsonl");
+    // A part left by an earlier, larger cluster must not read as this run's.
+    std::fs::create_dir_all(dir.path().join("cluster.jsonl.d")).unwrap();
+    std::fs::write(dir.path().join("cluster.jsonl.d/part-00002.jsonl"), "{}\n").unwrap();
+    let out = loanflow(&[
+        "cluster",
+        "--processes",
+        "2",
+        "--workers",
+        "2",
+        "-q",
+        "--output",
+        output.to_str().unwrap(),
+        "--dead-letters",
+        dead.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // Process 0 prints the cluster's summary; process 1 a line of its own.
+    assert!(
+        err.contains("[p0] loanflow: 9857 records in")
+            && err.contains("on 4 workers (2 processes × 2)"),
+        "{err}"
+    );
+    assert!(err.contains("[p0]   scored              9857"), "{err}");
+    assert!(err.contains("[p1] loanflow: process 1 of 2:"), "{err}");
+
+    let parts = dir.path().join("cluster.jsonl.d");
+    assert_eq!(names(&parts), ["part-00000.jsonl", "part-00001.jsonl"]);
+    assert!(!dead.exists() && !dir.path().join("cluster-dead.jsonl.d").exists());
+    let mut cluster = Vec::new();
+    for name in names(&parts) {
+        let part: Vec<String> = lines(&parts.join(name)).collect();
+        assert!(!part.is_empty(), "every process scores a share");
+        cluster.extend(part);
+    }
+    let cluster = predictions(cluster.into_iter());
+    let single = predictions(lines(&single));
+    assert_eq!(cluster.len(), 9857);
+    assert_eq!(cluster, single, "same predictions, byte for byte");
+}
+
+#[test]
+fn processes_with_different_models_refuse_to_start_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same model with one more byte: same scores, another SHA-256.
+    let other = dir.path().join("other.xgb.json");
+    let mut model = std::fs::read(common::root().join("models/lending_club.xgb.json")).unwrap();
+    model.push(b'\n');
+    std::fs::write(&other, model).unwrap();
+    let hostfile = dir.path().join("hosts");
+    let ports: Vec<u16> = {
+        let listeners: Vec<TcpListener> = (0..2)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    };
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let output = dir.path().join("out/p.jsonl");
+    let spawn = |process: &str, model: Option<&Path>| -> Child {
+        let mut args = vec![
+            "run".to_owned(),
+            "-q".into(),
+            "--processes".into(),
+            "2".into(),
+            "--process".into(),
+            process.into(),
+            "--hostfile".into(),
+            hostfile.to_str().unwrap().into(),
+            "--output".into(),
+            output.to_str().unwrap().into(),
+            "--cluster-timeout".into(),
+            "30".into(),
+        ];
+        if let Some(model) = model {
+            args.extend(["--model".into(), model.to_str().unwrap().into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        loanflow_command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let p0 = spawn("0", None);
+    let p1 = spawn("1", Some(&other));
+    for (i, child) in [p0, p1].into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "process {i} must fail: {err}");
+        assert!(
+            err.contains("loanflow: error: the processes do not run the same model")
+                && err.contains("process 0 has lending_club.xgb@sha256:d959c0ba7545")
+                && err.contains("process 1 has other.xgb@sha256:"),
+            "process {i}: {err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("loanflow:")).count(),
+            1,
+            "one line: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("out/p.jsonl.d").exists(),
+        "no output at all"
+    );
+}
+
+#[test]
+fn run_with_processes_needs_its_index_and_a_hostfile() {
+    let out = loanflow(&["run", "--processes", "2"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs --process I"),
+        "{}",
+        stderr(&out)
+    );
+    let out = loanflow(&["run", "--processes", "2", "--process", "2"]);
+    assert!(stderr(&out).contains("out of range"), "{}", stderr(&out));
+    let out = loanflow(&["run", "--processes", "2", "--process", "1"]);
+    assert!(
+        stderr(&out).contains("needs --hostfile"),
+        "{}",
+        stderr(&out)
+    );
+    let out = loanflow(&["cluster", "-w", "2"]);
+    assert!(
+        stderr(&out).contains("give --processes N"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The pid of process `index` among the children of launcher `launcher`.
+fn child_process(launcher: u32, index: usize) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{launcher}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let needle = format!("\0--process\0{index}\0");
+            if cmdline
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                return pid.parse().ok();
+            }
+        }
+    }
+    None
+}
+
+fn sigkill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for `child` at most `bound`; returns its output and how long it took.
+fn wait_bounded(mut child: Child, bound: Duration) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            panic!("did not exit within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[test]
+fn a_killed_process_stops_the_cluster_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        "300000",
+        "--seed",
+        "5",
+        "--output",
+        stream.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let output = dir.path().join("p.jsonl");
+    let launcher = loanflow_command(&[
+        "cluster",
+        "--processes",
+        "2",
+        "-w",
+        "1",
+        "-q",
+        "--batch",
+        "256",
+        "--input",
+        stream.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let p1 = loop {
+        if let Some(pid) = child_process(launcher.id(), 1) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "process 1 never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    sigkill(p1);
+    let (out, took) = wait_bounded(launcher, Duration::from_secs(15));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("loanflow: error: process 1 of 2 died (killed by signal 9)"),
+        "{err}"
+    );
+    eprintln!("the launcher exited {took:?} after process 1 was killed");
+    // A failed run never leaves a file that looks complete.
+    let parts = dir.path().join("p.jsonl.d");
+    if parts.exists() {
+        assert!(
+            names(&parts).iter().all(|n| n.ends_with(".partial")),
+            "{:?}",
+            names(&parts)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kafka → Kafka
+
+fn ingest(broker: &Broker, topic: &str, input: &str) {
+    let out = loanflow(&[
+        "ingest",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        topic,
+        "--input",
+        input,
+        "--partitions",
+        "4",
+        "-q",
+    ]);
+    assert!(out.status.success(), "ingest: {}", stderr(&out));
+}
+
+fn partition_counts(records: &[common::Record], partitions: i32) -> Vec<i64> {
+    let mut counts = vec![0i64; partitions as usize];
+    for r in records {
+        counts[r.partition as usize] += 1;
+    }
+    counts
+}
+
+#[test]
+fn kafka_cluster_of_2x2_scores_every_application_once_and_commits_its_offsets() {
+    let broker = Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv");
+    let input = broker.read_all("loans");
+    assert_eq!(input.len(), 9857);
+
+    let out = loanflow(&[
+        "cluster",
+        "--processes",
+        "2",
+        "--workers",
+        "2",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "--until-caught-up",
+        "--group",
+        "g1",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("[p0] loanflow: 9857 records in"), "{err}");
+    assert!(err.contains("on 4 workers (2 processes × 2)"), "{err}");
+
+    let expected = expected_scores();
+    let output = broker.read_all("scored");
+    assert_eq!(output.len(), 9857, "exactly one output per application");
+    let mut ids = HashSet::new();
+    for r in &output {
+        let v = r.json();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(r.key.as_deref(), Some(id.as_str()), "keyed by id");
+        let score = v["score"].as_f64().unwrap();
+        assert!(
+            (score - expected[&id]).abs() <= 1e-6,
+            "{id}: {score} vs XGBoost {}",
+            expected[&id]
+        );
+        assert!(ids.insert(id), "duplicate output");
+    }
+    assert_eq!(broker.committed("g1", "loans"), partition_counts(&input, 4));
+    assert!(broker.read_all("scored.dead-letters").is_empty());
+}
+
+#[test]
+fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        "60000",
+        "--seed",
+        "3",
+        "--output",
+        stream.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ingest(&broker, "loans", stream.to_str().unwrap());
+    let input = broker.read_all("loans");
+    assert_eq!(input.len(), 60000);
+
+    // Live (no --until-caught-up): 2 processes, each owning 2 partitions.
+    let args = [
+        "cluster",
+        "--processes",
+        "2",
+        "-w",
+        "1",
+        "--batch",
+        "200",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "--group",
+        "killed",
+    ];
+    let launcher = loanflow_command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("killed", "loans").iter().all(|&o| o <= 0) {
+        assert!(Instant::now() < deadline, "no progress committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p1 = child_process(launcher.id(), 1).expect("process 1 runs");
+    sigkill(p1);
+    let (out, took) = wait_bounded(launcher, Duration::from_secs(15));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("loanflow: error: process 1 of 2 died (killed by signal 9)"),
+        "{err}"
+    );
+    let first_committed: i64 = broker.committed("killed", "loans").iter().sum();
+    let first_outputs = broker.read_all("scored").len();
+    assert!(
+        first_committed as usize <= first_outputs,
+        "never commit what was not delivered"
+    );
+
+    // The re-run resumes from the committed offsets and reads to the end.
+    let mut until = args.to_vec();
+    until.push("--until-caught-up");
+    let out = loanflow(&until);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let outputs = broker.read_all("scored");
+    let mut seen: HashMap<String, Vec<u8>> = HashMap::new();
+    for r in &outputs {
+        let id = r.key.clone().unwrap();
+        if let Some(previous) = seen.insert(id, r.value.clone()) {
+            assert_eq!(previous, r.value, "a re-scored application is identical");
+        }
+    }
+    for r in &input {
+        assert!(
+            seen.contains_key(r.key.as_ref().unwrap()),
+            "lost {:?}",
+            r.key
+        );
+    }
+    assert_eq!(
+        broker.committed("killed", "loans"),
+        partition_counts(&input, 4)
+    );
+    eprintln!(
+        "killed after {first_committed} of 60000 were committed ({first_outputs} written); \
+         the launcher exited {took:?} after the kill; {} outputs in all",
+        outputs.len()
+    );
+}
