@@ -349,6 +349,19 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// Whether something listens on loopback TCP `port`, from `/proc/net/tcp`
+/// (`None` where that cannot be read). Looking never touches the port.
+fn listening(port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let wanted = format!(":{port:04X}");
+    Some(table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let local = fields.next().unwrap_or_default();
+        let state = fields.nth(1).unwrap_or_default();
+        local.ends_with(&wanted) && state == "0A"
+    }))
+}
+
 /// A temporary folder for the hostfile, removed on drop.
 struct TempDir(PathBuf);
 
@@ -384,6 +397,17 @@ fn pump(from: impl Read + Send + 'static, prefix: String, to_stdout: bool) {
             }
         }
     });
+}
+
+/// Waits (a few seconds at most) until `child` listens on `port`, or exits.
+fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match (listening(port), child.try_wait()) {
+            (Some(false), Ok(None)) => std::thread::sleep(Duration::from_millis(2)),
+            _ => return,
+        }
+    }
 }
 
 /// Why a process ended, as the launcher reports it.
@@ -437,10 +461,8 @@ pub fn launch(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
     )));
     std::fs::create_dir_all(&dir.0).context("cannot create a temporary folder")?;
     let hostfile = dir.0.join("hosts");
-    let hosts: String = free_ports(processes)?
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}\n"))
-        .collect();
+    let ports = free_ports(processes)?;
+    let hosts: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
     std::fs::write(&hostfile, &hosts)
         .with_context(|| format!("cannot write {}", hostfile.display()))?;
     tracing::info!(processes, hostfile = %hostfile.display(), "launching");
@@ -473,6 +495,9 @@ pub fn launch(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
                     pump(err, prefix, false);
                 }
                 children.push(Some(child));
+                // timely's process i connects to every process before it,
+                // retrying once a second: start it when those listen.
+                wait_listening(ports[i], children[i].as_mut().expect("just pushed"));
             }
             Err(e) => {
                 for child in children.iter_mut().flatten() {
