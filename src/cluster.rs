@@ -399,10 +399,11 @@ fn pump(from: impl Read + Send + 'static, prefix: String, to_stdout: bool) {
     });
 }
 
-/// Waits (a few seconds at most) until `child` listens on `port`, or exits.
-fn wait_listening(port: u16, child: &mut Child) {
+/// Waits (a few seconds at most) until `child` listens on `port`, exits, or
+/// the launcher gets a signal.
+fn wait_listening(port: u16, child: &mut Child, signalled: &AtomicBool) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !signalled.load(Ordering::Relaxed) {
         match (listening(port), child.try_wait()) {
             (Some(false), Ok(None)) => std::thread::sleep(Duration::from_millis(2)),
             _ => return,
@@ -450,6 +451,12 @@ pub fn launch(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
     // Signals go to the launcher, which passes each on exactly once.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
+    // Seen while processes are still being started (they get it right after).
+    let signalled_early = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&signalled_early))
+            .context("cannot install signal handlers")?;
+    }
 
     let dir = TempDir(std::env::temp_dir().join(format!(
         "loanflow-cluster-{}-{}",
@@ -497,7 +504,10 @@ pub fn launch(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
                 children.push(Some(child));
                 // timely's process i connects to every process before it,
                 // retrying once a second: start it when those listen.
-                wait_listening(ports[i], children[i].as_mut().expect("just pushed"));
+                if i + 1 < processes {
+                    let child = children[i].as_mut().expect("just pushed");
+                    wait_listening(ports[i], child, &signalled_early);
+                }
             }
             Err(e) => {
                 for child in children.iter_mut().flatten() {

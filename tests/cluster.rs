@@ -483,3 +483,58 @@ fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
         outputs.len()
     );
 }
+
+#[test]
+fn sigterm_to_the_launcher_stops_every_process_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        "1000000",
+        "--seed",
+        "5",
+        "--output",
+        stream.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let output = dir.path().join("p.jsonl");
+    let launcher = loanflow_command(&[
+        "cluster",
+        "--processes",
+        "2",
+        "-w",
+        "1",
+        "-q",
+        "--input",
+        stream.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (out, _) = wait_bounded(launcher, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert!(out.status.success(), "a graceful stop exits 0: {err}");
+    let parts = dir.path().join("p.jsonl.d");
+    let written: usize = names(&parts)
+        .iter()
+        .map(|n| lines(&parts.join(n)).count())
+        .sum();
+    if err.contains("(stopped by a signal") {
+        assert!(written < 1_000_000, "{err}");
+    }
+    assert!(
+        err.contains(&format!("[p0]   scored        {written:>10}")),
+        "everything read is written: {written} lines; {err}"
+    );
+}
