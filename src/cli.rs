@@ -93,6 +93,20 @@ Examples:
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored --from-beginning
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored -n 10 --json")]
     Tail(TailArgs),
+    /// Replay history: a file of applications paced by their own event time, into a
+    /// topic or straight into the pipeline.
+    #[command(after_help = "\
+--speed 3600 replays one hour of applied_at per second (--speed max: as fast as it
+goes; --rate N: N records per second instead). --from/--until time:RFC3339 bound the
+replay by event time (from inclusive, until exclusive). Without --topic the records go
+straight into the pipeline and every `run` flag applies (--output, -w, --output-topic…).
+
+Examples:
+  loanflow replay data/lending_club.csv --brokers 127.0.0.1:9092 --topic loans --speed 86400
+  loanflow replay data/lending_club.csv --speed max --from time:2016-02-01T00:00:00Z \\
+      --until time:2016-03-01T00:00:00Z --output out/february.jsonl
+  loanflow replay out/1m.csv --rate 5000 --brokers 127.0.0.1:9092 --output-topic scored")]
+    Replay(ReplayArgs),
     /// Copy a topic to another with no processing: the raw consume → produce
     /// limit of a broker, to measure the pipeline against.
     #[command(after_help = "\
@@ -165,12 +179,19 @@ pub struct RunArgs {
     /// Consumer group whose committed offsets track progress (default: loanflow.DATAFLOW).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// Stop once every owned partition is read to its end and everything read is delivered and committed.
-    #[arg(long, requires = "input_topic")]
+    /// Stop once every owned partition is read to its end and everything read is delivered and committed (= --until end).
+    #[arg(long, requires = "input_topic", conflicts_with = "until")]
     pub until_caught_up: bool,
-    /// Where to start in a partition the group has no committed offset for.
-    #[arg(long, value_enum, default_value = "earliest")]
-    pub from: StartArg,
+    /// Where each partition starts: committed (the group's offset, else the beginning),
+    /// earliest, latest, offset:N, or time:RFC3339 (records before it are skipped).
+    #[arg(long, default_value = "committed", value_name = "POSITION")]
+    pub from: crate::replay::From,
+    /// Stop each partition at its end (`end`) or at its first record at or after
+    /// time:RFC3339; the run ends by itself when every partition has. A bounded or
+    /// positioned run uses its own consumer group unless --group is given, so a live
+    /// pipeline's committed offsets never move.
+    #[arg(long, value_name = "BOUND")]
+    pub until: Option<crate::replay::Until>,
     /// Applications to score: CSV with a header, or JSON Lines.
     #[arg(
         short,
@@ -244,12 +265,6 @@ pub struct ClusterFlags {
     pub cluster_timeout: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StartArg {
-    Earliest,
-    Latest,
-}
-
 #[derive(Debug, Args, Clone)]
 pub struct IngestArgs {
     #[command(flatten)]
@@ -276,6 +291,24 @@ pub struct IngestArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// The history to replay: CSV or JSON Lines, in arrival order.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Seconds of event time per second of wall time, or max.
+    #[arg(long, default_value = "max", value_name = "FACTOR")]
+    pub speed: crate::replay::Speed,
+    /// Records per second instead of event-time pacing (per worker, into the pipeline).
+    #[arg(long, value_name = "N", conflicts_with = "speed")]
+    pub rate: Option<f64>,
+    /// Produce into this topic (with --brokers) instead of running the pipeline.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub topic: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args, Clone)]

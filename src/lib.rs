@@ -15,5 +15,6 @@ pub mod io;
 pub mod model;
 pub mod produce;
 pub mod record;
+pub mod replay;
 pub mod run;
 pub mod spec;

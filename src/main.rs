@@ -55,6 +55,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => loanflow::run::run(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Replay(args) => {
+            loanflow::replay::replay(args, stop).map(|summary| eprintln!("{summary}"))
+        }
         Command::Cluster(_) => unreachable!("handled above"),
         Command::Ingest(args) => {
             loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}"))

@@ -14,11 +14,15 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cli::{IngestArgs, KafkaArgs, PassthroughArgs, TailArgs};
+use std::path::Path;
+
+use crate::cli::{IngestArgs, KafkaArgs, PassthroughArgs, PipelineArgs, TailArgs};
 use crate::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
 use crate::io::file::{detect_format, FileInput};
 use crate::io::kafka::{self, Context, KafkaConfig};
+use crate::record::{format_time, Format};
 use crate::record::{write_record_json, Origin, RawRecord};
+use crate::replay::{Pacer, Speed, Window};
 use crate::run::{kafka_config, progress_bar};
 use crate::spec::Spec;
 
@@ -33,6 +37,8 @@ pub struct IngestSummary {
     pub records: u64,
     /// Lines that were not valid records, sent as they are.
     pub raw: u64,
+    /// Records outside the replay's event-time window.
+    pub skipped: u64,
     pub elapsed: Duration,
     pub interrupted: bool,
 }
@@ -50,6 +56,13 @@ impl fmt::Display for IngestSummary {
         if self.raw > 0 {
             write!(f, "\n  {} of them were not valid records and were sent as they are (the pipeline will dead-letter them)", self.raw)?;
         }
+        if self.skipped > 0 {
+            write!(
+                f,
+                "\n  {} records outside --from/--until were passed over",
+                self.skipped
+            )?;
+        }
         if self.interrupted {
             write!(f, "\n  (stopped by a signal before the end of the input)")?;
         }
@@ -58,8 +71,6 @@ impl fmt::Display for IngestSummary {
 }
 
 pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary> {
-    let spec = Spec::load(&args.pipeline.dataflow)?;
-    let config = required(&args.kafka)?;
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(anyhow!(
@@ -67,9 +78,41 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
             ));
         }
     }
-    let format = detect_format(&args.input, args.format)?;
-    let input = FileInput::open(&args.input, format)?;
-    let name = args.input.display().to_string();
+    produce_file(
+        &ProduceJob {
+            pipeline: &args.pipeline,
+            kafka: &args.kafka,
+            topic: &args.topic,
+            input: &args.input,
+            format: args.format,
+            quiet: args.quiet,
+            pacer: Pacer::new(Speed::Max, args.rate),
+            window: Window::default(),
+        },
+        stop,
+    )
+}
+
+/// What to produce where, and how fast: `loanflow ingest` and `loanflow replay --topic`.
+pub struct ProduceJob<'a> {
+    pub pipeline: &'a PipelineArgs,
+    pub kafka: &'a KafkaArgs,
+    pub topic: &'a str,
+    pub input: &'a Path,
+    pub format: Option<Format>,
+    pub quiet: bool,
+    pub pacer: Pacer,
+    /// Records outside it (by event time) are passed over.
+    pub window: Window,
+}
+
+/// Produces a file's records into a topic, paced, within an event-time window.
+pub fn produce_file(job: &ProduceJob<'_>, stop: Arc<AtomicBool>) -> Result<IngestSummary> {
+    let spec = Spec::load(&job.pipeline.dataflow)?;
+    let config = required(job.kafka)?;
+    let format = detect_format(job.input, job.format)?;
+    let input = FileInput::open(job.input, format)?;
+    let name = job.input.display().to_string();
     let mut parser = Parser::new(
         &spec,
         format,
@@ -77,17 +120,22 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
         &name,
         DEFAULT_MAX_RECORD_BYTES,
     )?;
-    config.ensure_topic(&args.topic, args.kafka.partitions)?;
+    config.ensure_topic(job.topic, job.kafka.partitions)?;
     let producer = kafka::producer(&config).map_err(|e| anyhow!(e))?;
-    let progress = progress_bar(input.data_len(), args.quiet);
+    let progress = progress_bar(input.data_len(), job.quiet);
     let path: Arc<str> = Arc::from(name.as_str());
+    let mut pacer = job.pacer.restarted();
+    let topic = job.topic;
 
     let started = Instant::now();
-    let (mut records, mut raw) = (0u64, 0u64);
+    let (mut records, mut raw, mut skipped) = (0u64, 0u64, 0u64);
     let mut json = Vec::with_capacity(1024);
     for (line, bytes) in input.lines(input.records()) {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if let Some(bar) = &progress {
+            bar.inc(bytes.len() as u64 + 1);
         }
         let parsed = parser.parse(RawRecord {
             bytes: bytes.to_vec(),
@@ -96,11 +144,22 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
                 line,
             },
         });
+        let event_time = parsed.as_ref().ok().and_then(|r| r.event_time);
+        if let Some(t) = event_time {
+            if !job.window.contains(t) {
+                skipped += 1;
+                continue;
+            }
+            if let Some(bar) = &progress {
+                bar.set_message(format_time(t));
+            }
+        }
+        pacer.wait(event_time);
         let record = match &parsed {
             Ok(record) => {
                 json.clear();
                 write_record_json(&spec.columns, &record.values, &mut json);
-                let mut message = BaseRecord::with_opaque_to(args.topic.as_str(), Box::new(0))
+                let mut message = BaseRecord::with_opaque_to(topic, Box::new(0))
                     .key(record.id.as_bytes())
                     .payload(json.as_slice());
                 if let Some(ns) = record.event_time {
@@ -112,7 +171,7 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
             Err(dead) => {
                 tracing::warn!("{}:{line}: {} (sent as it is)", name, dead.reason);
                 raw += 1;
-                BaseRecord::with_opaque_to(args.topic.as_str(), Box::new(0)).payload(bytes)
+                BaseRecord::with_opaque_to(topic, Box::new(0)).payload(bytes)
             }
         };
         kafka::send(&producer, record).map_err(|e| anyhow!(e))?;
@@ -120,15 +179,6 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
         producer.poll(Duration::ZERO);
         if let Some(failure) = producer.context().deliveries.failure() {
             return Err(anyhow!(failure));
-        }
-        if let Some(bar) = &progress {
-            bar.inc(bytes.len() as u64 + 1);
-        }
-        if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64((records + raw) as f64 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
         }
     }
     let flush_timeout = config.connect_timeout.max(Duration::from_secs(30));
@@ -148,9 +198,10 @@ pub fn ingest(args: &IngestArgs, stop: Arc<AtomicBool>) -> Result<IngestSummary>
         bar.finish_and_clear();
     }
     Ok(IngestSummary {
-        topic: args.topic.clone(),
+        topic: topic.to_owned(),
         records,
         raw,
+        skipped,
         elapsed: started.elapsed(),
         interrupted: stop.load(Ordering::Relaxed),
     })

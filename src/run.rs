@@ -19,20 +19,22 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::cli::{KafkaArgs, PipelineArgs, RunArgs, StartArg};
+use crate::cli::{KafkaArgs, PipelineArgs, RunArgs};
 use crate::cluster::{self, Fingerprint, Membership, ProcessCounts};
 use crate::dataflow::clean::Cleaner;
 use crate::dataflow::ingest::Parser;
+use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::{OutputFormat, Predictor};
 use crate::dataflow::{self, Epoch};
 use crate::io::file::{
     create_parent, detect_format, part_dir, part_path, remove_stale_parts, FileInput, FileOutput,
     FileSink, FileSource,
 };
-use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource, Start};
+use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource};
 use crate::io::{Sink, Source, Stats};
 use crate::model::Model;
 use crate::record::Format;
+use crate::replay::{From, Until};
 use crate::spec::Spec;
 
 /// A spec with the model that fits it.
@@ -154,7 +156,7 @@ pub fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}")
             .expect("static template"),
     );
     Some(bar)
@@ -250,6 +252,11 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<Arc<KafkaConfig>>> {
 /// Runs the dataflow until the input ends (files, `--until-caught-up`) or
 /// `stop` is set (SIGINT/SIGTERM), then returns what it did.
 pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
+    run_paced(args, None, stop)
+}
+
+/// [`run`], with a file replayed at `pace` (see `loanflow replay`).
+pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> Result<Summary> {
     let Loaded { spec, model } = load(&args.pipeline)?;
     let workers = args.workers as usize;
     let membership = Membership::from_flags(&args.cluster, workers)?;
@@ -271,10 +278,17 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                 config: Arc::clone(config),
                 topic: topic.clone(),
                 partitions,
-                group: args
-                    .group
-                    .clone()
-                    .unwrap_or_else(|| format!("loanflow.{}", spec.name)),
+                group: args.group.clone().unwrap_or_else(|| {
+                    if args.until.is_some() || args.from != From::Committed {
+                        // A replay: its own group, never the live pipeline's.
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis());
+                        format!("loanflow.{}.replay-{now}", spec.name)
+                    } else {
+                        format!("loanflow.{}", spec.name)
+                    }
+                }),
                 format,
             }
         }
@@ -341,11 +355,15 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
         _ => None,
     };
     let batch = args.batch as usize;
-    let start = match args.from {
-        StartArg::Earliest => Start::Earliest,
-        StartArg::Latest => Start::Latest,
+    let from = args.from;
+    let until = if args.until_caught_up {
+        Some(Until::End)
+    } else {
+        args.until
     };
-    let until_caught_up = args.until_caught_up;
+    if until.is_some() && args.input_topic.is_none() {
+        return Err(anyhow!("--until applies to --input-topic (a file ends by itself; `loanflow replay` bounds a file by event time)"));
+    }
     let format_out = OutputFormat::new(&spec, &model.id);
     let model_id = model.id.clone();
     let forest = Arc::new(model.forest.clone());
@@ -417,8 +435,8 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                         topic: topic.clone(),
                         group: group.clone(),
                         partitions: *partitions,
-                        start,
-                        until_caught_up,
+                        from,
+                        until,
                         batch,
                         stats: Arc::clone(&stats),
                         stop: Arc::clone(&stop),
@@ -451,6 +469,7 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
                 let raw = source.build(scope, done.clone());
                 let (scored, dead) = dataflow::build(
                     raw,
+                    pace,
                     parser,
                     Cleaner::new(&spec),
                     Predictor::new(Arc::clone(&forest), spec.threshold),

@@ -11,6 +11,7 @@
 
 pub mod clean;
 pub mod ingest;
+pub mod pace;
 pub mod predict;
 
 use std::hash::{Hash, Hasher};
@@ -35,11 +36,16 @@ pub type Batches<'s, D> = Stream<'s, Epoch, Vec<D>>;
 /// Builds the three stages on `raw`, returning scored applications and dead letters.
 pub fn build<'s>(
     raw: Batches<'s, RawRecord>,
+    pace: Option<pace::Pace>,
     parser: Parser,
     cleaner: Cleaner,
     predictor: Predictor,
 ) -> (Batches<'s, Scored>, Batches<'s, DeadLetter>) {
     let (records, ingest_dead) = ingest(raw, parser);
+    let records = match pace {
+        Some(p) => pace::pace(records, p),
+        None => records,
+    };
     let (rows, clean_dead) = clean(records, cleaner);
     let scored = predict(rows, predictor);
     (scored, ingest_dead.concat(clean_dead))
@@ -89,24 +95,6 @@ pub fn id_hash(id: &str) -> u64 {
     z ^ (z >> 31)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_spread_evenly_over_workers() {
-        for workers in [2u64, 3, 4, 8] {
-            let mut counts = vec![0u32; workers as usize];
-            for n in 0..40_000 {
-                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
-            }
-            let even = 40_000 / workers as u32;
-            assert!(
-                counts.iter().all(|&c| c.abs_diff(even) < even / 20),
-                "{workers}: {counts:?}"
-            );
-        }
-    }
-}
-
 /// An operator that maps each record to `Ok` (passed on) or `Err` (a dead
 /// letter), with input routed by `pact`.
 fn fallible<'s, I, O, P, L>(
@@ -147,4 +135,22 @@ where
         }
     });
     (ok_stream, dead_stream)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_spread_evenly_over_workers() {
+        for workers in [2u64, 3, 4, 8] {
+            let mut counts = vec![0u32; workers as usize];
+            for n in 0..40_000 {
+                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
+            }
+            let even = 40_000 / workers as u32;
+            assert!(
+                counts.iter().all(|&c| c.abs_diff(even) < even / 20),
+                "{workers}: {counts:?}"
+            );
+        }
+    }
 }

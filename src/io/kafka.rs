@@ -50,6 +50,7 @@ use crate::dataflow::predict::{OutputFormat, Scored};
 use crate::dataflow::{Batches, Epoch};
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
 use crate::record::{DeadLetter, Origin, RawRecord};
+use crate::replay::{From, Until};
 
 /// Properties whose values are never logged or printed.
 fn is_secret(key: &str) -> bool {
@@ -283,22 +284,16 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {}
 
-/// Where a source starts when its group has no committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Earliest,
-    Latest,
-}
-
 /// One worker's part of a Kafka input topic.
 pub struct KafkaSource {
     pub config: Arc<KafkaConfig>,
     pub topic: String,
     pub group: String,
     pub partitions: i32,
-    pub start: Start,
-    /// Stop once every owned partition is read to its end.
-    pub until_caught_up: bool,
+    /// Where each owned partition starts.
+    pub from: From,
+    /// Where each owned partition stops; `None`: run live until stopped.
+    pub until: Option<Until>,
     /// Most records per epoch.
     pub batch: usize,
     pub stats: Arc<Stats>,
@@ -322,9 +317,9 @@ impl KafkaSource {
                 ("enable.partition.eof", "true"),
                 (
                     "auto.offset.reset",
-                    match self.start {
-                        Start::Earliest => "earliest",
-                        Start::Latest => "latest",
+                    match self.from {
+                        From::Latest => "latest",
+                        _ => "earliest",
                     },
                 ),
             ])
@@ -357,7 +352,17 @@ impl Source for KafkaSource {
             };
             // next[p]: the offset after the last record read from p (invariant 1).
             let mut next: HashMap<i32, i64> = HashMap::new();
-            let mut at_end: HashSet<i32> = HashSet::new();
+            // Partitions read to their bound: their end (EOF) or, with
+            // `--until time:`, their first record at or after that time.
+            let mut finished: HashSet<i32> = HashSet::new();
+            let skip_before = match this.from {
+                From::Time(t) => Some(t),
+                _ => None,
+            };
+            let stop_at = match this.until {
+                Some(Until::Time(t)) => Some(t),
+                _ => None,
+            };
             let mut snapshots: VecDeque<(Epoch, Vec<(i32, i64)>)> = VecDeque::new();
             let mut epoch: Epoch = 0;
             let mut phase = Phase::Reading;
@@ -386,7 +391,7 @@ impl Source for KafkaSource {
                 }
                 let stopping = this.stop.load(Ordering::Relaxed)
                     || this.stats.failed()
-                    || (this.until_caught_up && at_end.len() == owned.len());
+                    || (this.until.is_some() && finished.len() == owned.len());
                 if stopping {
                     if epoch == 0 {
                         capability = None; // nothing was read: nothing to commit
@@ -409,9 +414,30 @@ impl Source for KafkaSource {
                             None => break,
                             Some(Ok(message)) => {
                                 let partition = message.partition();
-                                let payload = message.payload().unwrap_or_default();
-                                at_end.remove(&partition);
+                                if stop_at.is_some() && finished.contains(&partition) {
+                                    continue; // fetched before the pause took hold
+                                }
+                                let time = message
+                                    .timestamp()
+                                    .to_millis()
+                                    .map(|ms| ms.saturating_mul(1_000_000));
+                                if let (Some(t), Some(until)) = (time, stop_at) {
+                                    if t >= until {
+                                        // This partition's bound: not read, not committed past.
+                                        finished.insert(partition);
+                                        pause(consumer, &this.topic, partition);
+                                        continue;
+                                    }
+                                }
+                                finished.remove(&partition);
                                 next.insert(partition, message.offset() + 1);
+                                if let (Some(t), Some(from)) = (time, skip_before) {
+                                    if t < from {
+                                        Stats::add(&this.stats.skipped, 1);
+                                        continue;
+                                    }
+                                }
+                                let payload = message.payload().unwrap_or_default();
                                 bytes += payload.len();
                                 count += 1;
                                 session.give(RawRecord {
@@ -424,7 +450,7 @@ impl Source for KafkaSource {
                                 });
                             }
                             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                                at_end.insert(partition);
+                                finished.insert(partition);
                             }
                             Some(Err(e)) => {
                                 tracing::warn!(topic = %this.topic, "consumer: {e} (retrying)");
@@ -435,7 +461,7 @@ impl Source for KafkaSource {
                 }
                 Stats::add(&this.stats.records_in, count as u64);
                 Stats::add(&this.stats.bytes_in, bytes as u64);
-                if count > 0 {
+                if next_changed(&next, snapshots.back().map(|(_, o)| o.as_slice())) {
                     let mut offsets: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
                     offsets.sort_unstable();
                     snapshots.push_back((epoch, offsets));
@@ -470,16 +496,40 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
                 source.group
             )
         })?;
+    // Offsets-for-times is only a hint (some brokers answer 0 for every
+    // time): records before the time are skipped by their timestamp anyway.
+    let hints = match source.from {
+        From::Time(t) => {
+            let mut tpl = TopicPartitionList::new();
+            for &p in owned {
+                tpl.add_partition_offset(&source.topic, p, Offset::Offset(t.div_euclid(1_000_000)))
+                    .map_err(|e| e.to_string())?;
+            }
+            consumer
+                .offsets_for_times(tpl, source.config.connect_timeout)
+                .map_err(|e| format!("cannot look up offsets by time: {e}"))
+                .ok()
+        }
+        _ => None,
+    };
     let mut assignment = TopicPartitionList::new();
     for &p in owned {
-        let offset = committed
+        let committed = committed
             .find_partition(&source.topic, p)
             .map(|e| e.offset())
-            .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0))
-            .unwrap_or(match source.start {
-                Start::Earliest => Offset::Beginning,
-                Start::Latest => Offset::End,
-            });
+            .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0));
+        let offset = match source.from {
+            From::Committed => committed.unwrap_or(Offset::Beginning),
+            From::Earliest => Offset::Beginning,
+            From::Latest => Offset::End,
+            From::Offset(n) => Offset::Offset(n),
+            From::Time(_) => hints
+                .as_ref()
+                .and_then(|h| h.find_partition(&source.topic, p))
+                .map(|e| e.offset())
+                .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0) || *o == Offset::End)
+                .unwrap_or(Offset::Beginning),
+        };
         tracing::info!(topic = %source.topic, partition = p, ?offset, group = %source.group, "assigned");
         assignment
             .add_partition_offset(&source.topic, p, offset)
@@ -487,6 +537,23 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     Ok(consumer)
+}
+
+/// Whether `next` moved since the last snapshot (skipped records move it too).
+fn next_changed(next: &HashMap<i32, i64>, last: Option<&[(i32, i64)]>) -> bool {
+    match last {
+        None => !next.is_empty(),
+        Some(last) => last.len() != next.len() || last.iter().any(|(p, o)| next.get(p) != Some(o)),
+    }
+}
+
+/// Stops fetching a partition that reached its bound.
+fn pause(consumer: &BaseConsumer<Context>, topic: &str, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::warn!(topic, partition, "cannot pause a finished partition: {e}");
+    }
 }
 
 fn commit(

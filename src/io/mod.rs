@@ -50,6 +50,8 @@ pub struct Stats {
     pub scored: AtomicU64,
     pub flagged: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Records a replay passed over: before `--from`.
+    pub skipped: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
 }

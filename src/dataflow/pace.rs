@@ -1,0 +1,87 @@
+//! Replay pacing inside the dataflow: holds each typed record until its event
+//! time is due (`--speed`) and drops records outside the event-time window
+//! (`--from`/`--until`). Sits between ingest and clean when a file is
+//! replayed straight into the pipeline; a plain run has no such operator.
+//!
+//! Every worker paces against the same origin (the window's start, or the
+//! first event time of the input), so workers reading different parts of a
+//! file release their records when the replayed history reaches them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+use crate::dataflow::{Batches, Epoch};
+use crate::record::Record;
+use crate::replay::{Speed, Window};
+
+/// How a replay is paced.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub speed: Speed,
+    /// Records per second per worker, instead of event time.
+    pub rate: Option<f64>,
+    pub window: Window,
+    /// The event time (ns) that is replayed at the start.
+    pub origin: i64,
+}
+
+impl Pace {
+    /// When a record with event time `t` is due, relative to `start`.
+    fn due(&self, start: Instant, t: Option<i64>, index: u64) -> Instant {
+        if let Some(rate) = self.rate {
+            return start + Duration::from_secs_f64(index as f64 / rate);
+        }
+        match (self.speed, t) {
+            (Speed::Factor(speed), Some(t)) => {
+                start + Duration::from_secs_f64((t - self.origin).max(0) as f64 / 1e9 / speed)
+            }
+            _ => start,
+        }
+    }
+}
+
+/// Paces `records`; records without an event time pass at once when the
+/// window is open-ended, and are dropped when it is bounded.
+pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record> {
+    let scope = records.scope();
+    records.unary(Pipeline, "Pace", move |_, info| {
+        let activator = scope.activator_for(info.address);
+        let start = Instant::now();
+        let mut index = 0u64;
+        // Held records by due time, each with the capability of its epoch.
+        let mut held: BTreeMap<(Instant, u64), (Capability<Epoch>, Record)> = BTreeMap::new();
+        move |input, output| {
+            input.for_each(|cap, batch| {
+                let Some(cap) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                for record in batch.drain(..) {
+                    let inside = match record.event_time {
+                        Some(t) => pace.window.contains(t),
+                        None => pace.window == Window::default(),
+                    };
+                    if inside {
+                        held.insert(
+                            (pace.due(start, record.event_time, index), index),
+                            (cap.clone(), record),
+                        );
+                        index += 1;
+                    }
+                }
+            });
+            let now = Instant::now();
+            while let Some(entry) = held.first_entry() {
+                if entry.key().0 > now {
+                    activator.activate_after(entry.key().0 - now);
+                    break;
+                }
+                let (cap, record) = entry.remove();
+                output.session(&cap).give(record);
+            }
+        }
+    })
+}
