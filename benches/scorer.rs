@@ -25,6 +25,7 @@ fn load() -> (Spec, Model, Vec<RawRecord>, Vec<Record>, Vec<f32>) {
     let raw: Vec<RawRecord> = lines
         .enumerate()
         .map(|(i, l)| RawRecord {
+            read_at: 0,
             bytes: l.to_vec(),
             origin: Origin::File {
                 path: "bench".into(),

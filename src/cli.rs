@@ -192,6 +192,11 @@ pub struct RunArgs {
     /// pipeline's committed offsets never move.
     #[arg(long, value_name = "BOUND")]
     pub until: Option<crate::replay::Until>,
+    /// Stamp every output with `event_time` (the spec's event-time column) and
+    /// `latency_ms` (from the source reading it to the sink writing it: wall clock,
+    /// so the one field that differs between two replays of the same history).
+    #[arg(long)]
+    pub stamp: bool,
     /// Applications to score: CSV with a header, or JSON Lines.
     #[arg(
         short,

@@ -139,6 +139,7 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
                 let bytes = line.into_inner().map_err(|e| anyhow!("{e}"))?;
                 let record = parser
                     .parse(RawRecord {
+                        read_at: 0,
                         bytes: bytes.trim_ascii_end().to_vec(),
                         origin: Origin::File {
                             path: "generate".into(),

@@ -138,6 +138,7 @@ pub fn produce_file(job: &ProduceJob<'_>, stop: Arc<AtomicBool>) -> Result<Inges
             bar.inc(bytes.len() as u64 + 1);
         }
         let parsed = parser.parse(RawRecord {
+            read_at: 0,
             bytes: bytes.to_vec(),
             origin: Origin::File {
                 path: Arc::clone(&path),

@@ -52,6 +52,15 @@ pub enum Format {
 pub struct RawRecord {
     pub bytes: Vec<u8>,
     pub origin: Origin,
+    /// When the source read it: wall clock, nanoseconds since the epoch (0: unknown).
+    pub read_at: i64,
+}
+
+/// The wall clock now, nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A typed value of one column.
@@ -184,6 +193,8 @@ pub struct Record {
     /// The raw input, kept so a later stage can still dead-letter it losslessly.
     pub raw: Vec<u8>,
     pub origin: Origin,
+    /// When the source read it (see [`RawRecord::read_at`]).
+    pub read_at: i64,
 }
 
 /// The pipeline stage that refused a record.

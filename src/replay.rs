@@ -294,6 +294,7 @@ fn first_event_time(args: &ReplayArgs) -> Result<Option<i64>> {
     let first = input.lines(input.records()).find_map(|(line, bytes)| {
         parser
             .parse(RawRecord {
+                read_at: 0,
                 bytes: bytes.to_vec(),
                 origin: Origin::File {
                     path: Arc::clone(&path),

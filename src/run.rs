@@ -364,7 +364,7 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
     if until.is_some() && args.input_topic.is_none() {
         return Err(anyhow!("--until applies to --input-topic (a file ends by itself; `loanflow replay` bounds a file by event time)"));
     }
-    let format_out = OutputFormat::new(&spec, &model.id);
+    let format_out = OutputFormat::new(&spec, &model.id).stamped(args.stamp);
     let model_id = model.id.clone();
     let forest = Arc::new(model.forest.clone());
     let source_plan = Arc::new(source_plan);

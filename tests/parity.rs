@@ -41,6 +41,7 @@ fn score_csv(spec: &Spec, model: &Model, csv: &Path) -> Vec<(String, f32)> {
     for (i, line) in lines.enumerate() {
         let record = parser
             .parse(RawRecord {
+                read_at: 0,
                 bytes: line.to_vec(),
                 origin: Origin::File {
                     path: "test".into(),

@@ -225,3 +225,39 @@ fn file_replay_into_the_pipeline_is_paced_by_event_time() {
         started.elapsed()
     );
 }
+
+#[test]
+fn stamped_outputs_carry_event_time_and_latency_and_differ_only_in_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for workers in ["1", "2"] {
+        let output = dir.path().join(format!("stamped-{workers}.jsonl"));
+        let out = loanflow(&[
+            "replay",
+            "data/lending_club.csv",
+            "--speed",
+            "max",
+            "--stamp",
+            "-w",
+            workers,
+            "--output",
+            output.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut without_latency = Vec::new();
+        for line in sorted_lines(&output) {
+            let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["event_time"], v["applied_at"], "{line}");
+            let latency = v["latency_ms"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no latency: {line}"));
+            assert!((0.0..60_000.0).contains(&latency), "{line}");
+            v.as_object_mut().unwrap().remove("latency_ms");
+            without_latency.push(v.to_string());
+        }
+        assert_eq!(without_latency.len(), 9857);
+        runs.push(without_latency);
+    }
+    assert_eq!(runs[0], runs[1], "identical but for the wall-clock field");
+}

@@ -25,6 +25,7 @@ pub struct FeatureRow {
     /// The spec's pass-through columns, in spec order.
     pub passthrough: Vec<Value>,
     pub origin: Origin,
+    pub read_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -203,6 +204,7 @@ impl Cleaner {
                 event_time: record.event_time,
                 features,
                 origin: record.origin,
+                read_at: record.read_at,
             }),
             Err(e) => Err(DeadLetter {
                 raw: record.raw,
@@ -406,6 +408,7 @@ unknown = "error"
     fn clean_failure_is_a_dead_letter_with_raw_input() {
         let spec = lending_club();
         let record = Record {
+            read_at: 0,
             id: "lc-1".into(),
             event_time: None,
             values: values(&spec, &[("sub_grade", Value::Str("H1".into()))]),

@@ -144,6 +144,7 @@ impl Parser {
                     values,
                     raw: raw.bytes,
                     origin: raw.origin,
+                    read_at: raw.read_at,
                 })
             }
             Err(reason) => Err(dead(raw, reason)),
@@ -468,6 +469,7 @@ column = "x"
 
     fn raw(s: &[u8]) -> RawRecord {
         RawRecord {
+            read_at: 0,
             bytes: s.to_vec(),
             origin: Origin::File {
                 path: "in".into(),

@@ -20,6 +20,8 @@ pub struct Scored {
     pub flagged: bool,
     pub event_time: Option<i64>,
     pub passthrough: Vec<Value>,
+    /// When the source read the application (ns since the epoch).
+    pub read_at: i64,
 }
 
 /// Scores batches of rows with one forest.
@@ -54,19 +56,20 @@ impl Predictor {
         for row in rows {
             debug_assert_eq!(row.features.len(), width);
             self.features.extend_from_slice(&row.features);
-            pending.push((row.id, row.event_time, row.passthrough));
+            pending.push((row.id, row.event_time, row.passthrough, row.read_at));
         }
         self.scores.clear();
         self.scores.resize(n, 0.0);
         self.forest.predict_batch(&self.features, &mut self.scores);
         let threshold = self.threshold;
         out.extend(pending.into_iter().zip(&self.scores).map(
-            |((id, event_time, passthrough), &score)| Scored {
+            |((id, event_time, passthrough, read_at), &score)| Scored {
                 id,
                 score,
                 flagged: f64::from(score) >= threshold,
                 event_time,
                 passthrough,
+                read_at,
             },
         ));
     }
@@ -79,6 +82,8 @@ impl Predictor {
 pub struct OutputFormat {
     model_id: String,
     passthrough: Vec<String>,
+    /// Also write `event_time` and `latency_ms` (read → written, wall clock).
+    stamp: bool,
 }
 
 impl OutputFormat {
@@ -90,11 +95,19 @@ impl OutputFormat {
                 .iter()
                 .map(|&i| spec.columns[i].name.clone())
                 .collect(),
+            stamp: false,
         }
     }
 
-    /// Appends `scored` as one JSON object (no newline).
-    pub fn write(&self, scored: &Scored, out: &mut Vec<u8>) {
+    /// Stamps every output with its event time and its latency.
+    pub fn stamped(mut self, stamp: bool) -> OutputFormat {
+        self.stamp = stamp;
+        self
+    }
+
+    /// Appends `scored` as one JSON object (no newline); `now` (ns since the
+    /// epoch) is when it is written, for `latency_ms`.
+    pub fn write(&self, scored: &Scored, now: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"id\":");
         write_json_str(out, &scored.id);
         out.extend_from_slice(b",\"score\":");
@@ -115,6 +128,20 @@ impl OutputFormat {
             out.push(b':');
             value.write_json(out);
         }
+        if self.stamp {
+            out.extend_from_slice(b",\"event_time\":");
+            match scored.event_time {
+                Some(t) => Value::Time(t).write_json(out),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"latency_ms\":");
+            if scored.read_at > 0 {
+                let ms = ((now - scored.read_at) as f64 / 1e3).round() / 1e3;
+                out.extend_from_slice(ryu::Buffer::new().format_finite(ms).as_bytes());
+            } else {
+                out.extend_from_slice(b"null");
+            }
+        }
         out.push(b'}');
     }
 }
@@ -132,6 +159,7 @@ mod tests {
         .unwrap();
         let format = OutputFormat::new(&spec, "m@sha256:abc");
         let scored = Scored {
+            read_at: 0,
             id: "lc-\"1".into(),
             score: 0.125,
             flagged: false,
@@ -143,7 +171,7 @@ mod tests {
             ],
         };
         let mut out = Vec::new();
-        format.write(&scored, &mut out);
+        format.write(&scored, 0, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["id"], "lc-\"1");
         assert_eq!(v["score"], 0.125);

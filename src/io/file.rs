@@ -36,7 +36,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use crate::dataflow::predict::{OutputFormat, Scored};
 use crate::dataflow::{Batches, Epoch};
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
-use crate::record::{DeadLetter, Format, Origin, RawRecord};
+use crate::record::{now_ns, DeadLetter, Format, Origin, RawRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -281,6 +281,7 @@ impl Source for FileSource {
                     return;
                 }
                 let from = cursor.position();
+                let read_at = now_ns();
                 let mut count = 0;
                 let mut session = output.session(&cap);
                 while count < batch {
@@ -288,6 +289,7 @@ impl Source for FileSource {
                         break;
                     };
                     session.give(RawRecord {
+                        read_at,
                         bytes: input.data[range].to_vec(),
                         origin: Origin::File {
                             path: Arc::clone(&path),
@@ -522,9 +524,10 @@ impl Sink for FileSink {
                 };
                 move |(scored, scored_frontier), (dead, dead_frontier), _output| {
                     let (mut n, mut flagged, mut n_dead) = (0, 0, 0);
+                    let now = now_ns();
                     scored.for_each(|_, batch| {
                         for s in batch.drain(..) {
-                            format.write(&s, &mut lines);
+                            format.write(&s, now, &mut lines);
                             lines.push(b'\n');
                             n += 1;
                             flagged += s.flagged as u64;

@@ -49,7 +49,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use crate::dataflow::predict::{OutputFormat, Scored};
 use crate::dataflow::{Batches, Epoch};
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
-use crate::record::{DeadLetter, Origin, RawRecord};
+use crate::record::{now_ns, DeadLetter, Origin, RawRecord};
 use crate::replay::{From, Until};
 
 /// Properties whose values are never logged or printed.
@@ -407,6 +407,7 @@ impl Source for KafkaSource {
                 }
                 let mut count = 0;
                 let mut bytes = 0;
+                let read_at = now_ns();
                 {
                     let mut session = output.session(&cap);
                     while count < this.batch {
@@ -441,6 +442,7 @@ impl Source for KafkaSource {
                                 bytes += payload.len();
                                 count += 1;
                                 session.give(RawRecord {
+                                    read_at,
                                     bytes: payload.to_vec(),
                                     origin: Origin::Kafka {
                                         topic: Arc::clone(&topic),
@@ -750,6 +752,7 @@ impl Sink for KafkaSink {
                         return;
                     };
                     let (mut n, mut flagged, mut n_dead) = (0u64, 0u64, 0u64);
+                    let now = now_ns();
                     scored.for_each(|cap, batch| {
                         let Some(&epoch) = cap.least() else { return };
                         held.entry(epoch).or_insert_with(|| {
@@ -757,7 +760,7 @@ impl Sink for KafkaSink {
                         });
                         for s in batch.drain(..) {
                             value.clear();
-                            this.format.write(&s, &mut value);
+                            this.format.write(&s, now, &mut value);
                             let record =
                                 BaseRecord::with_opaque_to(this.topic.as_str(), Box::new(epoch))
                                     .key(s.id.as_bytes())
