@@ -160,7 +160,7 @@ pub fn produce_file(job: &ProduceJob<'_>, stop: Arc<AtomicBool>) -> Result<Inges
             Ok(record) => {
                 json.clear();
                 write_record_json(&spec.columns, &record.values, &mut json);
-                let mut message = BaseRecord::with_opaque_to(topic, Box::new(0))
+                let mut message = BaseRecord::with_opaque_to(topic, 0)
                     .key(record.id.as_bytes())
                     .payload(json.as_slice());
                 if let Some(ns) = record.event_time {
@@ -172,7 +172,7 @@ pub fn produce_file(job: &ProduceJob<'_>, stop: Arc<AtomicBool>) -> Result<Inges
             Err(dead) => {
                 tracing::warn!("{}:{line}: {} (sent as it is)", name, dead.reason);
                 raw += 1;
-                BaseRecord::with_opaque_to(topic, Box::new(0)).payload(bytes)
+                BaseRecord::with_opaque_to(topic, 0).payload(bytes)
             }
         };
         kafka::send(&producer, record).map_err(|e| anyhow!(e))?;
@@ -374,7 +374,7 @@ fn copy_partitions(
                 at_end.remove(&m.partition());
                 let payload = m.payload().unwrap_or_default();
                 let mut record =
-                    BaseRecord::with_opaque_to(args.output_topic.as_str(), Box::new(0))
+                    BaseRecord::with_opaque_to(args.output_topic.as_str(), 0)
                         .payload(payload);
                 if let Some(key) = m.key() {
                     record = record.key(key);

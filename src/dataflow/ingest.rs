@@ -8,7 +8,7 @@
 //! straight into the spec's column slots.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -56,7 +56,7 @@ enum FormatParser {
         ends: Vec<usize>,
     },
     Json {
-        slot_of: HashMap<String, usize>,
+        slot_of: FxHashMap<String, usize>,
     },
 }
 
@@ -339,7 +339,7 @@ fn typed(column: &Column, scalar: Scalar<'_>) -> Result<Value, ValueError> {
 /// Reads a JSON object straight into the spec's column slots.
 struct JsonRecord<'s> {
     columns: &'s [Column],
-    slot_of: &'s HashMap<String, usize>,
+    slot_of: &'s FxHashMap<String, usize>,
     slots: &'s mut [Option<Value>],
 }
 

@@ -652,9 +652,11 @@ impl ClientContext for SinkContext {
 }
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Epoch>;
+    // The epoch itself (a usize: no allocation per message).
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, epoch: Box<Epoch>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
+        let epoch = epoch as Epoch;
         match result {
             Ok(_) => {
                 let mut pending = self
@@ -702,7 +704,7 @@ pub fn producer(config: &KafkaConfig) -> Result<BaseProducer<SinkContext>, Strin
 /// Sends one message, waiting for room when librdkafka's queue is full.
 pub fn send(
     producer: &BaseProducer<SinkContext>,
-    mut record: BaseRecord<'_, [u8], [u8], Box<Epoch>>,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
 ) -> Result<(), String> {
     loop {
         match producer.send(record) {
@@ -762,7 +764,7 @@ impl Sink for KafkaSink {
                             value.clear();
                             this.format.write(&s, now, &mut value);
                             let record =
-                                BaseRecord::with_opaque_to(this.topic.as_str(), Box::new(epoch))
+                                BaseRecord::with_opaque_to(this.topic.as_str(), epoch as usize)
                                     .key(s.id.as_bytes())
                                     .payload(value.as_slice());
                             match send(producer, record) {
@@ -796,7 +798,7 @@ impl Sink for KafkaSink {
                                 });
                             let record = BaseRecord::with_opaque_to(
                                 this.dead_letter_topic.as_str(),
-                                Box::new(epoch),
+                                epoch as usize,
                             )
                             .key(key.as_bytes())
                             .payload(json.as_slice())
