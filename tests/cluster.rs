@@ -4,13 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{expected_scores, loanflow, loanflow_command, stderr, Broker};
+use common::{
+    assert_each_application_scored_once, ingest, loanflow, loanflow_command, partition_counts,
+    stderr, Broker,
+};
 
 /// Every line of `path` (a file, or the sorted parts of a cluster's
 /// `PATH.d/`), by id; panics on a duplicate id.
@@ -312,34 +315,10 @@ fn a_killed_process_stops_the_cluster_naming_it() {
 // ---------------------------------------------------------------------------
 // Kafka → Kafka
 
-fn ingest(broker: &Broker, topic: &str, input: &str) {
-    let out = loanflow(&[
-        "ingest",
-        "--brokers",
-        &broker.address,
-        "--topic",
-        topic,
-        "--input",
-        input,
-        "--partitions",
-        "4",
-        "-q",
-    ]);
-    assert!(out.status.success(), "ingest: {}", stderr(&out));
-}
-
-fn partition_counts(records: &[common::Record], partitions: i32) -> Vec<i64> {
-    let mut counts = vec![0i64; partitions as usize];
-    for r in records {
-        counts[r.partition as usize] += 1;
-    }
-    counts
-}
-
 #[test]
 fn kafka_cluster_of_2x2_scores_every_application_once_and_commits_its_offsets() {
     let broker = Broker::start();
-    ingest(&broker, "loans", "data/lending_club.csv");
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
     let input = broker.read_all("loans");
     assert_eq!(input.len(), 9857);
 
@@ -366,22 +345,8 @@ fn kafka_cluster_of_2x2_scores_every_application_once_and_commits_its_offsets() 
     assert!(err.contains("[p0] loanflow: 9857 records in"), "{err}");
     assert!(err.contains("on 4 workers (2 processes × 2)"), "{err}");
 
-    let expected = expected_scores();
     let output = broker.read_all("scored");
-    assert_eq!(output.len(), 9857, "exactly one output per application");
-    let mut ids = HashSet::new();
-    for r in &output {
-        let v = r.json();
-        let id = v["id"].as_str().unwrap().to_owned();
-        assert_eq!(r.key.as_deref(), Some(id.as_str()), "keyed by id");
-        let score = v["score"].as_f64().unwrap();
-        assert!(
-            (score - expected[&id]).abs() <= 1e-6,
-            "{id}: {score} vs XGBoost {}",
-            expected[&id]
-        );
-        assert!(ids.insert(id), "duplicate output");
-    }
+    assert_each_application_scored_once(&output);
     assert_eq!(broker.committed("g1", "loans"), partition_counts(&input, 4));
     assert!(broker.read_all("scored.dead-letters").is_empty());
 }
@@ -402,7 +367,7 @@ fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
         "-q",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    ingest(&broker, "loans", stream.to_str().unwrap());
+    ingest(&broker, "loans", stream.to_str().unwrap(), "4");
     let input = broker.read_all("loans");
     assert_eq!(input.len(), 60000);
 

@@ -3,38 +3,16 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{expected_scores, loanflow, loanflow_command, stderr, Broker};
+use common::{
+    assert_each_application_scored_once, ingest, loanflow, loanflow_command, partition_counts,
+    stderr, Broker,
+};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-
-fn ingest(broker: &Broker, topic: &str, input: &str, partitions: &str) {
-    let out = loanflow(&[
-        "ingest",
-        "--brokers",
-        &broker.address,
-        "--topic",
-        topic,
-        "--input",
-        input,
-        "--partitions",
-        partitions,
-        "-q",
-    ]);
-    assert!(out.status.success(), "ingest: {}", stderr(&out));
-}
-
-/// The id of every message, by partition, and how many each partition holds.
-fn partition_counts(records: &[common::Record], partitions: i32) -> Vec<i64> {
-    let mut counts = vec![0i64; partitions as usize];
-    for r in records {
-        counts[r.partition as usize] += 1;
-    }
-    counts
-}
 
 #[test]
 fn topic_to_topic_scores_every_application_once_and_commits_its_offsets() {
@@ -73,22 +51,8 @@ fn topic_to_topic_scores_every_application_once_and_commits_its_offsets() {
     ]);
     assert!(out.status.success(), "run: {}", stderr(&out));
 
-    let expected = expected_scores();
     let output = broker.read_all("scored");
-    assert_eq!(output.len(), 9857, "exactly one output per application");
-    let mut ids = HashSet::new();
-    for r in &output {
-        let v = r.json();
-        let id = v["id"].as_str().unwrap().to_owned();
-        assert_eq!(r.key.as_deref(), Some(id.as_str()), "keyed by id");
-        let score = v["score"].as_f64().unwrap();
-        assert!(
-            (score - expected[&id]).abs() <= 1e-6,
-            "{id}: {score} vs XGBoost {}",
-            expected[&id]
-        );
-        assert!(ids.insert(id), "duplicate output");
-    }
+    assert_each_application_scored_once(&output);
     // Each partition's committed offset is the number of records in it.
     assert_eq!(broker.committed("g1", "loans"), partition_counts(&input, 4));
     assert!(broker.read_all("scored.dead-letters").is_empty());

@@ -48,6 +48,52 @@ pub fn expected_scores() -> HashMap<String, f64> {
         .collect()
 }
 
+/// Produces a file's applications into `topic` (created with `partitions`).
+pub fn ingest(broker: &Broker, topic: &str, input: &str, partitions: &str) {
+    let out = loanflow(&[
+        "ingest",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        topic,
+        "--input",
+        input,
+        "--partitions",
+        partitions,
+        "-q",
+    ]);
+    assert!(out.status.success(), "ingest: {}", stderr(&out));
+}
+
+/// How many of `records` each partition holds.
+pub fn partition_counts(records: &[Record], partitions: i32) -> Vec<i64> {
+    let mut counts = vec![0i64; partitions as usize];
+    for r in records {
+        counts[r.partition as usize] += 1;
+    }
+    counts
+}
+
+/// Every shipped application scored exactly once, keyed by its id, with
+/// XGBoost's own score (≤ 1e-6).
+pub fn assert_each_application_scored_once(output: &[Record]) {
+    let expected = expected_scores();
+    assert_eq!(output.len(), 9857, "exactly one output per application");
+    let mut ids = std::collections::HashSet::new();
+    for r in output {
+        let v = r.json();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(r.key.as_deref(), Some(id.as_str()), "keyed by id");
+        let score = v["score"].as_f64().unwrap();
+        assert!(
+            (score - expected[&id]).abs() <= 1e-6,
+            "{id}: {score} vs XGBoost {}",
+            expected[&id]
+        );
+        assert!(ids.insert(id), "duplicate output");
+    }
+}
+
 /// A Tansu broker for one test.
 pub struct Broker {
     pub address: String,
