@@ -128,6 +128,27 @@ Examples:
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
   loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl     JSON Lines, by extension")]
     Generate(GenerateArgs),
+    /// Measure the pipeline: records/s, MB/s, CPU per record and latency per
+    /// configuration, next to the raw limits (file copy, the scorer alone).
+    #[command(after_help = "\
+Generates --rows applications (like `loanflow generate`, cached under --dir) or takes
+--input, then runs file → file (and with --brokers Kafka → Kafka) for each worker count
+of --workers, --repeat times each, all in one sitting. Every run writes --stamp'ed
+outputs; latency is each record's source read → sink write, pooled over the repeats.
+The limits are measured in the same sitting: a plain file copy (read + write, no
+processing), the scorer alone (the input's rows cleaned once, then predict_batch over
+as many rows on as many threads), and with --brokers the raw Kafka passthrough. The
+table (markdown) goes to stdout, a line per run to stderr; --json FILE writes it all.
+With --rate N each configuration is offered N records/s (paced like `loanflow replay
+--rate`, split over the workers), and the latency is measured from when each record
+was due.
+
+Examples:
+  loanflow bench                                        1,000,000 rows, -w 1 and -w 2, 3 runs each
+  loanflow bench --rows 200000 --workers 1,2,4 --repeat 5 --json out/bench.json
+  loanflow bench --input out/1m.csv --workers 2 --rate 200000     latency at 200k records/s
+  loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4")]
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -369,6 +390,43 @@ pub struct GenerateArgs {
     #[arg(short, long, default_value = "out/generated.csv", value_name = "FILE")]
     pub output: PathBuf,
     /// No progress bar, even on a terminal.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Applications to generate (resampled from data/lending_club.csv, --seed).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with = "input")]
+    pub rows: u64,
+    /// Seed of the generated stream.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Benchmark this file instead of a generated one (CSV with a header, or JSON Lines).
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Worker counts to measure, comma separated.
+    #[arg(short, long, default_value = "1,2", value_name = "N,…", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Vec<u16>,
+    /// Runs per configuration (the table shows their median, min and max).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Offered load, records per second (split over the workers): report latency at that load.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Write every result as JSON (for plotting).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where the generated stream and the runs' outputs go.
+    #[arg(long, default_value = "out/bench", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// No progress lines on stderr.
     #[arg(short, long)]
     pub quiet: bool,
 }

@@ -7,6 +7,7 @@
 //! (the scorer), [`record`] (what flows between them); [`cluster`] runs the
 //! same on several processes.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod dataflow;

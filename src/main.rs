@@ -66,6 +66,15 @@ fn main() -> ExitCode {
         Command::Passthrough(args) => {
             loanflow::produce::passthrough(args).map(|summary| eprintln!("{summary}"))
         }
+        Command::Bench(args) => loanflow::bench::bench(args, stop).and_then(|report| {
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                let text = serde_json::to_string_pretty(&report.to_json())?;
+                std::fs::write(path, text + "\n")
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+            Ok(())
+        }),
         Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
             eprintln!(
                 "loanflow: wrote {n} resampled applications to {}",

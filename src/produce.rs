@@ -374,8 +374,7 @@ fn copy_partitions(
                 at_end.remove(&m.partition());
                 let payload = m.payload().unwrap_or_default();
                 let mut record =
-                    BaseRecord::with_opaque_to(args.output_topic.as_str(), 0)
-                        .payload(payload);
+                    BaseRecord::with_opaque_to(args.output_topic.as_str(), 0).payload(payload);
                 if let Some(key) = m.key() {
                     record = record.key(key);
                 }

@@ -7,8 +7,8 @@
 //! `csv-core` (no per-record allocation for the split), JSON objects are read
 //! straight into the spec's column slots.
 
-use std::borrow::Cow;
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};

@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::dataflow::{Batches, Epoch};
-use crate::record::Record;
+use crate::record::{now_ns, Record};
 use crate::replay::{Speed, Window};
 
 /// How a replay is paced.
@@ -79,7 +79,14 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                     activator.activate_after(entry.key().0 - now);
                     break;
                 }
-                let (cap, record) = entry.remove();
+                let (due, _) = *entry.key();
+                let (cap, mut record) = entry.remove();
+                if pace.rate.is_some() || matches!(pace.speed, Speed::Factor(_)) {
+                    // A paced record arrives when it is due: its latency
+                    // (`--stamp`) counts from then, not from the read-ahead.
+                    let late = now.saturating_duration_since(due).as_nanos() as i64;
+                    record.read_at = record.read_at.max(now_ns() - late);
+                }
                 output.session(&cap).give(record);
             }
         }

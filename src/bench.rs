@@ -1,0 +1,855 @@
+//! `loanflow bench`: the pipeline measured in one sitting, next to its limits.
+//!
+//! For every worker count it runs the real pipeline (`run::run`, in process,
+//! with `RunArgs` parsed from the same flags `loanflow run` takes, so the
+//! defaults live in one place) `--repeat` times, file → file (and with
+//! `--brokers`, Kafka → Kafka), and reports records/s (median, min, max),
+//! MB/s, CPU time per record and the end-to-end latency per record (the
+//! `latency_ms` of `--stamp`'ed outputs). The limits come from the same
+//! input in the same sitting: a plain file copy, the scorer alone
+//! (`Forest::predict_batch` on the input's own features, on as many threads
+//! as workers), and with `--brokers` the raw Kafka passthrough.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Parser as _;
+use serde_json::{json, Value as Json};
+
+use crate::cli::{BenchArgs, Cli, Command, GenerateArgs, PassthroughArgs, RunArgs};
+use crate::dataflow::clean::Cleaner;
+use crate::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
+use crate::dataflow::pace::Pace;
+use crate::io::file::{detect_format, FileInput};
+use crate::record::{Origin, RawRecord};
+use crate::replay::{Pacer, Speed, Window};
+
+/// Rows cleaned for the scorer-alone limit (then scored over and over).
+const SCORER_SAMPLE_ROWS: usize = 16_384;
+
+/// Median, min and max of a few measurements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: if v.len() % 2 == 1 {
+                v[v.len() / 2]
+            } else {
+                (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+            },
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn to_json(self) -> Json {
+        json!({"median": self.median, "min": self.min, "max": self.max})
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `values` (sorted here).
+    pub fn of(values: &mut [f64]) -> Option<Latency> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let i = ((p / 100.0) * values.len() as f64).ceil() as usize;
+            values[i.clamp(1, values.len()) - 1]
+        };
+        Some(Latency {
+            p50: rank(50.0),
+            p99: rank(99.0),
+            max: values[values.len() - 1],
+            samples: values.len(),
+        })
+    }
+}
+
+/// One measured configuration (a pipeline) or limit.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    pub kind: &'static str,
+    pub workers: usize,
+    /// records/s of each repetition.
+    pub runs: Vec<f64>,
+    /// Input MB/s (none for the scorer, which reads no bytes).
+    pub mb_per_s: Option<f64>,
+    pub cpu_us_per_record: Option<f64>,
+    pub latency: Option<Latency>,
+    /// Offered load (records/s), with --rate.
+    pub offered: Option<f64>,
+    /// records/s as a percentage of the limits it is compared with.
+    pub vs: Vec<(String, f64)>,
+}
+
+impl Measured {
+    pub fn records_per_s(&self) -> Spread {
+        Spread::of(&self.runs)
+    }
+
+    fn to_json(&self) -> Json {
+        let mut o = json!({
+            "name": self.name,
+            "kind": self.kind,
+            "workers": self.workers,
+            "repeats": self.runs.len(),
+            "runs": self.runs,
+            "records_per_s": self.records_per_s().to_json(),
+            "mb_per_s": self.mb_per_s,
+            "cpu_us_per_record": self.cpu_us_per_record,
+            "latency_ms": self.latency.map(|l| json!({
+                "p50": l.p50, "p99": l.p99, "max": l.max, "samples": l.samples
+            })),
+        });
+        if let Some(rate) = self.offered {
+            o["offered_records_per_s"] = json!(rate);
+        }
+        if !self.vs.is_empty() {
+            o["percent_of"] = self
+                .vs
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        o
+    }
+}
+
+/// Everything one `loanflow bench` measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub input: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub configurations: Vec<Measured>,
+    pub limits: Vec<Measured>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "input": self.input.display().to_string(),
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "machine": {
+                "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "cpu": cpu_model(),
+            },
+            "configurations": self.configurations.iter().map(Measured::to_json).collect::<Vec<_>>(),
+            "limits": self.limits.iter().map(Measured::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The results as one markdown table: configurations, then limits.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "| configuration | records/s (median) | min | max | MB/s | CPU µs/record | latency p50 ms | p99 ms | max ms | vs limits |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for m in self.configurations.iter().chain(&self.limits) {
+            let s = m.records_per_s();
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
+            };
+            let vs = if m.vs.is_empty() {
+                "—".to_owned()
+            } else {
+                m.vs.iter()
+                    .map(|(k, v)| format!("{v:.0} % of {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                m.name,
+                thousands(s.median),
+                thousands(s.min),
+                thousands(s.max),
+                opt(m.mb_per_s, 1),
+                opt(m.cpu_us_per_record, 2),
+                opt(m.latency.map(|l| l.p50), 1),
+                opt(m.latency.map(|l| l.p99), 1),
+                opt(m.latency.map(|l| l.max), 1),
+                vs
+            );
+        }
+        t
+    }
+}
+
+/// 1234567.8 → "1,234,568".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// CPU time (user + system) of this process so far, all its threads (those
+/// that ended included), from /proc/self/stat; `None` off Linux.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ: 100 on every Linux ABI /proc reports in.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The `latency_ms` of every line of a stamped output file.
+pub fn latencies(path: &Path) -> Result<Vec<f64>> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = b"\"latency_ms\":";
+    let mut out = Vec::new();
+    for at in memchr::memmem::find_iter(&data, key) {
+        let start = at + key.len();
+        let end = data[start..]
+            .iter()
+            .position(|&b| b == b',' || b == b'}')
+            .map_or(data.len(), |n| start + n);
+        if let Ok(v) = std::str::from_utf8(&data[start..end])
+            .unwrap_or("")
+            .parse::<f64>()
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `loanflow <args…>` the way the command line would.
+fn parse(args: &[String]) -> Result<Command> {
+    let argv = std::iter::once("loanflow".to_owned()).chain(args.iter().cloned());
+    Cli::try_parse_from(argv)
+        .map(|cli| cli.command)
+        .map_err(|e| anyhow!("internal flags {args:?}: {e}"))
+}
+
+fn run_args(args: &[String]) -> Result<RunArgs> {
+    match parse(args)? {
+        Command::Run(run) => Ok(run),
+        _ => unreachable!("parsed a `run` command line"),
+    }
+}
+
+/// The flags every run and limit shares: the spec/model, and the brokers.
+fn common_flags(args: &BenchArgs, kafka: bool) -> Vec<String> {
+    let mut f = vec![
+        "--dataflow".to_owned(),
+        args.pipeline.dataflow.display().to_string(),
+    ];
+    if let Some(model) = &args.pipeline.model {
+        f.extend(["--model".to_owned(), model.display().to_string()]);
+    }
+    if kafka {
+        if let Some(brokers) = &args.kafka.brokers {
+            f.extend(["--brokers".to_owned(), brokers.clone()]);
+        }
+        for p in &args.kafka.properties {
+            f.extend(["-X".to_owned(), p.clone()]);
+        }
+        f.extend([
+            "--connect-timeout".to_owned(),
+            args.kafka.connect_timeout.to_string(),
+        ]);
+    }
+    f
+}
+
+/// Progress on stderr, one line per run.
+struct Progress {
+    quiet: bool,
+}
+
+impl Progress {
+    fn line(&self, msg: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            eprintln!("bench: {msg}");
+        }
+    }
+}
+
+/// Generates the stream (cached by rows and seed under --dir) or takes --input.
+fn input_file(args: &BenchArgs, progress: &Progress) -> Result<PathBuf> {
+    if let Some(input) = &args.input {
+        return Ok(input.clone());
+    }
+    let path = args
+        .dir
+        .join(format!("stream-{}-seed{}.csv", args.rows, args.seed));
+    if path.is_file() {
+        progress.line(format_args!("reusing {}", path.display()));
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let partial = args.dir.join(format!(
+        "stream-{}-seed{}.partial.csv",
+        args.rows, args.seed
+    ));
+    progress.line(format_args!(
+        "generating {} applications (seed {}) into {}",
+        args.rows,
+        args.seed,
+        path.display()
+    ));
+    let mut flags = vec!["generate".to_owned()];
+    flags.extend(common_flags(args, false));
+    flags.extend([
+        "--rows".to_owned(),
+        args.rows.to_string(),
+        "--seed".to_owned(),
+        args.seed.to_string(),
+        "--output".to_owned(),
+        partial.display().to_string(),
+        "--quiet".to_owned(),
+    ]);
+    let generate: GenerateArgs = match parse(&flags)? {
+        Command::Generate(g) => g,
+        _ => unreachable!("parsed a `generate` command line"),
+    };
+    crate::generate::generate(&generate)?;
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+    Ok(path)
+}
+
+/// `loanflow bench`.
+pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
+    if args.workers.is_empty() {
+        bail!("--workers needs at least one worker count");
+    }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--rate must be a positive number of records per second");
+        }
+    }
+    let progress = Progress { quiet: args.quiet };
+    // Fail on a bad spec or model before generating anything.
+    let loaded = crate::run::load(&args.pipeline)?;
+    let input = input_file(args, &progress)?;
+    let format = detect_format(&input, None)?;
+    let file = FileInput::open(&input, format)?;
+    let rows = file.lines(file.records()).count() as u64;
+    let bytes = std::fs::metadata(&input)?.len();
+    if rows == 0 {
+        bail!("{} has no records to benchmark", input.display());
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let output = args.dir.join("out.jsonl");
+    let dead = args.dir.join("dead_letters.jsonl");
+    let repeat = args.repeat as usize;
+    let mut workers: Vec<usize> = args.workers.iter().map(|&w| w as usize).collect();
+    workers.dedup();
+
+    // The limits first: a plain copy, the scorer alone on 1…W threads.
+    let mut limits = Vec::new();
+    let copy = {
+        let mut runs = Vec::new();
+        let mut mbs = Vec::new();
+        let mut cpu = Vec::new();
+        for r in 1..=repeat {
+            let cpu0 = process_cpu_time();
+            let t = Instant::now();
+            let data = std::fs::read(&input)?;
+            std::fs::write(&output, &data)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            let secs = t.elapsed().as_secs_f64().max(1e-9);
+            cpu.push(cpu_per_record(cpu0, rows));
+            runs.push(rows as f64 / secs);
+            mbs.push(bytes as f64 / 1e6 / secs);
+            progress.line(format_args!(
+                "file copy, run {r}/{repeat}: {:.0} records/s",
+                rows as f64 / secs
+            ));
+        }
+        Measured {
+            name: "limit: file copy (read + write, no processing)".to_owned(),
+            kind: "file_copy",
+            workers: 1,
+            runs,
+            mb_per_s: Some(Spread::of(&mbs).median),
+            cpu_us_per_record: median_opt(&cpu),
+            latency: None,
+            offered: None,
+            vs: Vec::new(),
+        }
+    };
+    let copy_rate = copy.records_per_s().median;
+    limits.push(copy);
+
+    let features = sample_features(&loaded, &file, format, &input)?;
+    let mut scorer_rate = std::collections::HashMap::new();
+    for &w in &workers {
+        let mut runs = Vec::new();
+        let mut cpu = Vec::new();
+        for r in 1..=repeat {
+            let cpu0 = process_cpu_time();
+            let secs = score_alone(&loaded.model.forest, &features, rows, w);
+            cpu.push(cpu_per_record(cpu0, rows));
+            runs.push(rows as f64 / secs);
+            progress.line(format_args!(
+                "scorer alone, {w} thread{}, run {r}/{repeat}: {:.0} records/s",
+                plural(w),
+                rows as f64 / secs
+            ));
+        }
+        let m = Measured {
+            name: format!("limit: scorer alone, {w} thread{}", plural(w)),
+            kind: "scorer",
+            workers: w,
+            runs,
+            mb_per_s: None,
+            cpu_us_per_record: median_opt(&cpu),
+            latency: None,
+            offered: None,
+            vs: Vec::new(),
+        };
+        scorer_rate.insert(w, m.records_per_s().median);
+        limits.push(m);
+    }
+
+    // The pipeline, file → file (paced at --rate, if given), after one
+    // unmeasured run: the first run of a process pays for page-ins and
+    // allocator growth the others do not.
+    {
+        let mut flags = vec!["run".to_owned()];
+        flags.extend(common_flags(args, false));
+        flags.extend([
+            "--input".to_owned(),
+            input.display().to_string(),
+            "--output".to_owned(),
+            output.display().to_string(),
+            "--dead-letters".to_owned(),
+            dead.display().to_string(),
+            "-w".to_owned(),
+            workers[0].to_string(),
+            "--quiet".to_owned(),
+        ]);
+        let s = crate::run::run(&run_args(&flags)?, Arc::clone(&stop))?;
+        progress.line(format_args!(
+            "warm-up run (not counted): {:.0} records/s",
+            s.records_per_second()
+        ));
+    }
+    let mut configurations = Vec::new();
+    for &w in &workers {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        let mut flags = vec!["run".to_owned()];
+        flags.extend(common_flags(args, false));
+        flags.extend([
+            "--input".to_owned(),
+            input.display().to_string(),
+            "--output".to_owned(),
+            output.display().to_string(),
+            "--dead-letters".to_owned(),
+            dead.display().to_string(),
+            "-w".to_owned(),
+            w.to_string(),
+            "--stamp".to_owned(),
+            "--quiet".to_owned(),
+        ]);
+        let run = run_args(&flags)?;
+        let pace = args.rate.map(|rate| Pace {
+            speed: Speed::Max,
+            rate: Some(rate / w as f64),
+            window: Window::default(),
+            origin: 0,
+        });
+        let name = match args.rate {
+            Some(rate) => format!("file → file, -w {w}, offered {} records/s", thousands(rate)),
+            None => format!("file → file, -w {w}"),
+        };
+        let mut m = measure_runs(&name, "file", w, repeat, &progress, &stop, || {
+            let summary = crate::run::run_paced(&run, pace, Arc::clone(&stop))?;
+            Ok((summary, latencies(&output)?))
+        })?;
+        m.offered = args.rate;
+        m.vs = vec![
+            ("file copy".to_owned(), percent(&m, copy_rate)),
+            (
+                format!("scorer ({w} thread{})", plural(w)),
+                percent(&m, scorer_rate[&w]),
+            ),
+        ];
+        configurations.push(m);
+    }
+
+    if args.kafka.brokers.is_some() {
+        kafka(
+            args,
+            &input,
+            &workers,
+            &progress,
+            &stop,
+            &mut configurations,
+            &mut limits,
+        )?;
+    }
+    Ok(Report {
+        input,
+        rows,
+        bytes,
+        configurations,
+        limits,
+    })
+}
+
+/// Kafka → Kafka next to the raw passthrough: the input is ingested once
+/// into a fresh topic, then every repetition reads it with a fresh group
+/// into a fresh output topic, to its end.
+fn kafka(
+    args: &BenchArgs,
+    input: &Path,
+    workers: &[usize],
+    progress: &Progress,
+    stop: &Arc<AtomicBool>,
+    configurations: &mut Vec<Measured>,
+    limits: &mut Vec<Measured>,
+) -> Result<()> {
+    let partitions = args.kafka.partitions.unwrap_or(4);
+    let tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let topic = format!("loanflow-bench-{tag}");
+    let mut kafka_args = args.kafka.clone();
+    kafka_args.partitions = Some(partitions);
+    progress.line(format_args!(
+        "ingesting {} into topic {topic} ({partitions} partitions)",
+        input.display()
+    ));
+    let ingested = crate::produce::produce_file(
+        &crate::produce::ProduceJob {
+            pipeline: &args.pipeline,
+            kafka: &kafka_args,
+            topic: &topic,
+            input,
+            format: None,
+            quiet: true,
+            pacer: Pacer::new(Speed::Max, None),
+            window: Window::default(),
+        },
+        Arc::clone(stop),
+    )?;
+    progress.line(format_args!("{ingested}"));
+    let repeat = args.repeat as usize;
+    for &w in workers {
+        let mut runs = Vec::new();
+        let mut mbs = Vec::new();
+        let mut cpu = Vec::new();
+        for r in 1..=repeat {
+            let pass = PassthroughArgs {
+                kafka: kafka_args.clone(),
+                input_topic: topic.clone(),
+                output_topic: format!("{topic}.copy-{w}-{r}"),
+                workers: w as u16,
+            };
+            let cpu0 = process_cpu_time();
+            let s = crate::produce::passthrough(&pass)?;
+            let secs = s.elapsed.as_secs_f64().max(1e-9);
+            cpu.push(cpu_per_record(cpu0, s.messages));
+            runs.push(s.messages as f64 / secs);
+            mbs.push(s.bytes as f64 / 1e6 / secs);
+            progress.line(format_args!(
+                "Kafka passthrough, {w} thread{}, run {r}/{repeat}: {:.0} messages/s",
+                plural(w),
+                s.messages as f64 / secs
+            ));
+        }
+        let pass = Measured {
+            name: format!(
+                "limit: Kafka passthrough (consume → produce), {w} thread{}",
+                plural(w)
+            ),
+            kind: "kafka_passthrough",
+            workers: w,
+            runs,
+            mb_per_s: Some(Spread::of(&mbs).median),
+            cpu_us_per_record: median_opt(&cpu),
+            latency: None,
+            offered: None,
+            vs: Vec::new(),
+        };
+        let pass_rate = pass.records_per_s().median;
+        limits.push(pass);
+
+        let mut r = 0;
+        let mut m = measure_runs(
+            &format!("Kafka → Kafka, -w {w}"),
+            "kafka",
+            w,
+            repeat,
+            progress,
+            stop,
+            || {
+                r += 1;
+                let mut flags = vec!["run".to_owned()];
+                flags.extend(common_flags(args, true));
+                flags.extend([
+                    "--input-topic".to_owned(),
+                    topic.clone(),
+                    "--output-topic".to_owned(),
+                    format!("{topic}.scored-{w}-{r}"),
+                    "--partitions".to_owned(),
+                    partitions.to_string(),
+                    "--group".to_owned(),
+                    format!("{topic}.group-{w}-{r}"),
+                    "--until".to_owned(),
+                    "end".to_owned(),
+                    "--from".to_owned(),
+                    "earliest".to_owned(),
+                    "-w".to_owned(),
+                    w.to_string(),
+                    "--quiet".to_owned(),
+                ]);
+                let run = run_args(&flags)?;
+                // Latency would need the output topic read back: not measured here.
+                Ok((crate::run::run(&run, Arc::clone(stop))?, Vec::new()))
+            },
+        )?;
+        m.vs = vec![("Kafka passthrough".to_owned(), percent(&m, pass_rate))];
+        configurations.push(m);
+    }
+    Ok(())
+}
+
+/// Runs `once` `repeat` times and gathers what the runs measured.
+fn measure_runs(
+    name: &str,
+    kind: &'static str,
+    workers: usize,
+    repeat: usize,
+    progress: &Progress,
+    stop: &Arc<AtomicBool>,
+    mut once: impl FnMut() -> Result<(crate::run::Summary, Vec<f64>)>,
+) -> Result<Measured> {
+    let mut runs = Vec::new();
+    let mut mbs = Vec::new();
+    let mut cpu = Vec::new();
+    let mut lat = Vec::new();
+    for r in 1..=repeat {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        let cpu0 = process_cpu_time();
+        let (summary, latencies) = once()?;
+        if summary.interrupted {
+            bail!("interrupted");
+        }
+        let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        cpu.push(cpu_per_record(cpu0, summary.records_in));
+        runs.push(summary.records_per_second());
+        mbs.push(summary.bytes_in as f64 / 1e6 / secs);
+        let run_latency = Latency::of(&mut latencies.clone());
+        progress.line(format_args!(
+            "{name}, run {r}/{repeat}: {:.0} records/s{}",
+            summary.records_per_second(),
+            run_latency.map_or_else(String::new, |l| format!(
+                ", latency p50 {:.1} ms, p99 {:.1} ms",
+                l.p50, l.p99
+            ))
+        ));
+        lat.extend(latencies);
+    }
+    Ok(Measured {
+        name: name.to_owned(),
+        kind,
+        workers,
+        runs,
+        mb_per_s: Some(Spread::of(&mbs).median),
+        cpu_us_per_record: median_opt(&cpu),
+        latency: Latency::of(&mut lat),
+        offered: None,
+        vs: Vec::new(),
+    })
+}
+
+fn cpu_per_record(before: Option<Duration>, records: u64) -> Option<f64> {
+    let spent = process_cpu_time()?.checked_sub(before?)?;
+    Some(spent.as_secs_f64() * 1e6 / records.max(1) as f64)
+}
+
+fn median_opt(values: &[Option<f64>]) -> Option<f64> {
+    let v: Vec<f64> = values.iter().flatten().copied().collect();
+    (v.len() == values.len() && !v.is_empty()).then(|| Spread::of(&v).median)
+}
+
+fn percent(m: &Measured, limit: f64) -> f64 {
+    100.0 * m.records_per_s().median / limit.max(1e-9)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The features of the input's first rows, as the pipeline's ingest and
+/// clean stages make them (rows they refuse are left out).
+fn sample_features(
+    loaded: &crate::run::Loaded,
+    file: &FileInput,
+    format: crate::record::Format,
+    input: &Path,
+) -> Result<Vec<f32>> {
+    let name = input.display().to_string();
+    let mut parser = Parser::new(
+        &loaded.spec,
+        format,
+        file.header(),
+        &name,
+        DEFAULT_MAX_RECORD_BYTES,
+    )?;
+    let cleaner = Cleaner::new(&loaded.spec);
+    let path: Arc<str> = Arc::from(name.as_str());
+    let mut features = Vec::new();
+    let mut rows = 0;
+    for (line, bytes) in file.lines(file.records()) {
+        if rows == SCORER_SAMPLE_ROWS {
+            break;
+        }
+        let raw = RawRecord {
+            read_at: 0,
+            bytes: bytes.to_vec(),
+            origin: Origin::File {
+                path: Arc::clone(&path),
+                line,
+            },
+        };
+        let Ok(record) = parser.parse(raw) else {
+            continue;
+        };
+        let before = features.len();
+        if cleaner
+            .features_into(&record.values, &mut features)
+            .is_err()
+        {
+            features.truncate(before);
+            continue;
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        bail!("no row of {} could be scored", input.display());
+    }
+    Ok(features)
+}
+
+/// Seconds `threads` threads take to score `rows` rows together (each
+/// scoring its share by going over `features` again and again).
+fn score_alone(forest: &crate::model::Forest, features: &[f32], rows: u64, threads: usize) -> f64 {
+    let width = forest.num_features();
+    let sample = features.len() / width;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let share = rows / threads as u64 + u64::from((t as u64) < rows % threads as u64);
+            scope.spawn(move || {
+                let mut out = vec![0.0f32; sample];
+                let mut left = share as usize;
+                while left > 0 {
+                    let n = left.min(sample);
+                    forest.predict_batch(&features[..n * width], &mut out[..n]);
+                    std::hint::black_box(&out);
+                    left -= n;
+                }
+            });
+        }
+    });
+    started.elapsed().as_secs_f64().max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_and_percentiles() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[1.0, 2.0, 3.0, 4.0]).median, 2.5);
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let l = Latency::of(&mut v).unwrap();
+        assert_eq!((l.p50, l.p99, l.max), (50.0, 99.0, 100.0));
+        assert!(Latency::of(&mut []).is_none());
+    }
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(0.0), "0");
+    }
+
+    #[test]
+    fn reads_latencies_of_stamped_lines() {
+        let dir = std::env::temp_dir().join(format!("loanflow-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"latency_ms\":1.5}\n{\"id\":\"b\",\"latency_ms\":null}\n{\"id\":\"c\",\"latency_ms\":12,\"x\":1}\n",
+        )
+        .unwrap();
+        assert_eq!(latencies(&path).unwrap(), vec![1.5, 12.0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_own_cpu_time() {
+        if cfg!(target_os = "linux") {
+            assert!(process_cpu_time().is_some());
+        }
+    }
+}

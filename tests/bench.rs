@@ -1,0 +1,133 @@
+//! `loanflow bench` as a user runs it: a small stream, two worker counts,
+//! one run each. No timing assertions: only that it measures, and says so
+//! in a well-formed table and JSON.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn loanflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loanflow"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .env_remove("LOANFLOW_BROKERS")
+        .output()
+        .expect("run loanflow")
+}
+
+fn positive(v: &Value, what: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!(x.is_finite() && x > 0.0, "{what} = {x}");
+    x
+}
+
+#[test]
+fn bench_measures_every_configuration_and_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = loanflow(&[
+        "bench",
+        "--rows",
+        "2000",
+        "--workers",
+        "1,2",
+        "--repeat",
+        "1",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // A progress line per run on stderr.
+    assert!(stderr.contains("file → file, -w 2, run 1/1"), "{stderr}");
+
+    // The table: header, separator, 2 configurations, copy + 2 scorer limits.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2 + 2 + 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("| configuration | records/s"),
+        "{stdout}"
+    );
+    let columns = lines[0].matches('|').count();
+    assert!(lines[1].starts_with("|---|"), "{stdout}");
+    for line in &lines[1..] {
+        assert_eq!(line.matches('|').count(), columns, "{line}");
+    }
+    assert!(lines[2].starts_with("| file → file, -w 1 |"), "{stdout}");
+    assert!(lines[3].starts_with("| file → file, -w 2 |"), "{stdout}");
+    assert!(lines[4].starts_with("| limit: file copy"), "{stdout}");
+    assert!(
+        lines[5].starts_with("| limit: scorer alone, 1 thread |"),
+        "{stdout}"
+    );
+    assert!(
+        lines[6].starts_with("| limit: scorer alone, 2 threads |"),
+        "{stdout}"
+    );
+    assert!(lines[2].contains("% of file copy"), "{stdout}");
+
+    // The JSON: one object per configuration, with the limits.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["rows"], 2000);
+    let configurations = report["configurations"].as_array().unwrap();
+    assert_eq!(configurations.len(), 2);
+    for (c, workers) in configurations.iter().zip([1, 2]) {
+        assert_eq!(c["workers"], workers, "{c}");
+        assert_eq!(c["repeats"], 1, "{c}");
+        assert!(c["name"].as_str().unwrap().contains("file → file"), "{c}");
+        for k in ["median", "min", "max"] {
+            positive(&c["records_per_s"][k], k);
+        }
+        positive(&c["mb_per_s"], "mb_per_s");
+        let cpu = c["cpu_us_per_record"].as_f64().expect("cpu_us_per_record");
+        assert!(cpu >= 0.0, "{c}");
+        let p50 = positive(&c["latency_ms"]["p50"], "p50");
+        let p99 = positive(&c["latency_ms"]["p99"], "p99");
+        let max = positive(&c["latency_ms"]["max"], "max");
+        assert!(p50 <= p99 && p99 <= max, "{c}");
+        assert_eq!(c["latency_ms"]["samples"], 2000, "{c}");
+        positive(&c["percent_of"]["file copy"], "percent of copy");
+    }
+    let limits = report["limits"].as_array().unwrap();
+    let kinds: Vec<&str> = limits.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["file_copy", "scorer", "scorer"]);
+    for l in limits {
+        positive(&l["records_per_s"]["median"], "limit records/s");
+    }
+}
+
+#[test]
+fn bench_refuses_a_bad_worker_list_in_one_line() {
+    let out = loanflow(&["bench", "--workers", "0,x"]);
+    assert!(!out.status.success());
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error:") && first.contains("--workers"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bench_help_has_examples() {
+    let out = loanflow(&["bench", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("Examples:") && help.contains("loanflow bench --rows"),
+        "{help}"
+    );
+}
