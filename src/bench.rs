@@ -245,20 +245,77 @@ pub fn process_cpu_time() -> Option<Duration> {
 /// The `latency_ms` of every line of a stamped output file.
 pub fn latencies(path: &Path) -> Result<Vec<f64>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let key = b"\"latency_ms\":";
     let mut out = Vec::new();
-    for at in memchr::memmem::find_iter(&data, key) {
+    latencies_in(&data, &mut out);
+    Ok(out)
+}
+
+/// Appends the `latency_ms` of every stamped output in `data` to `out`.
+fn latencies_in(data: &[u8], out: &mut Vec<f64>) {
+    let key = b"\"latency_ms\":";
+    for at in memchr::memmem::find_iter(data, key) {
         let start = at + key.len();
         let end = data[start..]
             .iter()
             .position(|&b| b == b',' || b == b'}')
             .map_or(data.len(), |n| start + n);
-        if let Ok(v) = std::str::from_utf8(&data[start..end])
-            .unwrap_or("")
-            .parse::<f64>()
+        if let Some(v) = std::str::from_utf8(&data[start..end])
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
         {
             out.push(v);
         }
+    }
+}
+
+/// The `latency_ms` of the stamped outputs in `topic`, read from the
+/// beginning until every partition is at its end with `expected` read (or
+/// a minute has passed).
+fn topic_latencies(
+    config: &crate::io::kafka::KafkaConfig,
+    topic: &str,
+    expected: u64,
+) -> Result<Vec<f64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let partitions = config.ensure_topic(topic, None)?;
+    let consumer: BaseConsumer<crate::io::kafka::Context> = config
+        // assign() needs a group id; nothing is committed.
+        .client_config(&[
+            ("enable.partition.eof", "true"),
+            ("group.id", "loanflow.bench"),
+            ("enable.auto.commit", "false"),
+        ])
+        .create_with_context(crate::io::kafka::Context::default())
+        .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut at_end = std::collections::HashSet::new();
+    let mut read = 0u64;
+    let mut out = Vec::with_capacity(expected as usize);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (at_end.len() < partitions as usize || read < expected) && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => tracing::warn!("bench consumer: {e} (retrying)"),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                read += 1;
+                latencies_in(m.payload().unwrap_or_default(), &mut out);
+            }
+        }
+    }
+    if read < expected {
+        tracing::warn!("read {read} of {expected} outputs back from {topic} within a minute");
     }
     Ok(out)
 }
@@ -563,6 +620,8 @@ fn kafka(
     let topic = format!("loanflow-bench-{tag}");
     let mut kafka_args = args.kafka.clone();
     kafka_args.partitions = Some(partitions);
+    let config = crate::run::kafka_config(&kafka_args)?
+        .ok_or_else(|| anyhow!("--brokers is required for the Kafka runs"))?;
     progress.line(format_args!(
         "ingesting {} into topic {topic} ({partitions} partitions)",
         input.display()
@@ -649,11 +708,15 @@ fn kafka(
                     "earliest".to_owned(),
                     "-w".to_owned(),
                     w.to_string(),
+                    "--stamp".to_owned(),
                     "--quiet".to_owned(),
                 ]);
                 let run = run_args(&flags)?;
-                // Latency would need the output topic read back: not measured here.
-                Ok((crate::run::run(&run, Arc::clone(stop))?, Vec::new()))
+                let summary = crate::run::run(&run, Arc::clone(stop))?;
+                // Outside the timed run: the outputs read back for their latency.
+                let scored = format!("{topic}.scored-{w}-{r}");
+                let latencies = topic_latencies(&config, &scored, summary.scored)?;
+                Ok((summary, latencies))
             },
         )?;
         m.vs = vec![("Kafka passthrough".to_owned(), percent(&m, pass_rate))];

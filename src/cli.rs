@@ -137,7 +137,8 @@ of --workers, --repeat times each, all in one sitting. Every run writes --stamp'
 outputs; latency is each record's source read → sink write, pooled over the repeats.
 The limits are measured in the same sitting: a plain file copy (read + write, no
 processing), the scorer alone (the input's rows cleaned once, then predict_batch over
-as many rows on as many threads), and with --brokers the raw Kafka passthrough. The
+as many rows on as many threads), and with --brokers the raw Kafka passthrough (Kafka
+outputs are read back from their topic for the latency). The
 table (markdown) goes to stdout, a line per run to stderr; --json FILE writes it all.
 With --rate N each configuration is offered N records/s (paced like `loanflow replay
 --rate`, split over the workers), and the latency is measured from when each record
