@@ -296,3 +296,57 @@ fn caught_up_comes_from_fetch_not_from_watermark_queries() {
     assert_eq!(broker.read_all("scored").len(), 9857);
     assert_eq!(broker.committed("q", "loans"), vec![9857]);
 }
+
+/// Live mode with more workers than partitions, and partitions that go
+/// idle: idle workers must not hold back the epochs (and so the commits) of
+/// the busy ones.
+#[test]
+fn live_run_commits_with_idle_workers_and_more_workers_than_partitions() {
+    let broker = Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "1");
+    let args = [
+        "run",
+        "-w",
+        "3",
+        "--batch",
+        "500",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "1",
+        "--group",
+        "live",
+    ];
+    let child = loanflow_command(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("live", "loans") != vec![9857] {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status();
+            panic!(
+                "the live run never committed the whole partition: {:?}",
+                broker.committed("live", "loans")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_each_application_scored_once(&broker.read_all("scored"));
+}

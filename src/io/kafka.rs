@@ -366,32 +366,61 @@ impl Source for KafkaSource {
             let mut snapshots: VecDeque<(Epoch, Vec<(i32, i64)>)> = VecDeque::new();
             let mut epoch: Epoch = 0;
             let mut phase = Phase::Reading;
+            let origin = Instant::now();
+            let mut caught_up_since: Option<Instant> = None;
+            // The offsets of the newest delivered epoch, last committed.
+            let mut committed: Option<Vec<(i32, i64)>> = None;
             move |output| {
                 let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
                     capability = None;
                     return;
                 };
+                if owned.is_empty() {
+                    // More workers than partitions: this one never has data,
+                    // and must not hold the others' epochs back.
+                    capability = None;
+                    return;
+                }
                 // Commit the newest snapshot whose epoch every sink has delivered (invariant 3).
                 let mut ready = None;
                 while snapshots.front().is_some_and(|(e, _)| !done.less_equal(e)) {
                     ready = snapshots.pop_front();
                 }
                 if let Some((e, offsets)) = ready {
-                    let final_commit = matches!(phase, Phase::Draining(last) if e == last);
-                    commit(consumer, &topic, &offsets, final_commit, &this.stats);
+                    commit(consumer, &topic, &offsets, false, &this.stats);
                     tracing::debug!(epoch = e, ?offsets, "committed");
+                    committed = Some(offsets);
                 }
                 if let Phase::Draining(last) = phase {
                     if done.less_equal(&last) {
                         activator.activate_after(Duration::from_millis(1));
                     } else {
+                        // Everything read is delivered: commit it for sure
+                        // (synchronously: the process may exit next).
+                        if let Some(offsets) = &committed {
+                            commit(consumer, &topic, offsets, true, &this.stats);
+                        }
                         capability = None;
                     }
                     return;
                 }
-                let stopping = this.stop.load(Ordering::Relaxed)
-                    || this.stats.failed()
-                    || (this.until.is_some() && finished.len() == owned.len());
+                // Every partition at its bound, and still so after a grace
+                // period: an end-of-partition seen while the broker was still
+                // appending (a batch in flight) is followed by more records.
+                let all_finished = this.until.is_some() && finished.len() == owned.len();
+                let caught_up = match (all_finished, caught_up_since) {
+                    (false, _) => {
+                        caught_up_since = None;
+                        false
+                    }
+                    (true, None) => {
+                        caught_up_since = Some(Instant::now());
+                        false
+                    }
+                    (true, Some(since)) => since.elapsed() >= CAUGHT_UP_GRACE,
+                };
+                let stopping =
+                    this.stop.load(Ordering::Relaxed) || this.stats.failed() || caught_up;
                 if stopping {
                     if epoch == 0 {
                         capability = None; // nothing was read: nothing to commit
@@ -467,11 +496,18 @@ impl Source for KafkaSource {
                     let mut offsets: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
                     offsets.sort_unstable();
                     snapshots.push_back((epoch, offsets));
-                    epoch += 1;
+                    epoch = (epoch + 1).max(tick(origin));
                     cap.downgrade(&epoch);
                     activator.activate();
                 } else {
-                    // Idle: nothing fetched yet. Look again soon (and serve commits).
+                    // Idle: nothing fetched. Let the epoch follow the clock, so
+                    // an idle partition never holds back the epochs (and the
+                    // commits, and the backpressure) of busy workers; look
+                    // again soon, and serve commits meanwhile.
+                    if tick(origin) > epoch {
+                        epoch = tick(origin);
+                        cap.downgrade(&epoch);
+                    }
                     activator.activate_after(Duration::from_millis(2));
                 }
             }
@@ -539,6 +575,18 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     Ok(consumer)
+}
+
+/// How long every owned partition must stay at its end before a bounded run
+/// ends.
+const CAUGHT_UP_GRACE: Duration = Duration::from_millis(100);
+
+/// Epochs advance at least once per this long, busy or idle.
+const TICK: Duration = Duration::from_millis(2);
+
+/// The clock's epoch: how many ticks since the source started.
+fn tick(origin: Instant) -> Epoch {
+    (origin.elapsed().as_nanos() / TICK.as_nanos()) as Epoch
 }
 
 /// Whether `next` moved since the last snapshot (skipped records move it too).

@@ -171,12 +171,23 @@ impl Broker {
         let mut at_end = vec![false; partitions as usize];
         let mut records = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while at_end.iter().any(|e| !e) {
+        // The end must hold for a moment: an end seen while a batch was still
+        // being appended is followed by more records.
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            if at_end.iter().all(|e| *e) {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(300) {
+                    break;
+                }
+            } else {
+                quiet_since = None;
+            }
             assert!(
                 Instant::now() < deadline,
                 "reading {topic} did not reach its end"
             );
-            match consumer.poll(Duration::from_millis(100)) {
+            match consumer.poll(Duration::from_millis(50)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
