@@ -175,11 +175,10 @@ fn a_stopped_run_resumes_from_its_committed_offsets_and_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.committed("restart", "loans").iter().all(|&o| o <= 0) {
-        assert!(Instant::now() < deadline, "no progress committed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        broker.wait_for_commits("restart", "loans", |o| o.iter().any(|&o| o > 0)),
+        "no progress committed"
+    );
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -325,18 +324,14 @@ fn live_run_commits_with_idle_workers_and_more_workers_than_partitions() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.committed("live", "loans") != vec![9857] {
-        if Instant::now() > deadline {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &child.id().to_string()])
-                .status();
-            panic!(
-                "the live run never committed the whole partition: {:?}",
-                broker.committed("live", "loans")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !broker.wait_for_commits("live", "loans", |o| o == [9857]) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
+        panic!(
+            "the live run never committed the whole partition: {:?}",
+            broker.committed("live", "loans")
+        );
     }
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

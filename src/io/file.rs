@@ -540,9 +540,7 @@ impl Sink for FileSink {
                             n_dead += 1;
                         }
                     });
-                    Stats::add(&stats.scored, n);
-                    Stats::add(&stats.flagged, flagged);
-                    Stats::add(&stats.dead_letters, n_dead);
+                    stats.outputs(n, flagged, n_dead);
                     let finished = scored_frontier.is_empty() && dead_frontier.is_empty();
                     write(&scored_out, &mut lines, finished, &stats);
                     write(&dead_out, &mut dead_lines, finished, &stats);

@@ -858,9 +858,7 @@ impl Sink for KafkaSink {
                             n_dead += 1;
                         }
                     });
-                    Stats::add(&this.stats.scored, n);
-                    Stats::add(&this.stats.flagged, flagged);
-                    Stats::add(&this.stats.dead_letters, n_dead);
+                    this.stats.outputs(n, flagged, n_dead);
                     // Serve delivery reports, then release every finished epoch.
                     producer.poll(Duration::ZERO);
                     let deliveries = &producer.context().deliveries;

@@ -65,6 +65,13 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// What a sink wrote in one activation.
+    pub fn outputs(&self, scored: u64, flagged: u64, dead_letters: u64) {
+        Stats::add(&self.scored, scored);
+        Stats::add(&self.flagged, flagged);
+        Stats::add(&self.dead_letters, dead_letters);
+    }
+
     /// Records a fatal error (the first one wins); workers stop soon after.
     pub fn fail(&self, message: String) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());

@@ -220,6 +220,24 @@ impl Broker {
         records
     }
 
+    /// Waits up to 60 s until the committed offsets of `group` on `topic`
+    /// satisfy `done`; returns whether they did.
+    pub fn wait_for_commits(
+        &self,
+        group: &str,
+        topic: &str,
+        done: impl Fn(&[i64]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&self.committed(group, topic)) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// The committed offset of `group` for each partition of `topic` (-1: none).
     pub fn committed(&self, group: &str, topic: &str) -> Vec<i64> {
         let partitions = self.partitions(topic);
