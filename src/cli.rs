@@ -43,6 +43,7 @@ Examples:
   loanflow run --dataflow dataflows/quix_fraud.toml --input homecredit.csv
   loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored -w 2
   loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --until-caught-up
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --exactly-once -w 2
   loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt     on host A (process 1 on host B)
   loanflow run --brokers broker:9093 --input-topic loans --output-topic scored \\
       -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p
@@ -51,6 +52,17 @@ With --input-topic, records come from Kafka (JSON objects, or --format csv lines
 with --output-topic, scored applications go to Kafka keyed by id and dead letters
 to --dead-letter-topic. Offsets are committed (group --group) only after every
 output they cover is acknowledged: a restart resumes there, nothing is lost.
+
+With --exactly-once, each worker's outputs, dead letters and the offsets they cover
+are committed in one Kafka transaction (transactional.id GROUP.tx.W-w, so keep the
+worker count when restarting); outputs carry loanflow.incarnation/worker/epoch
+headers and every transaction writes a record to --progress-topic, so `loanflow
+verify` can tell committed records from aborted ones even on brokers that deliver
+aborted records to read_committed readers.
+
+While the broker is unreachable the run waits (librdkafka retries with backoff),
+logging what it waits for; after --max-outage seconds it exits non-zero, and
+nothing undelivered is committed.
 
 With --processes N --process I --hostfile FILE, this process is process I of a
 timely cluster of N (FILE: one host:port per line, in process order); every
@@ -150,6 +162,59 @@ Examples:
   loanflow bench --input out/1m.csv --workers 2 --rate 200000     latency at 200k records/s
   loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4")]
     Bench(BenchArgs),
+    /// Check a Kafka → Kafka run: every input scored (or dead-lettered) exactly
+    /// once among committed records; lost, duplicated and aborted counts.
+    #[command(after_help = "\
+Reads the whole input topic, the output and dead-letter topics and the progress
+topic, and the group's committed offsets. A message written with --exactly-once
+(headers loanflow.incarnation/worker/epoch) counts only if its transaction is on a
+chain of progress records that starts at the committed offsets; other such
+messages were aborted and are discarded (some brokers deliver them to every
+reader). Messages without those headers (at-least-once runs) all count. Then each
+input id must have exactly one committed output or dead letter: missing ones are
+lost, extra ones duplicated (and compared byte by byte with the first copy).
+Exits 1 if any is lost, any duplicate differs, or (with --exactly-once) any is
+duplicated.
+
+Examples:
+  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored
+  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored \\
+      --exactly-once --json out/verify.json")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The dataflow spec (names the default group).
+    #[arg(
+        long,
+        default_value = "dataflows/lending_club.toml",
+        value_name = "TOML"
+    )]
+    pub dataflow: PathBuf,
+    /// The topic the run read.
+    #[arg(long, value_name = "TOPIC")]
+    pub input_topic: String,
+    /// The topic the run wrote scored applications to.
+    #[arg(long, value_name = "TOPIC")]
+    pub output_topic: String,
+    /// Default: OUTPUT_TOPIC.dead-letters.
+    #[arg(long, value_name = "TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Default: OUTPUT_TOPIC.progress.
+    #[arg(long, value_name = "TOPIC")]
+    pub progress_topic: Option<String>,
+    /// The run's consumer group (default: loanflow.DATAFLOW).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Also fail on any duplicate (the run used --exactly-once).
+    #[arg(long)]
+    pub exactly_once: bool,
+    /// Write the counts as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -181,6 +246,11 @@ pub struct KafkaArgs {
     /// Create missing topics with this many partitions (else a missing topic is an error).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: Option<i32>,
+    /// How long a running job waits for a broker that went away (retrying, and
+    /// logging what it waits for) before it exits non-zero, in seconds. Nothing
+    /// undelivered is committed either way.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub max_outage: f64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -201,6 +271,14 @@ pub struct RunArgs {
     /// Consumer group whose committed offsets track progress (default: loanflow.DATAFLOW).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Exactly once (Kafka → Kafka): each worker commits its outputs and the input
+    /// offsets they cover in one Kafka transaction. Default: at least once.
+    #[arg(long, requires_all = ["input_topic", "output_topic"])]
+    pub exactly_once: bool,
+    /// Where --exactly-once writes a progress record per transaction (default:
+    /// OUTPUT_TOPIC.progress); `loanflow verify` reads it.
+    #[arg(long, value_name = "TOPIC", requires = "exactly_once")]
+    pub progress_topic: Option<String>,
     /// Stop once every owned partition is read to its end and everything read is delivered and committed (= --until end).
     #[arg(long, requires = "input_topic", conflicts_with = "until")]
     pub until_caught_up: bool,
@@ -418,9 +496,14 @@ pub struct BenchArgs {
     /// Runs per configuration (the table shows their median, min and max).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
-    /// Offered load, records per second (split over the workers): report latency at that load.
-    #[arg(long, value_name = "N")]
-    pub rate: Option<f64>,
+    /// Offered loads, comma separated, each records per second (split over the workers)
+    /// or a percentage of the max measured just before with as many workers
+    /// (--rate 10%,50%,90%): latency under each load, in a second table.
+    #[arg(long, value_name = "N|P%,…", value_delimiter = ',')]
+    pub rate: Vec<crate::bench::Rate>,
+    /// The p99 latency target at 50 % load (checked when --rate has 50%), in milliseconds.
+    #[arg(long, default_value_t = 20.0, value_name = "MS")]
+    pub p99_target_ms: f64,
     /// Write every result as JSON (for plotting).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

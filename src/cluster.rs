@@ -171,6 +171,8 @@ pub struct Fingerprint {
     pub spec_sha256: String,
     pub model: String,
     pub model_sha256: String,
+    /// This process's exactly-once incarnation (the cluster uses process 0's).
+    pub incarnation: String,
 }
 
 /// `Ok` when every process runs the same binary version, spec and model;
@@ -607,6 +609,7 @@ mod tests {
             spec_sha256: "s".into(),
             model: format!("m@sha256:{model}"),
             model_sha256: model.into(),
+            incarnation: format!("inc{process}"),
         }
     }
 

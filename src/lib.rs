@@ -5,7 +5,8 @@
 //! Modules follow the record's path: [`io`] (edges), [`dataflow`] (the three
 //! stages and the graph), [`spec`] (the declarative clean stage), [`model`]
 //! (the scorer), [`record`] (what flows between them); [`cluster`] runs the
-//! same on several processes.
+//! same on several processes; [`verify`] checks a Kafka run's outputs
+//! against its input.
 
 pub mod bench;
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod spec;
+pub mod verify;

@@ -75,6 +75,16 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::Verify(args) => loanflow::verify::verify(args).and_then(|report| {
+            println!("{report}");
+            if report.ok(args.exactly_once) {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "verify: the output does not match the input (see the counts above)"
+                ))
+            }
+        }),
         Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
             eprintln!(
                 "loanflow: wrote {n} resampled applications to {}",

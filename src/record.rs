@@ -25,6 +25,16 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// The Kafka partition the record was read from (files have one: 0).
+    pub fn partition(&self) -> i32 {
+        match self {
+            Origin::File { .. } => 0,
+            Origin::Kafka { partition, .. } => *partition,
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

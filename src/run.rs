@@ -6,11 +6,12 @@
 //! see [`crate::cluster`] for what changes (a start-up check, per-process
 //! output files, a cluster-wide summary from process 0).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -26,16 +27,21 @@ use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::{OutputFormat, Predictor};
 use crate::dataflow::{self, Epoch};
+use crate::io::exactly_once::{
+    committed_offsets, new_incarnation, transactional_producer, OffsetLedger, TransactionalSink,
+    TransactionalSinkConfig,
+};
 use crate::io::file::{
     create_parent, detect_format, part_dir, part_path, remove_stale_parts, FileInput, FileOutput,
     FileSink, FileSource,
 };
-use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource};
+use crate::io::kafka::{KafkaConfig, KafkaSink, KafkaSource, SinkContext};
 use crate::io::{Sink, Source, Stats};
 use crate::model::Model;
 use crate::record::Format;
 use crate::replay::{From, Until};
 use crate::spec::Spec;
+use rdkafka::producer::BaseProducer;
 
 /// A spec with the model that fits it.
 pub struct Loaded {
@@ -191,7 +197,21 @@ enum SinkPlan {
         config: Arc<KafkaConfig>,
         topic: String,
         dead_letter_topic: String,
+        exactly_once: Option<ExactlyOncePlan>,
     },
+}
+
+/// What `--exactly-once` adds to a Kafka sink.
+struct ExactlyOncePlan {
+    progress_topic: String,
+    input_topic: String,
+    group: String,
+    /// Fresh per start: names the run's transactions (a cluster uses process 0's).
+    incarnation: String,
+    /// Per local worker: its transactional producer, zombie already fenced.
+    producers: Mutex<Vec<Option<BaseProducer<SinkContext>>>>,
+    /// The committed offsets read after the fencing, before any commit.
+    resumed_from: Arc<BTreeMap<i32, i64>>,
 }
 
 impl SinkPlan {
@@ -241,11 +261,15 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<Arc<KafkaConfig>>> {
             "--connect-timeout must be a positive number of seconds"
         ));
     }
+    if !(args.max_outage.is_finite() && args.max_outage > 0.0) {
+        return Err(anyhow!("--max-outage must be a positive number of seconds"));
+    }
     let config = KafkaConfig::new(
         brokers,
         &args.properties,
         Duration::from_secs_f64(args.connect_timeout),
-    )?;
+    )?
+    .with_max_outage(Duration::from_secs_f64(args.max_outage));
     Ok(Some(Arc::new(config)))
 }
 
@@ -313,10 +337,55 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
                 .unwrap_or_else(|| format!("{topic}.dead-letters"));
             config.ensure_topic(topic, args.kafka.partitions)?;
             config.ensure_topic(&dead_letter_topic, args.kafka.partitions)?;
+            let exactly_once = match (&source_plan, args.exactly_once) {
+                (
+                    SourcePlan::Kafka {
+                        topic: input_topic,
+                        partitions,
+                        group,
+                        ..
+                    },
+                    true,
+                ) => {
+                    let progress_topic = args
+                        .progress_topic
+                        .clone()
+                        .unwrap_or_else(|| format!("{topic}.progress"));
+                    config.ensure_topic(&progress_topic, Some(1))?;
+                    // Fence every local worker's zombie first, then read where
+                    // the run resumes (exactly_once, invariant 5).
+                    let total = workers * processes;
+                    let producers = (0..workers)
+                        .map(|i| {
+                            transactional_producer(config, group, process * workers + i, total)
+                                .map(Some)
+                        })
+                        .collect::<Result<Vec<_>, String>>()
+                        .map_err(|e| anyhow!(e))?;
+                    let resumed_from =
+                        committed_offsets(config, group, input_topic, 0..*partitions)
+                            .map_err(|e| anyhow!(e))?;
+                    Some(ExactlyOncePlan {
+                        progress_topic,
+                        input_topic: input_topic.clone(),
+                        group: group.clone(),
+                        incarnation: new_incarnation(),
+                        producers: Mutex::new(producers),
+                        resumed_from: Arc::new(resumed_from),
+                    })
+                }
+                (_, true) => {
+                    return Err(anyhow!(
+                        "--exactly-once needs --input-topic and --output-topic"
+                    ))
+                }
+                (_, false) => None,
+            };
             SinkPlan::Kafka {
                 config: Arc::clone(config),
                 topic: topic.clone(),
                 dead_letter_topic,
+                exactly_once,
             }
         }
         _ => {
@@ -376,6 +445,13 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
         spec_sha256: file_sha256(&args.pipeline.dataflow)?,
         model: model.id.clone(),
         model_sha256: model.sha256.clone(),
+        incarnation: match &*sink_plan {
+            SinkPlan::Kafka {
+                exactly_once: Some(eo),
+                ..
+            } => eo.incarnation.clone(),
+            _ => String::new(),
+        },
     };
     tracing::info!(dataflow = %spec.name, model = %model.id, workers, processes, process, "starting");
 
@@ -397,16 +473,80 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
         let started = Arc::clone(&started);
         timely::execute(run_config(workers, membership.as_ref()), move |worker| {
             started.get_or_init(Instant::now);
+            // A cluster's processes write under one incarnation: process 0's.
+            let mut incarnation: Option<String> = None;
             if let Some(m) = &membership {
                 // Every worker sees every process's fingerprint, so every
                 // process reaches the same verdict and stops by itself.
                 let first = m.is_first_of_process(worker.index());
                 let prints = cluster::gather(worker, first.then(|| fingerprint.clone()));
                 cluster::check_fingerprints(&prints)?;
+                incarnation = prints
+                    .iter()
+                    .min_by_key(|p| p.process)
+                    .map(|p| p.incarnation.clone());
                 if let Err(e) = sink_ready.get_or_init(|| sink_plan.prepare()) {
                     cluster::fail_now(m.process, e);
                 }
             }
+            // The sink first: an exactly-once sink fences the previous
+            // incarnation before the source reads the committed offsets.
+            let ledger = OffsetLedger::default();
+            let sink: Box<dyn Sink> = match &*sink_plan {
+                SinkPlan::File { scored, dead, .. } => Box::new(FileSink {
+                    scored: Arc::clone(scored),
+                    dead: Arc::clone(dead),
+                    format: format_out.clone(),
+                    stats: Arc::clone(&stats),
+                }),
+                SinkPlan::Kafka {
+                    config,
+                    topic,
+                    dead_letter_topic,
+                    exactly_once: Some(eo),
+                } => Box::new(TransactionalSink::new(TransactionalSinkConfig {
+                    producer: eo
+                        .producers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(worker.index() % workers)
+                        .and_then(Option::take)
+                        .ok_or("no transactional producer for this worker")?,
+                    resumed_from: Arc::clone(&eo.resumed_from),
+                    config,
+                    topic,
+                    dead_letter_topic,
+                    progress_topic: &eo.progress_topic,
+                    input_topic: &eo.input_topic,
+                    dataflow: &spec.name,
+                    group: &eo.group,
+                    incarnation: incarnation.as_deref().unwrap_or(&eo.incarnation),
+                    worker: worker.index(),
+                    workers: worker.peers(),
+                    ledger: ledger.clone(),
+                    format: format_out.clone(),
+                    stats: Arc::clone(&stats),
+                })?),
+                SinkPlan::Kafka {
+                    config,
+                    topic,
+                    dead_letter_topic,
+                    exactly_once: None,
+                } => Box::new(KafkaSink {
+                    config: Arc::clone(config),
+                    topic: topic.clone(),
+                    dead_letter_topic: dead_letter_topic.clone(),
+                    format: format_out.clone(),
+                    stats: Arc::clone(&stats),
+                }),
+            };
+            let exactly_once = matches!(
+                &*sink_plan,
+                SinkPlan::Kafka {
+                    exactly_once: Some(_),
+                    ..
+                }
+            );
             let (source, parser): (Box<dyn Source>, Parser) = match &*source_plan {
                 SourcePlan::File {
                     input,
@@ -440,29 +580,11 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
                         batch,
                         stats: Arc::clone(&stats),
                         stop: Arc::clone(&stop),
+                        ledger: exactly_once.then(|| ledger.clone()),
                     }),
                     Parser::new(&spec, *format, None, topic, max_record_bytes)
                         .expect("JSON needs no header"),
                 ),
-            };
-            let sink: Box<dyn Sink> = match &*sink_plan {
-                SinkPlan::File { scored, dead, .. } => Box::new(FileSink {
-                    scored: Arc::clone(scored),
-                    dead: Arc::clone(dead),
-                    format: format_out.clone(),
-                    stats: Arc::clone(&stats),
-                }),
-                SinkPlan::Kafka {
-                    config,
-                    topic,
-                    dead_letter_topic,
-                } => Box::new(KafkaSink {
-                    config: Arc::clone(config),
-                    topic: topic.clone(),
-                    dead_letter_topic: dead_letter_topic.clone(),
-                    format: format_out.clone(),
-                    stats: Arc::clone(&stats),
-                }),
             };
             let done = ProbeHandle::<Epoch>::new();
             worker.dataflow::<Epoch, _, _>(|scope| {

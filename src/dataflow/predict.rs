@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::clean::FeatureRow;
 use crate::model::Forest;
-use crate::record::{write_json_str, Value};
+use crate::record::{write_json_str, Origin, Value};
 use crate::spec::Spec;
 
 /// A scored application.
@@ -22,6 +22,9 @@ pub struct Scored {
     pub passthrough: Vec<Value>,
     /// When the source read the application (ns since the epoch).
     pub read_at: i64,
+    /// Where the application was read: an exactly-once sink routes by its
+    /// input partition (see `io::exactly_once`).
+    pub origin: Origin,
 }
 
 /// Scores batches of rows with one forest.
@@ -56,15 +59,22 @@ impl Predictor {
         for row in rows {
             debug_assert_eq!(row.features.len(), width);
             self.features.extend_from_slice(&row.features);
-            pending.push((row.id, row.event_time, row.passthrough, row.read_at));
+            pending.push((
+                row.id,
+                row.event_time,
+                row.passthrough,
+                row.read_at,
+                row.origin,
+            ));
         }
         self.scores.clear();
         self.scores.resize(n, 0.0);
         self.forest.predict_batch(&self.features, &mut self.scores);
         let threshold = self.threshold;
         out.extend(pending.into_iter().zip(&self.scores).map(
-            |((id, event_time, passthrough, read_at), &score)| Scored {
+            |((id, event_time, passthrough, read_at, origin), &score)| Scored {
                 id,
+                origin,
                 score,
                 flagged: f64::from(score) >= threshold,
                 event_time,
@@ -160,6 +170,10 @@ mod tests {
         let format = OutputFormat::new(&spec, "m@sha256:abc");
         let scored = Scored {
             read_at: 0,
+            origin: Origin::File {
+                path: "t.csv".into(),
+                line: 2,
+            },
             id: "lc-\"1".into(),
             score: 0.125,
             flagged: false,

@@ -48,6 +48,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::dataflow::predict::{OutputFormat, Scored};
 use crate::dataflow::{Batches, Epoch};
+use crate::io::exactly_once::OffsetLedger;
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
 use crate::record::{now_ns, DeadLetter, Origin, RawRecord};
 use crate::replay::{From, Until};
@@ -78,6 +79,9 @@ pub enum KafkaSetupError {
     Client(String),
 }
 
+/// How long a run waits out a broker outage unless told otherwise.
+pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(300);
+
 /// How to reach the cluster: brokers, pass-through librdkafka properties.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -85,6 +89,9 @@ pub struct KafkaConfig {
     /// `-X key=value` properties, applied last (they win).
     pub properties: Vec<(String, String)>,
     pub connect_timeout: Duration,
+    /// How long a run waits for an unreachable broker before it gives up
+    /// (see `--max-outage`).
+    pub max_outage: Duration,
 }
 
 impl KafkaConfig {
@@ -104,7 +111,14 @@ impl KafkaConfig {
             brokers: brokers.to_owned(),
             properties,
             connect_timeout,
+            max_outage: DEFAULT_MAX_OUTAGE,
         })
+    }
+
+    /// The same, waiting at most `max_outage` for a broker that went away.
+    pub fn with_max_outage(mut self, max_outage: Duration) -> KafkaConfig {
+        self.max_outage = max_outage;
+        self
     }
 
     /// A client configuration: our defaults, then `extra`, then the user's `-X`.
@@ -242,9 +256,27 @@ impl KafkaConfig {
 #[derive(Default)]
 pub struct Context {
     last_error: Mutex<Option<String>>,
+    /// Since when no broker has been reachable (cleared by any answer).
+    down_since: Mutex<Option<Instant>>,
 }
 
 impl Context {
+    /// How long the brokers have been unreachable, if they are.
+    pub fn outage(&self) -> Option<Duration> {
+        self.down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|since| since.elapsed())
+    }
+
+    /// A broker answered: any outage is over.
+    pub fn broker_answered(&self) {
+        let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = down.take() {
+            tracing::info!(after = ?since.elapsed(), "the broker is reachable again");
+        }
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
@@ -277,6 +309,17 @@ impl ClientContext for Context {
         {
             return;
         }
+        if matches!(
+            error,
+            KafkaError::Global(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
+            )
+        ) {
+            self.down_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(Instant::now);
+        }
         tracing::warn!(target: "librdkafka", "{error}: {reason}");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
     }
@@ -299,6 +342,9 @@ pub struct KafkaSource {
     pub stats: Arc<Stats>,
     /// Set on SIGINT/SIGTERM: finish the open epochs, commit, stop.
     pub stop: Arc<AtomicBool>,
+    /// Exactly-once: the offsets go to this worker's transactional sink
+    /// (see [`crate::io::exactly_once`]) instead of being committed here.
+    pub ledger: Option<OffsetLedger>,
 }
 
 enum Phase {
@@ -370,6 +416,9 @@ impl Source for KafkaSource {
             let mut caught_up_since: Option<Instant> = None;
             // The offsets of the newest delivered epoch, last committed.
             let mut committed: Option<Vec<(i32, i64)>> = None;
+            let mut last_outage_log: Option<Instant> = None;
+            // The newest offsets snapshot taken (a new epoch only when they move).
+            let mut last_snapshot: Option<Vec<(i32, i64)>> = None;
             move |output| {
                 let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
                     capability = None;
@@ -387,8 +436,11 @@ impl Source for KafkaSource {
                     ready = snapshots.pop_front();
                 }
                 if let Some((e, offsets)) = ready {
-                    commit(consumer, &topic, &offsets, false, &this.stats);
-                    tracing::debug!(epoch = e, ?offsets, "committed");
+                    // In exactly-once mode the sink commits (with the outputs).
+                    if this.ledger.is_none() {
+                        commit(consumer, &topic, &offsets, false, &this.stats);
+                        tracing::debug!(epoch = e, ?offsets, "committed");
+                    }
                     committed = Some(offsets);
                 }
                 if let Phase::Draining(last) = phase {
@@ -397,7 +449,7 @@ impl Source for KafkaSource {
                     } else {
                         // Everything read is delivered: commit it for sure
                         // (synchronously: the process may exit next).
-                        if let Some(offsets) = &committed {
+                        if let (Some(offsets), None) = (&committed, &this.ledger) {
                             commit(consumer, &topic, offsets, true, &this.stats);
                         }
                         capability = None;
@@ -434,8 +486,14 @@ impl Source for KafkaSource {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
+                if let Some(outage) = consumer.context().outage() {
+                    if !wait_out(consumer, &this, outage, &mut last_outage_log) {
+                        return;
+                    }
+                }
                 let mut count = 0;
                 let mut bytes = 0;
+                let mut answered = false;
                 let read_at = now_ns();
                 {
                     let mut session = output.session(&cap);
@@ -443,6 +501,7 @@ impl Source for KafkaSource {
                         match consumer.poll(Duration::ZERO) {
                             None => break,
                             Some(Ok(message)) => {
+                                answered = true;
                                 let partition = message.partition();
                                 if stop_at.is_some() && finished.contains(&partition) {
                                     continue; // fetched before the pause took hold
@@ -481,6 +540,7 @@ impl Source for KafkaSource {
                                 });
                             }
                             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                                answered = true;
                                 finished.insert(partition);
                             }
                             Some(Err(e)) => {
@@ -490,11 +550,19 @@ impl Source for KafkaSource {
                         }
                     }
                 }
+                if answered {
+                    consumer.context().broker_answered();
+                }
                 Stats::add(&this.stats.records_in, count as u64);
                 Stats::add(&this.stats.bytes_in, bytes as u64);
-                if next_changed(&next, snapshots.back().map(|(_, o)| o.as_slice())) {
+                if next_changed(&next, last_snapshot.as_deref()) {
                     let mut offsets: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
                     offsets.sort_unstable();
+                    last_snapshot = Some(offsets.clone());
+                    if let Some(ledger) = &this.ledger {
+                        // Invariant 1 of exactly_once: recorded before the capability moves on.
+                        ledger.record(epoch, offsets.clone());
+                    }
                     snapshots.push_back((epoch, offsets));
                     epoch = (epoch + 1).max(tick(origin));
                     cap.downgrade(&epoch);
@@ -513,6 +581,44 @@ impl Source for KafkaSource {
             }
         })
     }
+}
+
+/// While no broker answers: logs what the run waits for (every 5 s), asks
+/// the broker for metadata about once a second (an idle topic sends nothing
+/// that would show it is back) and fails the run after `--max-outage`.
+/// Returns whether reading may go on.
+fn wait_out(
+    consumer: &BaseConsumer<Context>,
+    source: &KafkaSource,
+    outage: Duration,
+    last_log: &mut Option<Instant>,
+) -> bool {
+    let max = source.config.max_outage;
+    if outage > max {
+        source.stats.fail(format!(
+            "the broker at {} has been unreachable for {} s, longer than --max-outage {} s; nothing undelivered was committed: start it again and re-run (the run resumes from the committed offsets)",
+            source.config.brokers,
+            outage.as_secs(),
+            max.as_secs()
+        ));
+        return false;
+    }
+    if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+        *last_log = Some(Instant::now());
+        tracing::warn!(
+            "waiting for the broker at {}: unreachable for {} s (gives up after --max-outage {} s)",
+            source.config.brokers,
+            outage.as_secs(),
+            max.as_secs()
+        );
+    }
+    if consumer
+        .fetch_metadata(Some(&source.topic), Duration::from_millis(200))
+        .is_ok()
+    {
+        consumer.context().broker_answered();
+    }
+    true
 }
 
 /// Creates this worker's consumer and assigns its partitions at the group's
@@ -743,8 +849,16 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 
 /// Creates a producer for a sink.
 pub fn producer(config: &KafkaConfig) -> Result<BaseProducer<SinkContext>, String> {
+    // A message undelivered after the longest outage we wait out fails the run.
+    let timeout = config.max_outage.as_millis().max(1).to_string();
     config
-        .client_config(PRODUCER_DEFAULTS)
+        .client_config(
+            &[
+                PRODUCER_DEFAULTS,
+                &[("message.timeout.ms", timeout.as_str())],
+            ]
+            .concat(),
+        )
         .create_with_context(SinkContext::default())
         .map_err(|e| format!("cannot create a Kafka producer: {e}"))
 }
@@ -829,21 +943,7 @@ impl Sink for KafkaSink {
                             cap.retain_least(output.output_index()).expect("a time")
                         });
                         for d in batch.drain(..) {
-                            let json = d.to_json();
-                            let key = d.origin.to_string();
-                            let headers = OwnedHeaders::new()
-                                .insert(Header {
-                                    key: "loanflow.stage",
-                                    value: Some(stage_name(&d)),
-                                })
-                                .insert(Header {
-                                    key: "loanflow.reason",
-                                    value: Some(d.reason.as_str()),
-                                })
-                                .insert(Header {
-                                    key: "loanflow.origin",
-                                    value: Some(key.as_str()),
-                                });
+                            let (key, json, headers) = dead_letter_message(&d, OwnedHeaders::new());
                             let record = BaseRecord::with_opaque_to(
                                 this.dead_letter_topic.as_str(),
                                 epoch as usize,
@@ -879,6 +979,29 @@ impl Sink for KafkaSink {
             },
         )
     }
+}
+
+/// A dead letter as a Kafka message: key (its origin), value (its JSON) and
+/// `headers` plus its stage, reason and origin as headers.
+pub fn dead_letter_message(
+    d: &DeadLetter,
+    headers: OwnedHeaders,
+) -> (String, Vec<u8>, OwnedHeaders) {
+    let key = d.origin.to_string();
+    let headers = headers
+        .insert(Header {
+            key: "loanflow.stage",
+            value: Some(stage_name(d)),
+        })
+        .insert(Header {
+            key: "loanflow.reason",
+            value: Some(d.reason.as_str()),
+        })
+        .insert(Header {
+            key: "loanflow.origin",
+            value: Some(key.as_str()),
+        });
+    (key, d.to_json(), headers)
 }
 
 fn stage_name(d: &DeadLetter) -> &'static str {

@@ -3,6 +3,7 @@
 //! [`RawRecord`]s on each worker; a [`Sink`] consumes the stages' two output
 //! streams. The stages in [`crate::dataflow`] never know which edge they run on.
 
+pub mod exactly_once;
 pub mod file;
 pub mod kafka;
 
