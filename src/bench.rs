@@ -9,6 +9,11 @@
 //! input in the same sitting: a plain file copy, the scorer alone
 //! (`Forest::predict_batch` on the input's own features, on as many threads
 //! as workers), and with `--brokers` the raw Kafka passthrough.
+//!
+//! With `--rate`, every worker count is then run again paced at each offered
+//! load (records/s, or a percentage of that worker count's median records/s
+//! measured just before): the latency under load, and whether the p99 at
+//! 50 % load meets `--p99-target-ms`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -143,6 +148,127 @@ impl Measured {
     }
 }
 
+/// One offered load of `--rate`: records per second, or a percentage of the
+/// pipeline's max (its median records/s, unpaced, with as many workers, in
+/// the same sitting).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    PerSecond(f64),
+    PercentOfMax(f64),
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Rate, String> {
+        let t = s.trim();
+        let (number, percent) = match t.strip_suffix('%') {
+            Some(n) => (n.trim_end(), true),
+            None => (t, false),
+        };
+        let v: f64 = number.parse().map_err(|_| {
+            format!("`{s}` is neither records/s (200000) nor a percentage of the max (50%)")
+        })?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("`{s}`: an offered load must be positive"));
+        }
+        Ok(if percent {
+            Rate::PercentOfMax(v)
+        } else {
+            Rate::PerSecond(v)
+        })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::PerSecond(v) => write!(f, "{v}"),
+            Rate::PercentOfMax(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Rate {
+    /// Records/s offered, given the pipeline's max.
+    pub fn resolve(self, max: f64) -> f64 {
+        match self {
+            Rate::PerSecond(v) => v,
+            Rate::PercentOfMax(p) => max * p / 100.0,
+        }
+    }
+}
+
+/// The offered load whose p99 is held against `--p99-target-ms`.
+pub const TARGET_LOAD_PERCENT: f64 = 50.0;
+
+/// The pipeline paced at one offered load.
+#[derive(Debug, Clone)]
+pub struct LoadPoint {
+    /// As asked on the command line.
+    pub rate: Rate,
+    /// Records/s offered (split evenly over the workers).
+    pub offered: f64,
+    /// The unpaced median records/s of the same worker count (the max).
+    pub max: f64,
+    /// What the paced runs measured (records/s achieved, latency).
+    pub measured: Measured,
+}
+
+impl LoadPoint {
+    pub fn percent_of_max(&self) -> f64 {
+        100.0 * self.offered / self.max.max(1e-9)
+    }
+
+    pub fn achieved_percent_of_offered(&self) -> f64 {
+        100.0 * self.measured.records_per_s().median / self.offered.max(1e-9)
+    }
+
+    /// Whether this is the load the p99 target is about.
+    pub fn is_target_load(&self) -> bool {
+        self.rate == Rate::PercentOfMax(TARGET_LOAD_PERCENT)
+    }
+
+    fn to_json(&self) -> Json {
+        let mut o = self.measured.to_json();
+        o["rate"] = json!(self.rate.to_string());
+        o["offered_records_per_s"] = json!(self.offered);
+        o["offered_percent_of_max"] = json!(self.percent_of_max());
+        o["max_records_per_s"] = json!(self.max);
+        o["achieved_percent_of_offered"] = json!(self.achieved_percent_of_offered());
+        o
+    }
+}
+
+/// The p99 at 50 % load against the target, for one worker count.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetCheck {
+    pub workers: usize,
+    pub offered: f64,
+    pub p99_ms: f64,
+    pub target_ms: f64,
+}
+
+impl TargetCheck {
+    pub fn met(&self) -> bool {
+        self.p99_ms <= self.target_ms
+    }
+
+    /// "p99 at 50 % load, -w 2 (340,000 records/s): 7.1 ms ≤ 20 ms target"
+    pub fn line(&self) -> String {
+        let target = format!("{}", self.target_ms);
+        format!(
+            "p99 at {} % load, -w {} ({} records/s): {:.1} ms {} {target} ms target{}",
+            TARGET_LOAD_PERCENT,
+            self.workers,
+            thousands(self.offered),
+            self.p99_ms,
+            if self.met() { "≤" } else { ">" },
+            if self.met() { "" } else { ": missed" },
+        )
+    }
+}
+
 /// Everything one `loanflow bench` measured.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -151,9 +277,29 @@ pub struct Report {
     pub bytes: u64,
     pub configurations: Vec<Measured>,
     pub limits: Vec<Measured>,
+    /// The paced runs of `--rate`, by worker count then rate.
+    pub load: Vec<LoadPoint>,
+    pub p99_target_ms: f64,
 }
 
 impl Report {
+    /// The p99 at 50 % load against `--p99-target-ms`, per worker count
+    /// (none without `50%` in `--rate`).
+    pub fn target_checks(&self) -> Vec<TargetCheck> {
+        self.load
+            .iter()
+            .filter(|p| p.is_target_load())
+            .filter_map(|p| {
+                Some(TargetCheck {
+                    workers: p.measured.workers,
+                    offered: p.offered,
+                    p99_ms: p.measured.latency?.p99,
+                    target_ms: self.p99_target_ms,
+                })
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Json {
         json!({
             "input": self.input.display().to_string(),
@@ -165,10 +311,23 @@ impl Report {
             },
             "configurations": self.configurations.iter().map(Measured::to_json).collect::<Vec<_>>(),
             "limits": self.limits.iter().map(Measured::to_json).collect::<Vec<_>>(),
+            "load": self.load.iter().map(LoadPoint::to_json).collect::<Vec<_>>(),
+            "p99_target": {
+                "target_ms": self.p99_target_ms,
+                "load_percent_of_max": TARGET_LOAD_PERCENT,
+                "results": self.target_checks().iter().map(|c| json!({
+                    "workers": c.workers,
+                    "offered_records_per_s": c.offered,
+                    "p99_ms": c.p99_ms,
+                    "met": c.met(),
+                })).collect::<Vec<_>>(),
+            },
         })
     }
 
-    /// The results as one markdown table: configurations, then limits.
+    /// The results in markdown: one table of the configurations, then the
+    /// limits; with `--rate`, a second table of the latency under load and
+    /// the p99 at 50 % load against its target.
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(
@@ -203,6 +362,55 @@ impl Report {
                 opt(m.latency.map(|l| l.max), 1),
                 vs
             );
+        }
+        if !self.load.is_empty() {
+            t.push_str(&self.load_table());
+        }
+        t
+    }
+
+    /// The latency-under-load table (preceded by a blank line and a caption)
+    /// and the p99 verdicts.
+    fn load_table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "Latency under load (file → file, input paced at the offered rate; latency from each record's due time):"
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "| configuration | offered | offered records/s | % of max | achieved records/s (median) | % of offered | latency p50 ms | p99 ms | max ms |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for p in &self.load {
+            let l = p.measured.latency;
+            let ms = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                t,
+                "| file → file, -w {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} |",
+                p.measured.workers,
+                p.rate,
+                thousands(p.offered),
+                p.percent_of_max(),
+                thousands(p.measured.records_per_s().median),
+                p.achieved_percent_of_offered(),
+                ms(l.map(|l| l.p50)),
+                ms(l.map(|l| l.p99)),
+                ms(l.map(|l| l.max)),
+            );
+        }
+        let checks = self.target_checks();
+        let _ = writeln!(t);
+        if checks.is_empty() {
+            let _ = writeln!(
+                t,
+                "p99 at {TARGET_LOAD_PERCENT} % load: not measured (add {TARGET_LOAD_PERCENT}% to --rate)"
+            );
+        }
+        for c in checks {
+            let _ = writeln!(t, "- {}", c.line());
         }
         t
     }
@@ -422,10 +630,8 @@ pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
     if args.workers.is_empty() {
         bail!("--workers needs at least one worker count");
     }
-    if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of records per second");
-        }
+    if !(args.p99_target_ms.is_finite() && args.p99_target_ms > 0.0) {
+        bail!("--p99-target-ms must be a positive number of milliseconds");
     }
     let progress = Progress { quiet: args.quiet };
     // Fail on a bad spec or model before generating anything.
@@ -513,8 +719,7 @@ pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
         limits.push(m);
     }
 
-    // The pipeline, file → file (paced at --rate, if given), after one
-    // unmeasured run: the first run of a process pays for page-ins and
+    // The pipeline, file → file, after one unmeasured run: the first run of a process pays for page-ins and
     // allocator growth the others do not.
     {
         let mut flags = vec!["run".to_owned()];
@@ -537,40 +742,16 @@ pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
         ));
     }
     let mut configurations = Vec::new();
+    // The unpaced runs first: they are the max the percentages of --rate
+    // are taken of.
+    let mut max_rate = std::collections::HashMap::new();
     for &w in &workers {
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        let mut flags = vec!["run".to_owned()];
-        flags.extend(common_flags(args, false));
-        flags.extend([
-            "--input".to_owned(),
-            input.display().to_string(),
-            "--output".to_owned(),
-            output.display().to_string(),
-            "--dead-letters".to_owned(),
-            dead.display().to_string(),
-            "-w".to_owned(),
-            w.to_string(),
-            "--stamp".to_owned(),
-            "--quiet".to_owned(),
-        ]);
-        let run = run_args(&flags)?;
-        let pace = args.rate.map(|rate| Pace {
-            speed: Speed::Max,
-            rate: Some(rate / w as f64),
-            window: Window::default(),
-            origin: 0,
-        });
-        let name = match args.rate {
-            Some(rate) => format!("file → file, -w {w}, offered {} records/s", thousands(rate)),
-            None => format!("file → file, -w {w}"),
-        };
+        let run = file_run_args(args, &input, &output, &dead, w)?;
+        let name = format!("file → file, -w {w}");
         let mut m = measure_runs(&name, "file", w, repeat, &progress, &stop, || {
-            let summary = crate::run::run_paced(&run, pace, Arc::clone(&stop))?;
+            let summary = crate::run::run_paced(&run, None, Arc::clone(&stop))?;
             Ok((summary, latencies(&output)?))
         })?;
-        m.offered = args.rate;
         m.vs = vec![
             ("file copy".to_owned(), percent(&m, copy_rate)),
             (
@@ -578,7 +759,40 @@ pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
                 percent(&m, scorer_rate[&w]),
             ),
         ];
+        max_rate.insert(w, m.records_per_s().median);
         configurations.push(m);
+    }
+
+    // Then the same pipeline paced at each offered load.
+    let mut load = Vec::new();
+    for &w in &workers {
+        let run = file_run_args(args, &input, &output, &dead, w)?;
+        let max = max_rate[&w];
+        for &rate in &args.rate {
+            let offered = rate.resolve(max);
+            let pace = Pace {
+                speed: Speed::Max,
+                rate: Some(offered / w as f64),
+                window: Window::default(),
+                origin: 0,
+            };
+            let name = format!(
+                "file → file, -w {w}, offered {} records/s ({:.0} % of max)",
+                thousands(offered),
+                100.0 * offered / max.max(1e-9)
+            );
+            let mut m = measure_runs(&name, "file_paced", w, repeat, &progress, &stop, || {
+                let summary = crate::run::run_paced(&run, Some(pace), Arc::clone(&stop))?;
+                Ok((summary, latencies(&output)?))
+            })?;
+            m.offered = Some(offered);
+            load.push(LoadPoint {
+                rate,
+                offered,
+                max,
+                measured: m,
+            });
+        }
     }
 
     if args.kafka.brokers.is_some() {
@@ -598,7 +812,34 @@ pub fn bench(args: &BenchArgs, stop: Arc<AtomicBool>) -> Result<Report> {
         bytes,
         configurations,
         limits,
+        load,
+        p99_target_ms: args.p99_target_ms,
     })
+}
+
+/// `loanflow run` file → file with `w` workers, every output stamped.
+fn file_run_args(
+    args: &BenchArgs,
+    input: &Path,
+    output: &Path,
+    dead: &Path,
+    w: usize,
+) -> Result<RunArgs> {
+    let mut flags = vec!["run".to_owned()];
+    flags.extend(common_flags(args, false));
+    flags.extend([
+        "--input".to_owned(),
+        input.display().to_string(),
+        "--output".to_owned(),
+        output.display().to_string(),
+        "--dead-letters".to_owned(),
+        dead.display().to_string(),
+        "-w".to_owned(),
+        w.to_string(),
+        "--stamp".to_owned(),
+        "--quiet".to_owned(),
+    ]);
+    run_args(&flags)
 }
 
 /// Kafka → Kafka next to the raw passthrough: the input is ingested once
@@ -886,6 +1127,36 @@ mod tests {
         let l = Latency::of(&mut v).unwrap();
         assert_eq!((l.p50, l.p99, l.max), (50.0, 99.0, 100.0));
         assert!(Latency::of(&mut []).is_none());
+    }
+
+    #[test]
+    fn parses_rates_and_resolves_percentages() {
+        assert_eq!("200000".parse(), Ok(Rate::PerSecond(200_000.0)));
+        assert_eq!(" 50% ".parse(), Ok(Rate::PercentOfMax(50.0)));
+        assert_eq!("12.5 %".parse(), Ok(Rate::PercentOfMax(12.5)));
+        for bad in ["", "%", "0", "0%", "-5", "x%", "inf", "NaN%"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+        assert_eq!(Rate::PercentOfMax(25.0).resolve(400_000.0), 100_000.0);
+        assert_eq!(Rate::PerSecond(1000.0).resolve(400_000.0), 1000.0);
+        assert_eq!(Rate::PercentOfMax(50.0).to_string(), "50%");
+        assert_eq!(Rate::PerSecond(200_000.0).to_string(), "200000");
+        let check = TargetCheck {
+            workers: 2,
+            offered: 340_000.0,
+            p99_ms: 7.14,
+            target_ms: 20.0,
+        };
+        assert_eq!(
+            check.line(),
+            "p99 at 50 % load, -w 2 (340,000 records/s): 7.1 ms ≤ 20 ms target"
+        );
+        let missed = TargetCheck {
+            p99_ms: 25.0,
+            ..check
+        };
+        assert!(!missed.met());
+        assert!(missed.line().ends_with("25.0 ms > 20 ms target: missed"));
     }
 
     #[test]

@@ -131,3 +131,123 @@ fn bench_help_has_examples() {
         "{help}"
     );
 }
+
+#[test]
+fn bench_measures_latency_under_each_offered_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    // Percentages of the max measured in the same invocation, and an
+    // absolute rate (the single `--rate N` of before), in one list.
+    let out = loanflow(&[
+        "bench",
+        "--rows",
+        "2000",
+        "--workers",
+        "1",
+        "--repeat",
+        "1",
+        "--rate",
+        "50%,20000",
+        "--p99-target-ms",
+        "25",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The unpaced run comes first: the percentages are of its records/s.
+    let unpaced = stderr.find("file → file, -w 1, run 1/1").expect(&stderr);
+    let paced = stderr.find("(50 % of max), run 1/1").expect(&stderr);
+    assert!(unpaced < paced, "{stderr}");
+
+    // The first table as without --rate (one configuration, three limits),
+    // then a caption, the latency-under-load table and the p99 verdict.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5 + 1 + 1 + 1 + 4 + 1 + 1, "{stdout}");
+    assert_eq!(lines[5], "", "{stdout}");
+    assert!(lines[2].starts_with("| file → file, -w 1 |"), "{stdout}");
+    assert!(lines[12].is_empty(), "{stdout}");
+    assert!(lines[6].starts_with("Latency under load"), "{stdout}");
+    let header = lines[8];
+    assert!(
+        header.starts_with(
+            "| configuration | offered | offered records/s | % of max | achieved records/s"
+        ),
+        "{stdout}"
+    );
+    assert!(lines[9].starts_with("|---|"), "{stdout}");
+    for line in &lines[9..12] {
+        assert_eq!(
+            line.matches('|').count(),
+            header.matches('|').count(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines[10].starts_with("| file → file, -w 1 | 50% | "),
+        "{stdout}"
+    );
+    assert!(
+        lines[11].starts_with("| file → file, -w 1 | 20000 | 20,000 | "),
+        "{stdout}"
+    );
+    assert!(
+        lines[13].starts_with("- p99 at 50 % load, -w 1 (")
+            && (lines[13].contains(" ≤ 25 ms target")
+                || lines[13].ends_with("> 25 ms target: missed")),
+        "{stdout}"
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let max = positive(
+        &report["configurations"][0]["records_per_s"]["median"],
+        "unpaced records/s",
+    );
+    let load = report["load"].as_array().unwrap();
+    assert_eq!(load.len(), 2, "{load:?}");
+    let half = &load[0];
+    assert_eq!(half["rate"], "50%");
+    assert_eq!(half["workers"], 1);
+    assert_eq!(half["kind"], "file_paced");
+    assert_eq!(half["max_records_per_s"].as_f64(), Some(max));
+    let offered = positive(&half["offered_records_per_s"], "offered");
+    assert!((offered - max / 2.0).abs() < 1e-6 * max, "{half}");
+    assert!((half["offered_percent_of_max"].as_f64().unwrap() - 50.0).abs() < 1e-9);
+    let absolute = &load[1];
+    assert_eq!(absolute["rate"], "20000");
+    assert_eq!(absolute["offered_records_per_s"].as_f64(), Some(20000.0));
+    for point in load {
+        positive(&point["records_per_s"]["median"], "achieved records/s");
+        positive(&point["achieved_percent_of_offered"], "achieved %");
+        let p50 = positive(&point["latency_ms"]["p50"], "p50");
+        let p99 = positive(&point["latency_ms"]["p99"], "p99");
+        assert!(p50 <= p99, "{point}");
+        assert_eq!(point["latency_ms"]["samples"], 2000, "{point}");
+    }
+    let target = &report["p99_target"];
+    assert_eq!(target["target_ms"], 25.0);
+    assert_eq!(target["load_percent_of_max"], 50.0);
+    let results = target["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{target}");
+    let p99 = half["latency_ms"]["p99"].as_f64().unwrap();
+    assert_eq!(results[0]["p99_ms"].as_f64(), Some(p99));
+    assert_eq!(results[0]["met"], p99 <= 25.0);
+}
+
+#[test]
+fn bench_refuses_a_bad_rate_in_one_line() {
+    for rate in ["0", "0%", "50%,x", "-5%", "fast", "inf"] {
+        let out = loanflow(&["bench", &format!("--rate={rate}")]);
+        assert!(!out.status.success(), "--rate {rate}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && first.contains("--rate"),
+            "--rate {rate}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}

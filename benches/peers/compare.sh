@@ -7,85 +7,119 @@
 #   benches/peers/compare.sh [ROWS] [BIG]    timing run (default 20000 rows): markdown table;
 #                                            with BIG (e.g. 1000000), loanflow also runs alone on
 #                                            BIG rows (at ROWS its rate is mostly start-up)
-#   benches/peers/compare.sh --check [ROWS]  correctness only (default 2000 rows);
-#                                            exit 1 on any mismatch (what a test calls)
+#   benches/peers/compare.sh --check [ROWS]  correctness only (default 2000 rows); every score
+#                                            must be bit-identical (float32) to loanflow's;
+#                                            exit 1 on any mismatch (what tests/peers.rs calls)
+#   --brokers HOST:PORT                      use this broker instead of starting a Tansu
 #
 # Needs: cargo, scripts/broker (Tansu), Python 3.11 + PyPI for benches/peers/setup.sh
 # (the venv is $LOANFLOW_PEERS_ENV, default ~/.cache/loanflow/peers-venv).
+# Environment (for tests): LOANFLOW_BIN (a built loanflow: no cargo build),
+# LOANFLOW_PEERS_OUT (streams and logs, default out/peers), LOANFLOW_PEERS_TAG
+# (suffix of every topic and group name, default the shell's pid).
 # Everything runs one after the other (2-core machine): loanflow -w 1, the
 # peers with 1 worker / 1 XGBoost thread.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=benches/peers
 
+usage() { echo "usage: $0 [--check] [--brokers HOST:PORT] [ROWS] [BIG]" >&2; exit 2; }
 check=0
-if [[ "${1:-}" == "--check" ]]; then check=1; shift; fi
-ROWS="${1:-$([[ $check == 1 ]] && echo 2000 || echo 20000)}"
-BIG="${2:-0}"
-[[ "$ROWS" =~ ^[0-9]+$ && "$ROWS" -gt 0 && "$BIG" =~ ^[0-9]+$ ]] \
-    || { echo "usage: $0 [--check] [ROWS] [BIG]" >&2; exit 2; }
+brokers=""
+positional=()
+while (($#)); do
+    case "$1" in
+        --check) check=1 ;;
+        --brokers) [[ $# -ge 2 ]] || usage; brokers="$2"; shift ;;
+        -*) usage ;;
+        *) positional+=("$1") ;;
+    esac
+    shift
+done
+ROWS="${positional[0]:-$([[ $check == 1 ]] && echo 2000 || echo 20000)}"
+BIG="${positional[1]:-0}"
+[[ ${#positional[@]} -le 2 && "$ROWS" =~ ^[0-9]+$ && "$ROWS" -gt 0 && "$BIG" =~ ^[0-9]+$ ]] || usage
 
 log() { echo "peers: $*" >&2; }
 # records/s from a summary line ("… — N records/s")
 rate() { grep -oE '[0-9]+ records/s' | head -1 | cut -d' ' -f1; }
 
 py="$(bash "$here/setup.sh" | tail -1)"
-[[ -x "$py" ]] || { bash "$here/setup.sh"; exit 1; }
-cargo build --release --quiet
-bin=target/release/loanflow
+[[ -x "$py" ]] || { echo "peers: benches/peers/setup.sh gave no python" >&2; exit 1; }
+if [[ -n "${LOANFLOW_BIN:-}" ]]; then
+    bin="$LOANFLOW_BIN"
+else
+    cargo build --release --quiet
+    bin=target/release/loanflow
+fi
 
-mkdir -p out/peers
-stream="out/peers/stream-$ROWS.csv"
-[[ -f "$stream" ]] || "$bin" generate --rows "$ROWS" --seed 7 --output "$stream" --quiet >/dev/null 2>&1
+out="${LOANFLOW_PEERS_OUT:-out/peers}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+stream="$out/stream-$ROWS.csv"
+if [[ ! -f "$stream" ]]; then
+    "$bin" generate --rows "$ROWS" --seed 7 --output "$out/stream-$ROWS.partial.csv" --quiet >/dev/null 2>&1
+    mv "$out/stream-$ROWS.partial.csv" "$stream"
+fi
 
-dir=$(mktemp -d)
-addr=$(scripts/broker start --dir "$dir")
-trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-log "broker $addr; $ROWS applications from $stream"
-"$bin" ingest --brokers "$addr" --topic peers-in --partitions 4 --input "$stream" -q 2>&1 \
+run_id="${LOANFLOW_PEERS_TAG:-$$}"
+if [[ -n "$brokers" ]]; then
+    addr="$brokers"
+else
+    dir=$(mktemp -d)
+    addr=$(scripts/broker start --dir "$dir")
+    trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+fi
+input="peers-in-$run_id"
+log "broker $addr; $ROWS applications from $stream into $input"
+"$bin" ingest --brokers "$addr" --topic "$input" --partitions 4 --input "$stream" -q 2>&1 \
     | sed 's/^/  /' >&2
 
-run_id=$$
-logs="out/peers/logs"
+logs="$out/logs"
 mkdir -p "$logs"
 
 log "loanflow"
-"$bin" run -w 1 --brokers "$addr" --input-topic peers-in --output-topic out-loanflow \
+"$bin" run -w 1 --brokers "$addr" --input-topic "$input" --output-topic "out-loanflow-$run_id" \
     --partitions 4 --group "peers-loanflow-$run_id" --until-caught-up -q >"$logs/loanflow.txt" 2>&1 \
     || { cat "$logs/loanflow.txt" >&2; exit 1; }
 r_loanflow=$(rate <"$logs/loanflow.txt")
 head -1 "$logs/loanflow.txt" | sed 's/^/  /' >&2
 
 log "Quix Streams"
-(cd "$here" && "$py" -W ignore quix_pipeline.py --brokers "$addr" --input-topic peers-in \
-    --output-topic out-quix --count "$ROWS" --group "peers-quix-$run_id") >"$logs/quix.txt" 2>&1 \
+(cd "$here" && "$py" -W ignore quix_pipeline.py --brokers "$addr" --input-topic "$input" \
+    --output-topic "out-quix-$run_id" --count "$ROWS" --group "peers-quix-$run_id") >"$logs/quix.txt" 2>&1 \
     || { cat "$logs/quix.txt" >&2; exit 1; }
 r_quix=$(grep '^quix:' "$logs/quix.txt" | rate)
 grep '^quix:' "$logs/quix.txt" | sed 's/^/  /' >&2
 
 log "Bytewax"
 (cd "$here" && "$py" -W ignore -m bytewax.run \
-    "bytewax_pipeline:get_flow('$addr', 'peers-in', 'out-bytewax', $ROWS)") >"$logs/bytewax.txt" 2>&1 \
+    "bytewax_pipeline:get_flow('$addr', '$input', 'out-bytewax-$run_id', $ROWS)") >"$logs/bytewax.txt" 2>&1 \
     || { cat "$logs/bytewax.txt" >&2; exit 1; }
 r_bytewax=$(grep '^bytewax:' "$logs/bytewax.txt" | rate)
 grep '^bytewax:' "$logs/bytewax.txt" | sed 's/^/  /' >&2
 
 log "comparing outputs with loanflow's"
 status=0
-(cd "$here" && "$py" -W ignore compare_outputs.py --brokers "$addr" --rows "$ROWS" \
-    --csv "../../$stream" out-loanflow out-quix out-bytewax) || status=1
+exact=()
+[[ $check == 1 ]] && exact=(--exact)
+(cd "$here" && "$py" -W ignore compare_outputs.py --brokers "$addr" --rows "$ROWS" "${exact[@]}" \
+    --csv "$stream" "out-loanflow-$run_id" "out-quix-$run_id" "out-bytewax-$run_id") || status=1
 
 if [[ $check == 1 ]]; then
     exit $status
 fi
 r_big=""
 if [[ "$BIG" -gt 0 ]]; then
-    big="out/peers/stream-$BIG.csv"
-    [[ -f "$big" ]] || "$bin" generate --rows "$BIG" --seed 7 --output "$big" --quiet >/dev/null 2>&1
+    big="$out/stream-$BIG.csv"
+    if [[ ! -f "$big" ]]; then
+        "$bin" generate --rows "$BIG" --seed 7 --output "$out/stream-$BIG.partial.csv" --quiet >/dev/null 2>&1
+        mv "$out/stream-$BIG.partial.csv" "$big"
+    fi
     log "loanflow alone on $BIG applications"
-    "$bin" ingest --brokers "$addr" --topic peers-in-big --partitions 4 --input "$big" -q 2>&1 \
+    "$bin" ingest --brokers "$addr" --topic "peers-in-big-$run_id" --partitions 4 --input "$big" -q 2>&1 \
         | sed 's/^/  /' >&2
-    "$bin" run -w 1 --brokers "$addr" --input-topic peers-in-big --output-topic out-loanflow-big \
+    "$bin" run -w 1 --brokers "$addr" --input-topic "peers-in-big-$run_id" --output-topic "out-loanflow-big-$run_id" \
         --partitions 4 --group "peers-loanflow-big-$run_id" --until-caught-up -q \
         >"$logs/loanflow-big.txt" 2>&1 || { cat "$logs/loanflow-big.txt" >&2; exit 1; }
     r_big=$(rate <"$logs/loanflow-big.txt")
