@@ -200,6 +200,11 @@ impl Forest {
         self.num_features
     }
 
+    /// How the summed margin becomes the output.
+    pub fn objective(&self) -> Objective {
+        self.objective
+    }
+
     pub fn num_trees(&self) -> usize {
         self.trees.len()
     }

@@ -48,12 +48,17 @@ impl Model {
             path: path.to_owned(),
             source,
         })?;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let (forest, feature_names) =
-            xgboost::parse(&bytes).map_err(|source| ModelError::Load {
-                path: path.to_owned(),
-                source,
-            })?;
+        Model::from_bytes(&bytes, path)
+    }
+
+    /// Loads a model from the bytes of an XGBoost JSON model file; `path`
+    /// names it (in errors and in [`Model::id`]) and is not read.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        let (forest, feature_names) = xgboost::parse(bytes).map_err(|source| ModelError::Load {
+            path: path.to_owned(),
+            source,
+        })?;
         let stem = path
             .file_name()
             .map(|n| n.to_string_lossy())

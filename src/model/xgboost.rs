@@ -104,6 +104,16 @@ struct TreeParam {
     size_leaf_vector: Option<String>,
 }
 
+/// The most features a model may read: the scorer packs a feature index into
+/// 30 bits of a node (see `forest.rs`).
+const MAX_FEATURES: usize = 1 << 30;
+
+/// The deepest tree loaded. Every row walks each tree to its full depth, so a
+/// degenerate chain thousands of levels deep would make each row cost as much
+/// as the whole file; XGBoost's own trees are far shallower (its default
+/// max_depth is 6, its GPU limit 30), even with `grow_policy = "lossguide"`.
+const MAX_TREE_DEPTH: usize = 1024;
+
 /// Parses an XGBoost JSON model into a forest, checking everything a wrong
 /// score could come from.
 pub fn parse(bytes: &[u8]) -> Result<(Forest, Vec<String>), LoadError> {
@@ -125,6 +135,16 @@ pub fn parse(bytes: &[u8]) -> Result<(Forest, Vec<String>), LoadError> {
         )));
     }
     let num_feature: usize = parse_param(&params.num_feature, "num_feature")?;
+    if num_feature == 0 {
+        return Err(LoadError::Corrupt(
+            "num_feature is 0: a model reads at least one feature".into(),
+        ));
+    }
+    if num_feature > MAX_FEATURES {
+        return Err(LoadError::Unsupported(format!(
+            "{num_feature} features (loanflow scores dense rows of at most {MAX_FEATURES})"
+        )));
+    }
     if !learner.feature_names.is_empty() && learner.feature_names.len() != num_feature {
         return Err(LoadError::Corrupt(format!(
             "{} feature names for {num_feature} features",
@@ -244,6 +264,9 @@ fn build_tree(t: usize, tree: &TreeDoc, num_feature: usize) -> Result<TreeBuilde
         let (l, r) = (tree.left_children[i], tree.right_children[i]);
         let value = tree.split_conditions[i];
         if l == -1 && r == -1 {
+            if !value.is_finite() {
+                return Err(corrupt(format!("leaf {i} has a non-finite value")));
+            }
             builder.leaf(value);
             continue;
         }
@@ -270,7 +293,12 @@ fn build_tree(t: usize, tree: &TreeDoc, num_feature: usize) -> Result<TreeBuilde
             r as u32,
         );
     }
-    builder.check().map_err(corrupt)?;
+    let depth = builder.check().map_err(corrupt)?;
+    if depth > MAX_TREE_DEPTH {
+        return Err(LoadError::Unsupported(format!(
+            "tree {t} is {depth} levels deep (loanflow scores trees up to {MAX_TREE_DEPTH} levels)"
+        )));
+    }
     Ok(builder)
 }
 
