@@ -587,6 +587,7 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
                 ),
             };
             let done = ProbeHandle::<Epoch>::new();
+            let pipeline = worker.next_dataflow_index();
             worker.dataflow::<Epoch, _, _>(|scope| {
                 let raw = source.build(scope, done.clone());
                 let (scored, dead) = dataflow::build(
@@ -600,6 +601,12 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
             });
             while !done.done() && !stats.failed() {
                 worker.step_or_park(Some(Duration::from_millis(100)));
+            }
+            if stats.failed() && !done.done() {
+                // A failed run leaves epochs that will never finish (a sink
+                // holds the capabilities of undelivered messages): drop the
+                // dataflow, or timely would wait for it forever.
+                worker.drop_dataflow(pipeline);
             }
             let Some(m) = &membership else {
                 return Ok(None);

@@ -353,6 +353,18 @@ fn kafka_cluster_of_2x2_scores_every_application_once_and_commits_its_offsets() 
 
 #[test]
 fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
+    killed_kafka_cluster_resumes(false);
+}
+
+#[test]
+fn exactly_once_cluster_with_a_killed_process_loses_and_doubles_nothing() {
+    killed_kafka_cluster_resumes(true);
+}
+
+/// 2 processes read a live topic; one is SIGKILLed; the re-launched
+/// cluster covers every input (with `exactly_once`, `loanflow verify` finds
+/// each exactly once among the committed records).
+fn killed_kafka_cluster_resumes(exactly_once: bool) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("stream.csv");
@@ -372,7 +384,7 @@ fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
     assert_eq!(input.len(), 60000);
 
     // Live (no --until-caught-up): 2 processes, each owning 2 partitions.
-    let args = [
+    let mut args = vec![
         "cluster",
         "--processes",
         "2",
@@ -391,6 +403,9 @@ fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
         "--group",
         "killed",
     ];
+    if exactly_once {
+        args.push("--exactly-once");
+    }
     let launcher = loanflow_command(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -415,10 +430,33 @@ fn kafka_cluster_with_a_killed_process_resumes_from_committed_offsets() {
         first_committed as usize <= first_outputs,
         "never commit what was not delivered"
     );
-
-    // The re-run resumes from the committed offsets and reads to the end.
     let mut until = args.to_vec();
     until.push("--until-caught-up");
+    if exactly_once {
+        let out = loanflow(&until);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = loanflow(&[
+            "verify",
+            "--brokers",
+            &broker.address,
+            "--input-topic",
+            "loans",
+            "--output-topic",
+            "scored",
+            "--group",
+            "killed",
+            "--exactly-once",
+        ]);
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{report}");
+        assert!(out.status.success(), "{report}{}", stderr(&out));
+        assert!(report.contains("inputs:               60000"), "{report}");
+        assert!(report.contains("lost:                 0\n"), "{report}");
+        assert!(report.contains("duplicated:           0 "), "{report}");
+        return;
+    }
+
+    // The re-run resumes from the committed offsets and reads to the end.
     let out = loanflow(&until);
     assert!(out.status.success(), "{}", stderr(&out));
 

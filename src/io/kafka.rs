@@ -256,22 +256,42 @@ impl KafkaConfig {
 #[derive(Default)]
 pub struct Context {
     last_error: Mutex<Option<String>>,
-    /// Since when no broker has been reachable (cleared by any answer).
-    down_since: Mutex<Option<Instant>>,
 }
+
+/// Since when no broker has been reachable, for the whole process: whichever
+/// client notices first (the sink's producer, while the backpressured source
+/// is not polling), any answer ends it.
+static DOWN_SINCE: Mutex<Option<Instant>> = Mutex::new(None);
 
 impl Context {
     /// How long the brokers have been unreachable, if they are.
     pub fn outage(&self) -> Option<Duration> {
-        self.down_since
+        DOWN_SINCE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|since| since.elapsed())
     }
 
+    /// Starts the outage clock if `error` says no broker can be reached
+    /// (consumers get these from `poll`, other clients through [`ClientContext::error`]).
+    pub fn note(&self, error: &KafkaError) {
+        use RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        if matches!(
+            error,
+            KafkaError::Global(AllBrokersDown | BrokerTransportFailure)
+                | KafkaError::MessageConsumption(AllBrokersDown | BrokerTransportFailure)
+        ) {
+            let mut down = DOWN_SINCE.lock().unwrap_or_else(|e| e.into_inner());
+            if down.is_none() {
+                tracing::debug!("outage clock started: {error}");
+                *down = Some(Instant::now());
+            }
+        }
+    }
+
     /// A broker answered: any outage is over.
     pub fn broker_answered(&self) {
-        let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down = DOWN_SINCE.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = down.take() {
             tracing::info!(after = ?since.elapsed(), "the broker is reachable again");
         }
@@ -309,17 +329,7 @@ impl ClientContext for Context {
         {
             return;
         }
-        if matches!(
-            error,
-            KafkaError::Global(
-                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
-            )
-        ) {
-            self.down_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert_with(Instant::now);
-        }
+        self.note(&error);
         tracing::warn!(target: "librdkafka", "{error}: {reason}");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
     }
@@ -417,6 +427,7 @@ impl Source for KafkaSource {
             // The offsets of the newest delivered epoch, last committed.
             let mut committed: Option<Vec<(i32, i64)>> = None;
             let mut last_outage_log: Option<Instant> = None;
+            let mut last_probe: Option<Instant> = None;
             // The newest offsets snapshot taken (a new epoch only when they move).
             let mut last_snapshot: Option<Vec<(i32, i64)>> = None;
             move |output| {
@@ -442,6 +453,21 @@ impl Source for KafkaSource {
                         tracing::debug!(epoch = e, ?offsets, "committed");
                     }
                     committed = Some(offsets);
+                }
+                // Checked before anything waits on the sinks: while the broker
+                // is away they cannot deliver, so backpressure and draining
+                // would otherwise wait without bound.
+                if let Some(outage) = consumer.context().outage() {
+                    if !wait_out(
+                        consumer,
+                        &this,
+                        outage,
+                        &mut last_outage_log,
+                        &mut last_probe,
+                    ) {
+                        capability = None;
+                        return;
+                    }
                 }
                 if let Phase::Draining(last) = phase {
                     if done.less_equal(&last) {
@@ -486,14 +512,8 @@ impl Source for KafkaSource {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
-                if let Some(outage) = consumer.context().outage() {
-                    if !wait_out(consumer, &this, outage, &mut last_outage_log) {
-                        return;
-                    }
-                }
                 let mut count = 0;
                 let mut bytes = 0;
-                let mut answered = false;
                 let read_at = now_ns();
                 {
                     let mut session = output.session(&cap);
@@ -501,7 +521,6 @@ impl Source for KafkaSource {
                         match consumer.poll(Duration::ZERO) {
                             None => break,
                             Some(Ok(message)) => {
-                                answered = true;
                                 let partition = message.partition();
                                 if stop_at.is_some() && finished.contains(&partition) {
                                     continue; // fetched before the pause took hold
@@ -540,18 +559,15 @@ impl Source for KafkaSource {
                                 });
                             }
                             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                                answered = true;
                                 finished.insert(partition);
                             }
                             Some(Err(e)) => {
+                                consumer.context().note(&e);
                                 tracing::warn!(topic = %this.topic, "consumer: {e} (retrying)");
                                 break;
                             }
                         }
                     }
-                }
-                if answered {
-                    consumer.context().broker_answered();
                 }
                 Stats::add(&this.stats.records_in, count as u64);
                 Stats::add(&this.stats.bytes_in, bytes as u64);
@@ -584,7 +600,7 @@ impl Source for KafkaSource {
 }
 
 /// While no broker answers: logs what the run waits for (every 5 s), asks
-/// the broker for metadata about once a second (an idle topic sends nothing
+/// the broker for a partition's watermarks about once a second (an idle topic sends nothing
 /// that would show it is back) and fails the run after `--max-outage`.
 /// Returns whether reading may go on.
 fn wait_out(
@@ -592,6 +608,7 @@ fn wait_out(
     source: &KafkaSource,
     outage: Duration,
     last_log: &mut Option<Instant>,
+    last_probe: &mut Option<Instant>,
 ) -> bool {
     let max = source.config.max_outage;
     if outage > max {
@@ -612,11 +629,15 @@ fn wait_out(
             max.as_secs()
         );
     }
-    if consumer
-        .fetch_metadata(Some(&source.topic), Duration::from_millis(200))
-        .is_ok()
-    {
-        consumer.context().broker_answered();
+    // A real round trip (metadata may be answered from librdkafka's cache);
+    // only whether the broker answers counts, never the (unreliable) values.
+    if last_probe.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        *last_probe = Some(Instant::now());
+        let probe = consumer.fetch_watermarks(&source.topic, 0, Duration::from_millis(300));
+        tracing::debug!(?probe, "outage probe");
+        if probe.is_ok() {
+            consumer.context().broker_answered();
+        }
     }
     true
 }

@@ -108,7 +108,10 @@ impl Broker {
     }
 
     pub fn start_with(extra: &[&str]) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
+        Broker::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
         let out = Command::new(root().join("scripts/broker"))
             .arg("start")
             .arg("--dir")
@@ -131,6 +134,57 @@ impl Broker {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A broker that keeps its data in SQLite, so it survives a restart
+    /// (tansu built with `scripts/broker install-sqlite`).
+    pub fn start_sqlite() -> Broker {
+        let out = Command::new(root().join("scripts/broker"))
+            .arg("install-sqlite")
+            .output()
+            .expect("run scripts/broker");
+        assert!(
+            out.status.success(),
+            "cannot build the SQLite broker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tansu.db");
+        Broker::start_in(dir, &["--sqlite", file.to_str().unwrap()])
+    }
+
+    /// Stops the broker: SIGKILL (a crash), or SIGTERM with `graceful`.
+    pub fn stop(&self, graceful: bool) {
+        let out = Command::new(root().join("scripts/broker"))
+            .arg("stop")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg(if graceful { "--term" } else { "--kill" })
+            .output()
+            .expect("run scripts/broker");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts a stopped SQLite broker again on the same address and file.
+    pub fn restart_sqlite(&self) {
+        let port = self.address.rsplit(':').next().unwrap();
+        let file = self.dir.path().join("tansu.db");
+        let out = Command::new(root().join("scripts/broker"))
+            .arg("start")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--port", port, "--sqlite", file.to_str().unwrap()])
+            .output()
+            .expect("run scripts/broker");
+        assert!(
+            out.status.success(),
+            "broker did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn consumer(&self, extra: &[(&str, &str)]) -> BaseConsumer {

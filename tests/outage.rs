@@ -1,0 +1,183 @@
+//! Broker outages: a run waits out a broker that goes away and comes back
+//! (SQLite-backed Tansu, so the data survives the restart) and loses
+//! nothing; `--max-outage` bounds the wait, after which the run exits
+//! non-zero with one line.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ingest, loanflow, loanflow_command, stderr, Broker};
+
+/// The ids `loanflow generate` wrote, after ingesting them into `loans`.
+fn stream(broker: &Broker, rows: &str, dir: &std::path::Path) {
+    let file = dir.join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        rows,
+        "--seed",
+        "21",
+        "--output",
+        file.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ingest(broker, "loans", file.to_str().unwrap(), "4");
+}
+
+fn run_args<'a>(broker: &'a Broker, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "-w",
+        "2",
+        "--batch",
+        "500",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn committed_total(broker: &Broker) -> i64 {
+    broker
+        .committed("loanflow.lending_club", "loans")
+        .iter()
+        .filter(|o| **o > 0)
+        .sum()
+}
+
+fn verify(broker: &Broker, exactly_once: bool) -> String {
+    let mut args = vec![
+        "verify",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+    ];
+    if exactly_once {
+        args.push("--exactly-once");
+    }
+    let out = loanflow(&args);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    report
+}
+
+/// The broker is killed mid-stream and restarted 3 s later on the same port
+/// and file; the live run waits, resumes, and every input gets scored.
+fn broker_restart_mid_stream(exactly_once: bool) {
+    let broker = Broker::start_sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    stream(&broker, "60000", dir.path());
+    let mut extra = vec!["--max-outage", "60"];
+    if exactly_once {
+        extra.push("--exactly-once");
+    }
+    let mut run = loanflow_command(&run_args(&broker, &extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        broker.wait_for_commits("loanflow.lending_club", "loans", |o| {
+            o.iter().filter(|o| **o > 0).sum::<i64>() > 0
+        }),
+        "no progress before the outage"
+    );
+    broker.stop(false); // SIGKILL: a crash, not a clean shutdown
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run must wait for the broker"
+    );
+    broker.restart_sqlite();
+    let resumed = Instant::now();
+    while committed_total(&broker) < 60000 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(90),
+            "the run did not finish the stream after the broker came back (committed {})",
+            committed_total(&broker)
+        );
+        assert!(run.try_wait().unwrap().is_none(), "the run exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status();
+    let out = run.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("waiting for the broker"),
+        "the wait is logged: {err}"
+    );
+    let report = verify(&broker, exactly_once);
+    assert!(report.contains("inputs:               60000"), "{report}");
+    assert!(report.contains("lost:                 0\n"), "{report}");
+    if exactly_once {
+        assert!(report.contains("duplicated:           0 "), "{report}");
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    broker_restart_mid_stream(false);
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_and_doubles_nothing_exactly_once() {
+    broker_restart_mid_stream(true);
+}
+
+#[test]
+fn max_outage_bounds_the_wait_with_one_line() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    stream(&broker, "200000", dir.path());
+    let mut run = loanflow_command(&run_args(&broker, &["--max-outage", "2"]))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        broker.wait_for_commits("loanflow.lending_club", "loans", |o| {
+            o.iter().filter(|o| **o > 0).sum::<i64>() > 0
+        }),
+        "no progress before the outage"
+    );
+    broker.stop(false);
+    let stopped = Instant::now();
+    while run.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "the run did not give up after --max-outage 2"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = stopped.elapsed();
+    let out = run.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("loanflow: error: ")
+            && (last.contains("--max-outage") || last.contains("not delivered")),
+        "{err}"
+    );
+    assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    eprintln!("gave up {took:?} after the broker died: {last}");
+}
