@@ -74,6 +74,9 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                 }
             });
             let now = Instant::now();
+            // Everything due goes out together, one batch per epoch (a
+            // session per record would cap a paced run near 100k records/s).
+            let mut due_now: Option<(Capability<Epoch>, Vec<Record>)> = None;
             while let Some(entry) = held.first_entry() {
                 if entry.key().0 > now {
                     activator.activate_after(entry.key().0 - now);
@@ -87,7 +90,18 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                     let late = now.saturating_duration_since(due).as_nanos() as i64;
                     record.read_at = record.read_at.max(now_ns() - late);
                 }
-                output.session(&cap).give(record);
+                match &mut due_now {
+                    Some((c, batch)) if c.time() == cap.time() => batch.push(record),
+                    _ => {
+                        if let Some((c, mut batch)) = due_now.take() {
+                            output.session(&c).give_container(&mut batch);
+                        }
+                        due_now = Some((cap, vec![record]));
+                    }
+                }
+            }
+            if let Some((c, mut batch)) = due_now {
+                output.session(&c).give_container(&mut batch);
             }
         }
     })
