@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 use common::{ingest, loanflow, loanflow_command, stderr, Broker};
 
+/// One at a time: a stopped broker's port is free, and a broker another
+/// test starts meanwhile could take it and answer for the dead one.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The ids `loanflow generate` wrote, after ingesting them into `loans`.
 fn stream(broker: &Broker, rows: &str, dir: &std::path::Path) {
     let file = dir.join("stream.csv");
@@ -79,6 +87,7 @@ fn verify(broker: &Broker, exactly_once: bool) -> String {
 /// The broker is killed mid-stream and restarted 3 s later on the same port
 /// and file; the live run waits, resumes, and every input gets scored.
 fn broker_restart_mid_stream(exactly_once: bool) {
+    let _serial = serial();
     let broker = Broker::start_sqlite();
     let dir = tempfile::tempdir().unwrap();
     stream(&broker, "60000", dir.path());
@@ -144,11 +153,12 @@ fn a_broker_restart_mid_stream_loses_and_doubles_nothing_exactly_once() {
 
 #[test]
 fn max_outage_bounds_the_wait_with_one_line() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     stream(&broker, "200000", dir.path());
     let mut run = loanflow_command(&run_args(&broker, &["--max-outage", "2"]))
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "loanflow=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -162,10 +172,14 @@ fn max_outage_bounds_the_wait_with_one_line() {
     broker.stop(false);
     let stopped = Instant::now();
     while run.try_wait().unwrap().is_none() {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(30),
-            "the run did not give up after --max-outage 2"
-        );
+        if stopped.elapsed() > Duration::from_secs(30) {
+            run.kill().unwrap();
+            let out = run.wait_with_output().unwrap();
+            panic!(
+                "the run did not give up after --max-outage 2:\n{}",
+                stderr(&out)
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let took = stopped.elapsed();
@@ -173,6 +187,7 @@ fn max_outage_bounds_the_wait_with_one_line() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
+    assert!(err.contains("waiting for the broker"), "{err}");
     assert!(
         last.starts_with("loanflow: error: ")
             && (last.contains("--max-outage") || last.contains("not delivered")),
