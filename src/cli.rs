@@ -152,14 +152,16 @@ processing), the scorer alone (the input's rows cleaned once, then predict_batch
 as many rows on as many threads), and with --brokers the raw Kafka passthrough (Kafka
 outputs are read back from their topic for the latency). The
 table (markdown) goes to stdout, a line per run to stderr; --json FILE writes it all.
-With --rate N each configuration is offered N records/s (paced like `loanflow replay
---rate`, split over the workers), and the latency is measured from when each record
-was due.
+With --rate R,… (records/s, or a percentage of the max measured in the same call,
+e.g. --rate 10%,50%,90%) each worker count is also offered each load (paced like
+`loanflow replay --rate`, split over the workers): a second table gives the latency
+from when each record was due, and the p99 at 50 % load against --p99-target-ms.
 
 Examples:
   loanflow bench                                        1,000,000 rows, -w 1 and -w 2, 3 runs each
   loanflow bench --rows 200000 --workers 1,2,4 --repeat 5 --json out/bench.json
   loanflow bench --input out/1m.csv --workers 2 --rate 200000     latency at 200k records/s
+  loanflow bench --rows 1000000 --rate 10%,50%,90% --json out/bench.json   latency vs load
   loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4")]
     Bench(BenchArgs),
     /// Check a Kafka → Kafka run: every input scored (or dead-lettered) exactly
