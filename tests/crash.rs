@@ -11,7 +11,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ingest, loanflow, loanflow_command, stderr, Broker};
+use common::{ingest_generated, kafka_run_args, loanflow, loanflow_command, stderr, Broker};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -29,36 +29,8 @@ fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     let kills = env_or("LOANFLOW_CRASH_KILLS", 3);
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let stream = dir.path().join("stream.csv");
-    let out = loanflow(&[
-        "generate",
-        "--rows",
-        &records.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--output",
-        stream.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    ingest(&broker, "loans", stream.to_str().unwrap(), "4");
-
-    let mut args = vec![
-        "run",
-        "-w",
-        "2",
-        "--batch",
-        "500",
-        "--brokers",
-        &broker.address,
-        "--input-topic",
-        "loans",
-        "--output-topic",
-        "scored",
-        "--partitions",
-        "4",
-        "-q",
-    ];
+    ingest_generated(&broker, "loans", records, seed, dir.path());
+    let mut args = kafka_run_args(&broker, &[]);
     if exactly_once {
         args.push("--exactly-once");
     }

@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ingest, loanflow, loanflow_command, stderr, Broker};
+use common::{ingest_generated, kafka_run_args, loanflow, loanflow_command, stderr, Broker};
 
 /// One at a time: a stopped broker's port is free, and a broker another
 /// test starts meanwhile could take it and answer for the dead one.
@@ -16,44 +16,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The ids `loanflow generate` wrote, after ingesting them into `loans`.
-fn stream(broker: &Broker, rows: &str, dir: &std::path::Path) {
-    let file = dir.join("stream.csv");
-    let out = loanflow(&[
-        "generate",
-        "--rows",
-        rows,
-        "--seed",
-        "21",
-        "--output",
-        file.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    ingest(broker, "loans", file.to_str().unwrap(), "4");
-}
-
-fn run_args<'a>(broker: &'a Broker, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "-w",
-        "2",
-        "--batch",
-        "500",
-        "--brokers",
-        &broker.address,
-        "--input-topic",
-        "loans",
-        "--output-topic",
-        "scored",
-        "--partitions",
-        "4",
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 fn committed_total(broker: &Broker) -> i64 {
@@ -90,12 +52,12 @@ fn broker_restart_mid_stream(exactly_once: bool) {
     let _serial = serial();
     let broker = Broker::start_sqlite();
     let dir = tempfile::tempdir().unwrap();
-    stream(&broker, "60000", dir.path());
+    ingest_generated(&broker, "loans", 60000, 21, dir.path());
     let mut extra = vec!["--max-outage", "60"];
     if exactly_once {
         extra.push("--exactly-once");
     }
-    let mut run = loanflow_command(&run_args(&broker, &extra))
+    let mut run = loanflow_command(&kafka_run_args(&broker, &extra))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -156,8 +118,8 @@ fn max_outage_bounds_the_wait_with_one_line() {
     let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    stream(&broker, "200000", dir.path());
-    let mut run = loanflow_command(&run_args(&broker, &["--max-outage", "2"]))
+    ingest_generated(&broker, "loans", 200000, 21, dir.path());
+    let mut run = loanflow_command(&kafka_run_args(&broker, &["--max-outage", "2"]))
         .env("RUST_LOG", "loanflow=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -246,6 +246,8 @@ pub struct TransactionalSink {
     group: String,
     incarnation: String,
     worker: usize,
+    /// `worker` as text, for the header of every message.
+    worker_header: String,
     workers: usize,
     /// The committed offsets when this incarnation started.
     resumed_from: Arc<BTreeMap<i32, i64>>,
@@ -295,6 +297,7 @@ impl TransactionalSink {
             group: c.group.to_owned(),
             incarnation: c.incarnation.to_owned(),
             worker: c.worker,
+            worker_header: c.worker.to_string(),
             workers: c.workers,
             resumed_from: c.resumed_from,
             ledger: c.ledger,
@@ -311,7 +314,7 @@ impl TransactionalSink {
             })
             .insert(Header {
                 key: HEADER_WORKER,
-                value: Some(self.worker.to_string().as_str()),
+                value: Some(self.worker_header.as_str()),
             })
             .insert(Header {
                 key: HEADER_EPOCH,

@@ -65,6 +65,47 @@ pub fn ingest(broker: &Broker, topic: &str, input: &str, partitions: &str) {
     assert!(out.status.success(), "ingest: {}", stderr(&out));
 }
 
+/// Generates `rows` resampled applications (seed `seed`) into `dir` and
+/// ingests them into `topic` with 4 partitions.
+pub fn ingest_generated(broker: &Broker, topic: &str, rows: u64, seed: u64, dir: &Path) {
+    let stream = dir.join("stream.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        &rows.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--output",
+        stream.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "generate: {}", stderr(&out));
+    ingest(broker, topic, stream.to_str().unwrap(), "4");
+}
+
+/// `loanflow run -w 2 --batch 500` from topic `loans` to `scored` on
+/// `broker` (4 partitions), plus `extra`.
+pub fn kafka_run_args<'a>(broker: &'a Broker, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "-w",
+        "2",
+        "--batch",
+        "500",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// How many of `records` each partition holds.
 pub fn partition_counts(records: &[Record], partitions: i32) -> Vec<i64> {
     let mut counts = vec![0i64; partitions as usize];
