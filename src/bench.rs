@@ -487,7 +487,7 @@ fn topic_latencies(
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
+    use rdkafka::TopicPartitionList;
 
     let partitions = config.ensure_topic(topic, None)?;
     let consumer: BaseConsumer<crate::io::kafka::Context> = config
@@ -496,12 +496,13 @@ fn topic_latencies(
             ("enable.partition.eof", "true"),
             ("group.id", "loanflow.bench"),
             ("enable.auto.commit", "false"),
+            crate::io::kafka::FROM_START,
         ])
         .create_with_context(crate::io::kafka::Context::default())
         .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+        assignment.add_partition_offset(topic, p, crate::io::kafka::START)?;
     }
     consumer.assign(&assignment)?;
     let mut at_end = std::collections::HashSet::new();

@@ -217,12 +217,13 @@ pub fn tail(args: &TailArgs, stop: Arc<AtomicBool>) -> Result<()> {
             ("enable.partition.eof", "false"),
             ("group.id", "loanflow.tail"),
             ("enable.auto.commit", "false"),
+            kafka::FROM_START,
         ])
         .create_with_context(Context::default())
         .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
     let mut assignment = TopicPartitionList::new();
     let start = if args.from_beginning {
-        Offset::Beginning
+        kafka::START
     } else {
         Offset::End
     };
@@ -353,11 +354,12 @@ fn copy_partitions(
             ("group.id", "loanflow.passthrough"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
+            kafka::FROM_START,
         ])
         .create_with_context(Context::default())?;
     let mut assignment = TopicPartitionList::new();
     for &p in &owned {
-        assignment.add_partition_offset(&args.input_topic, p, Offset::Beginning)?;
+        assignment.add_partition_offset(&args.input_topic, p, kafka::START)?;
     }
     consumer.assign(&assignment)?;
     let producer = kafka::producer(config).map_err(|e| anyhow!(e))?;

@@ -14,14 +14,14 @@ use anyhow::{anyhow, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 use serde::Serialize;
 
 use crate::cli::VerifyArgs;
 use crate::io::exactly_once::{
     committed_offsets, ProgressRecord, HEADER_EPOCH, HEADER_INCARNATION, HEADER_WORKER,
 };
-use crate::io::kafka::{Context, KafkaConfig, KafkaSetupError};
+use crate::io::kafka::{self, Context, KafkaConfig, KafkaSetupError};
 use crate::run::kafka_config;
 use crate::spec::Spec;
 
@@ -302,12 +302,13 @@ fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
             ("isolation.level", "read_uncommitted"),
+            kafka::FROM_START,
         ])
         .create_with_context(Context::default())
         .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p, kafka::START)?;
     }
     consumer.assign(&tpl)?;
     let mut out = Vec::new();

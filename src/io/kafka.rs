@@ -25,7 +25,8 @@
 //! # Caught up
 //! A partition is at its end when a fetch reports it there (librdkafka's
 //! partition EOF, from the high watermark in the fetch response), never from
-//! a ListOffsets query, which some brokers answer wrongly.
+//! a ListOffsets query, which some brokers answer wrongly. For the same
+//! reason a partition's beginning is offset 0 ([`START`]), never asked for.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +79,24 @@ pub enum KafkaSetupError {
     #[error("Kafka client: {0}")]
     Client(String),
 }
+
+/// The start of a partition, for every reader that begins there: offset 0,
+/// never [`Offset::Beginning`].
+///
+/// `Offset::Beginning` makes librdkafka ask the broker (ListOffsets,
+/// earliest), and Tansu answers with the batch it *stored* first by wall
+/// clock, not the lowest offset. When producers write a partition
+/// concurrently a later batch can be stored first, and a reader starting
+/// there silently skips every batch below it (measured: a 2-process cluster's
+/// output read back as 9,665 of 9,857, partition 1 "beginning" at offset 192;
+/// `scripts/BROKER_NOTES.md`, quirk 9). Offset 0 starts every partition whose
+/// log was never truncated; where retention has removed it the fetch is out
+/// of range and `auto.offset.reset=earliest`, which every such reader sets
+/// ([`FROM_START`]), takes over.
+pub const START: Offset = Offset::Offset(0);
+
+/// The consumer property that goes with [`START`].
+pub const FROM_START: (&str, &str) = ("auto.offset.reset", "earliest");
 
 /// How long a run waits out a broker outage unless told otherwise.
 pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(300);
@@ -399,7 +418,7 @@ impl Source for KafkaSource {
             let this = *self;
             let topic: Arc<str> = Arc::from(this.topic.as_str());
             let consumer = match assign(&this, &owned) {
-                Ok(c) => Some(c),
+                Ok(c) => Some(SourceConsumer(Some(c))),
                 Err(e) => {
                     this.stats
                         .fail(format!("cannot read topic `{}`: {e}", this.topic));
@@ -599,6 +618,38 @@ impl Source for KafkaSource {
     }
 }
 
+/// A source's consumer, closed when dropped unless the broker is unreachable.
+///
+/// Closing a consumer waits for the answers to its requests in flight (an
+/// asynchronous offset commit, say); a broker that is gone never sends them,
+/// and a run giving up after `--max-outage` would then hang on its way out
+/// (librdkafka times the request out only after `socket.timeout.ms`, 60 s).
+/// Such a consumer is left unclosed instead: the process is about to exit,
+/// and nothing is committed that the outputs do not cover (the commits in
+/// flight name delivered offsets only).
+struct SourceConsumer(Option<BaseConsumer<Context>>);
+
+impl std::ops::Deref for SourceConsumer {
+    type Target = BaseConsumer<Context>;
+
+    fn deref(&self) -> &BaseConsumer<Context> {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl Drop for SourceConsumer {
+    fn drop(&mut self) {
+        let consumer = self.0.take();
+        if let Some(outage) = consumer.as_ref().and_then(|c| c.context().outage()) {
+            tracing::debug!(
+                ?outage,
+                "the broker is unreachable: not closing the consumer"
+            );
+            std::mem::forget(consumer);
+        }
+    }
+}
+
 /// While no broker answers: logs what the run waits for (every 5 s), asks
 /// the broker for a partition's watermarks about once a second (an idle topic sends nothing
 /// that would show it is back) and fails the run after `--max-outage`.
@@ -684,8 +735,8 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
             .map(|e| e.offset())
             .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0));
         let offset = match source.from {
-            From::Committed => committed.unwrap_or(Offset::Beginning),
-            From::Earliest => Offset::Beginning,
+            From::Committed => committed.unwrap_or(START),
+            From::Earliest => START,
             From::Latest => Offset::End,
             From::Offset(n) => Offset::Offset(n),
             From::Time(_) => hints
@@ -693,7 +744,7 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
                 .and_then(|h| h.find_partition(&source.topic, p))
                 .map(|e| e.offset())
                 .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0) || *o == Offset::End)
-                .unwrap_or(Offset::Beginning),
+                .unwrap_or(START),
         };
         tracing::info!(topic = %source.topic, partition = p, ?offset, group = %source.group, "assigned");
         assignment
@@ -853,7 +904,13 @@ impl ProducerContext for SinkContext {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 failure.get_or_insert_with(|| {
-                    format!("a message to `{}` was not delivered: {e}", message.topic())
+                    let hint = match e {
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                            " (the broker did not take it within --max-outage); nothing undelivered was committed: re-run to resume from the committed offsets"
+                        }
+                        _ => "; nothing undelivered was committed",
+                    };
+                    format!("a message to `{}` was not delivered: {e}{hint}", message.topic())
                 });
             }
         }
