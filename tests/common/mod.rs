@@ -68,12 +68,6 @@ pub fn ingest(broker: &Broker, topic: &str, input: &str, partitions: &str) {
 /// Generates `rows` resampled applications (seed `seed`) into `dir` and
 /// ingests them into `topic` with 4 partitions.
 pub fn ingest_generated(broker: &Broker, topic: &str, rows: u64, seed: u64, dir: &Path) {
-    let stream = generate(rows, seed, dir);
-    ingest(broker, topic, stream.to_str().unwrap(), "4");
-}
-
-/// Generates `rows` resampled applications (seed `seed`) into `dir/stream.csv`.
-pub fn generate(rows: u64, seed: u64, dir: &Path) -> PathBuf {
     let stream = dir.join("stream.csv");
     let out = loanflow(&[
         "generate",
@@ -86,7 +80,7 @@ pub fn generate(rows: u64, seed: u64, dir: &Path) -> PathBuf {
         "-q",
     ]);
     assert!(out.status.success(), "generate: {}", stderr(&out));
-    stream
+    ingest(broker, topic, stream.to_str().unwrap(), "4");
 }
 
 /// `loanflow run -w 2 --batch 500` from topic `loans` to `scored` on
@@ -359,64 +353,6 @@ impl Broker {
                 },
             )
             .collect()
-    }
-}
-
-/// A group's committed offsets on a topic, asked for every few milliseconds
-/// over one consumer (precise enough to act in the middle of a catch-up).
-pub struct CommitWatcher<'a> {
-    broker: &'a Broker,
-    group: String,
-    topic: String,
-    partitions: i32,
-}
-
-impl Broker {
-    pub fn commit_watcher(&self, group: &str, topic: &str) -> CommitWatcher<'_> {
-        CommitWatcher {
-            broker: self,
-            group: group.to_owned(),
-            topic: topic.to_owned(),
-            partitions: self.partitions(topic),
-        }
-    }
-}
-
-impl CommitWatcher<'_> {
-    /// The sum of the committed offsets (a partition without one counts 0).
-    pub fn total(&self) -> i64 {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            tpl.add_partition(&self.topic, p);
-        }
-        // A fresh consumer each time: one kept open stops seeing new commits
-        // on this broker.
-        let committed = self
-            .broker
-            .consumer(&[("group.id", &self.group)])
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum()
-    }
-
-    /// Waits up to 60 s until at least `target` is committed in total;
-    /// returns whether it was.
-    pub fn wait_for(&self, target: i64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.total() < target {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        true
     }
 }
 
