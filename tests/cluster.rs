@@ -435,21 +435,7 @@ fn killed_kafka_cluster_resumes(exactly_once: bool) {
     if exactly_once {
         let out = loanflow(&until);
         assert!(out.status.success(), "{}", stderr(&out));
-        let out = loanflow(&[
-            "verify",
-            "--brokers",
-            &broker.address,
-            "--input-topic",
-            "loans",
-            "--output-topic",
-            "scored",
-            "--group",
-            "killed",
-            "--exactly-once",
-        ]);
-        let report = String::from_utf8_lossy(&out.stdout).into_owned();
-        eprintln!("{report}");
-        assert!(out.status.success(), "{report}{}", stderr(&out));
+        let report = common::verify(&broker, &["--group", "killed", "--exactly-once"]);
         assert!(report.contains("inputs:               60000"), "{report}");
         assert!(report.contains("lost:                 0\n"), "{report}");
         assert!(report.contains("duplicated:           0 "), "{report}");

@@ -78,24 +78,11 @@ fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     eprintln!("final run took {:?}", started.elapsed());
 
     let report = dir.path().join("verify.json");
-    let mut verify = vec![
-        "verify",
-        "--brokers",
-        &broker.address,
-        "--input-topic",
-        "loans",
-        "--output-topic",
-        "scored",
-        "--json",
-        report.to_str().unwrap(),
-    ];
+    let mut extra = vec!["--json", report.to_str().unwrap()];
     if exactly_once {
-        verify.push("--exactly-once");
+        extra.push("--exactly-once");
     }
-    let out = loanflow(&verify);
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{printed}");
-    assert!(out.status.success(), "{printed}\n{}", stderr(&out));
+    common::verify(&broker, &extra);
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["inputs"], records, "{report}");
     report

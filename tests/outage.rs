@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ingest_generated, kafka_run_args, loanflow, loanflow_command, stderr, Broker};
+use common::{ingest_generated, kafka_run_args, loanflow_command, stderr, verify, Broker};
 
 /// One at a time: a stopped broker's port is free, and a broker another
 /// test starts meanwhile could take it and answer for the dead one.
@@ -24,26 +24,6 @@ fn committed_total(broker: &Broker) -> i64 {
         .iter()
         .filter(|o| **o > 0)
         .sum()
-}
-
-fn verify(broker: &Broker, exactly_once: bool) -> String {
-    let mut args = vec![
-        "verify",
-        "--brokers",
-        &broker.address,
-        "--input-topic",
-        "loans",
-        "--output-topic",
-        "scored",
-    ];
-    if exactly_once {
-        args.push("--exactly-once");
-    }
-    let out = loanflow(&args);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{report}");
-    assert!(out.status.success(), "{report}{}", stderr(&out));
-    report
 }
 
 /// The broker is killed mid-stream and restarted 3 s later on the same port
@@ -95,7 +75,12 @@ fn broker_restart_mid_stream(exactly_once: bool) {
         err.contains("waiting for the broker"),
         "the wait is logged: {err}"
     );
-    let report = verify(&broker, exactly_once);
+    let extra: &[&str] = if exactly_once {
+        &["--exactly-once"]
+    } else {
+        &[]
+    };
+    let report = verify(&broker, extra);
     assert!(report.contains("inputs:               60000"), "{report}");
     assert!(report.contains("lost:                 0\n"), "{report}");
     if exactly_once {

@@ -106,6 +106,26 @@ pub fn kafka_run_args<'a>(broker: &'a Broker, extra: &[&'a str]) -> Vec<&'a str>
     args
 }
 
+/// Runs `loanflow verify` on topics `loans` → `scored` of `broker`, plus
+/// `extra`; prints its report, asserts it passed, returns the report.
+pub fn verify(broker: &Broker, extra: &[&str]) -> String {
+    let mut args = vec![
+        "verify",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+    ];
+    args.extend_from_slice(extra);
+    let out = loanflow(&args);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}\n{}", stderr(&out));
+    report
+}
+
 /// How many of `records` each partition holds.
 pub fn partition_counts(records: &[Record], partitions: i32) -> Vec<i64> {
     let mut counts = vec![0i64; partitions as usize];
