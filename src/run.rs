@@ -351,7 +351,13 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
                         .progress_topic
                         .clone()
                         .unwrap_or_else(|| format!("{topic}.progress"));
-                    config.ensure_topic(&progress_topic, Some(1))?;
+                    // One partition (in order), compacted: each writer's last record is
+                    // all `verify` needs (exactly_once).
+                    config.ensure_topic_with(
+                        &progress_topic,
+                        Some(1),
+                        &[("cleanup.policy", "compact")],
+                    )?;
                     // Fence every local worker's zombie first, then read where
                     // the run resumes (exactly_once, invariant 5).
                     let total = workers * processes;

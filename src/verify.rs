@@ -2,9 +2,9 @@
 //!
 //! Reads everything (read_uncommitted: it judges aborts itself, since some
 //! brokers deliver aborted records anyway), works out which transactions
-//! committed from the chains of progress records that start at the group's
-//! committed offsets (see [`crate::io::exactly_once`]), and counts per input
-//! id its committed outputs and dead letters.
+//! committed from each writer's last progress record and the group's
+//! committed offsets (the rule in [`crate::io::exactly_once`]), and counts
+//! per input id its committed outputs and dead letters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::cli::VerifyArgs;
 use crate::io::exactly_once::{
-    committed_offsets, ProgressRecord, HEADER_EPOCH, HEADER_INCARNATION, HEADER_WORKER,
+    committed_offsets, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION, HEADER_WORKER,
 };
 use crate::io::kafka::{self, Context, KafkaConfig, KafkaSetupError};
 use crate::run::kafka_config;
@@ -36,7 +36,7 @@ pub struct Report {
     pub dead_letters: u64,
     /// Messages of aborted transactions (outputs, dead letters), discarded.
     pub aborted: u64,
-    /// Transactions found committed (on a chain from the committed offsets).
+    /// Committed transactions that wrote outputs or dead letters.
     pub transactions: u64,
     /// Outputs and dead letters written without transaction headers.
     pub untracked: u64,
@@ -113,7 +113,7 @@ struct Read {
     key: Option<Vec<u8>>,
     value: Vec<u8>,
     /// The writing transaction, from the headers (exactly-once writes).
-    txn: Option<String>,
+    txn: Option<TxnId>,
 }
 
 /// Runs `loanflow verify`.
@@ -151,16 +151,19 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
         inputs: inputs.len() as u64,
         ..Report::default()
     };
-    let committed = committed_transactions(&progress, &now);
-    report.transactions = committed.len() as u64;
+    let committed = Committed::new(&progress, &now);
+    let mut transactions: HashSet<TxnId> = HashSet::new();
     let mut aborted_outputs: Vec<&Read> = Vec::new();
-    let counts = |m: &Read, report: &mut Report| -> bool {
+    let mut counts = |m: &Read, report: &mut Report| -> bool {
         match &m.txn {
             None => {
                 report.untracked += 1;
                 true
             }
-            Some(t) if committed.contains(t) => true,
+            Some(t) if committed.contains(t) => {
+                transactions.insert(t.clone());
+                true
+            }
             Some(_) => {
                 report.aborted += 1;
                 false
@@ -211,6 +214,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
             }
         }
     }
+    report.transactions = transactions.len() as u64;
     report.differing_duplicates = differing;
     report.aborted_differing = aborted_outputs
         .iter()
@@ -242,37 +246,67 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// The transactions that committed (see the rule in
-/// [`crate::io::exactly_once`]): those of incarnation `I` whose every offset
-/// is ≤ the committed offset when the next incarnation started, or now.
-pub fn committed_transactions(
-    progress: &[ProgressRecord],
-    now: &BTreeMap<i32, i64>,
-) -> HashSet<String> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut resumed: HashMap<&str, &BTreeMap<i32, i64>> = HashMap::new();
-    for r in progress {
-        let incarnation = incarnation_of(&r.txn);
-        if !resumed.contains_key(incarnation) {
-            order.push(incarnation);
-            resumed.insert(incarnation, &r.resumed_from);
+/// Which transactions committed (the rule in [`crate::io::exactly_once`]),
+/// from the progress records in the progress topic's order — all of them, or
+/// what compaction left: the last one of each writer.
+pub struct Committed {
+    /// Per writer (incarnation, worker): the epoch of its last progress
+    /// record and whether that transaction committed. Every earlier one of
+    /// the writer did (an incarnation's transactions commit in order).
+    last: HashMap<(String, usize), (u64, bool)>,
+}
+
+impl Committed {
+    pub fn new(progress: &[ProgressRecord], now: &BTreeMap<i32, i64>) -> Committed {
+        // Incarnations in the order they ran, each with the committed
+        // offsets it started from.
+        let mut order: Vec<&str> = Vec::new();
+        let mut resumed: HashMap<&str, &BTreeMap<i32, i64>> = HashMap::new();
+        let mut last: HashMap<(String, usize), &ProgressRecord> = HashMap::new();
+        let mut epochs: HashMap<(String, usize), u64> = HashMap::new();
+        for r in progress {
+            let Ok(txn) = r.txn.parse::<TxnId>() else {
+                continue;
+            };
+            if !resumed.contains_key(txn.incarnation.as_str()) {
+                let incarnation = incarnation_of(&r.txn);
+                order.push(incarnation);
+                resumed.insert(incarnation, &r.resumed_from);
+            }
+            let writer = (txn.incarnation, txn.worker);
+            epochs.insert(writer.clone(), txn.epoch);
+            last.insert(writer, r);
+        }
+        // What the offsets were when the next incarnation started (or now).
+        let bound_after: HashMap<&str, &BTreeMap<i32, i64>> = order
+            .iter()
+            .enumerate()
+            .map(|(i, inc)| (*inc, order.get(i + 1).map_or(now, |next| resumed[next])))
+            .collect();
+        let last = last
+            .into_iter()
+            .map(|(writer, r)| {
+                let bound = bound_after[writer.0.as_str()];
+                let committed = r
+                    .offsets
+                    .iter()
+                    .all(|(p, next)| bound.get(p).is_some_and(|b| next <= b));
+                let epoch = epochs[&writer];
+                (writer, (epoch, committed))
+            })
+            .collect();
+        Committed { last }
+    }
+
+    /// Whether transaction `txn` committed. One after its writer's last
+    /// progress record, or of a writer without any, never wrote its progress
+    /// record: it was aborted.
+    pub fn contains(&self, txn: &TxnId) -> bool {
+        match self.last.get(&(txn.incarnation.clone(), txn.worker)) {
+            Some(&(last, committed)) => txn.epoch < last || (txn.epoch == last && committed),
+            None => false,
         }
     }
-    let bound_after: HashMap<&str, &BTreeMap<i32, i64>> = order
-        .iter()
-        .enumerate()
-        .map(|(i, inc)| (*inc, order.get(i + 1).map_or(now, |next| resumed[next])))
-        .collect();
-    progress
-        .iter()
-        .filter(|r| {
-            let bound = bound_after[incarnation_of(&r.txn)];
-            r.offsets
-                .iter()
-                .all(|(p, next)| bound.get(p).is_some_and(|b| next <= b))
-        })
-        .map(|r| r.txn.clone())
-        .collect()
 }
 
 fn incarnation_of(txn: &str) -> &str {
@@ -332,7 +366,14 @@ fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
                     header(HEADER_WORKER),
                     header(HEADER_EPOCH),
                 ) {
-                    (Some(i), Some(w), Some(e)) => Some(format!("{i}/{w}/{e}")),
+                    // Malformed headers name no transaction that committed.
+                    (Some(i), Some(w), Some(e)) => {
+                        Some(format!("{i}/{w}/{e}").parse().unwrap_or_else(|_| TxnId {
+                            incarnation: format!("malformed:{i}/{w}/{e}"),
+                            worker: usize::MAX,
+                            epoch: u64::MAX,
+                        }))
+                    }
                     _ => None,
                 };
                 out.push(Read {
@@ -361,5 +402,87 @@ fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             }
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(txn: &str, offsets: &[(i32, i64)], resumed_from: &[(i32, i64)]) -> ProgressRecord {
+        ProgressRecord {
+            txn: txn.to_owned(),
+            dataflow: "d".into(),
+            group: "g".into(),
+            input_topic: "in".into(),
+            workers: 2,
+            offsets: offsets.iter().copied().collect(),
+            resumed_from: resumed_from.iter().copied().collect(),
+            outputs: 1,
+            dead_letters: 0,
+        }
+    }
+
+    fn txn(s: &str) -> TxnId {
+        s.parse().unwrap()
+    }
+
+    /// Two incarnations of two workers. Incarnation `a` crashed: worker 0's
+    /// last transaction (a/0/7) committed, worker 1's (a/1/9) did not, and
+    /// a/1/11 wrote outputs but no progress record. Incarnation `b` resumed
+    /// from {0: 30, 1: 20} and its last transactions are not yet committed
+    /// past {0: 40, 1: 25}.
+    fn history() -> Vec<ProgressRecord> {
+        let a = [(0, 0), (1, 0)];
+        let b = [(0, 30), (1, 20)];
+        vec![
+            record("a/0/3", &[(0, 10)], &a),
+            record("a/1/4", &[(1, 20)], &a),
+            record("a/0/7", &[(0, 30)], &a),
+            record("a/1/9", &[(1, 35)], &a),
+            record("b/0/2", &[(0, 40)], &b),
+            record("b/1/2", &[(1, 25)], &b),
+            record("b/1/5", &[(1, 50)], &b),
+        ]
+    }
+
+    fn judge(progress: &[ProgressRecord]) -> Vec<bool> {
+        let now = [(0, 40), (1, 25)].into_iter().collect();
+        let committed = Committed::new(progress, &now);
+        [
+            "a/0/3", "a/0/7", "a/0/8", "a/1/4", "a/1/9", "a/1/11", "b/0/2", "b/1/2", "b/1/5",
+            "c/0/1",
+        ]
+        .iter()
+        .map(|t| committed.contains(&txn(t)))
+        .collect()
+    }
+
+    #[test]
+    fn each_writers_last_progress_record_decides() {
+        assert_eq!(
+            judge(&history()),
+            [true, true, false, true, false, false, true, true, false, false]
+        );
+    }
+
+    #[test]
+    fn a_compacted_progress_topic_gives_the_same_answers() {
+        // What compaction by writer key leaves: each writer's last record, in order.
+        let all = history();
+        let compacted: Vec<ProgressRecord> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                let writer = |r: &ProgressRecord| {
+                    let t = txn(&r.txn);
+                    (t.incarnation, t.worker)
+                };
+                !all[i + 1..].iter().any(|later| writer(later) == writer(r))
+            })
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(compacted.len(), 4);
+        assert_eq!(judge(&compacted), judge(&all));
     }
 }

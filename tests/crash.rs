@@ -3,15 +3,21 @@
 //! every input exactly once among the committed records (`--exactly-once`),
 //! or at least once with every duplicate byte-identical (the default).
 //!
+//! The input arrives while the runs are killed (`loanflow ingest --rate`,
+//! spread over 8 s, or 2 s per kill if longer): a live stream, so no run can finish before its
+//! kill and every kill lands mid-stream (asserted); each restarted run is
+//! killed while it catches up on what arrived while it was down.
+//!
 //! CI runs the short form. The full form of issue 7:
 //! `LOANFLOW_CRASH_RECORDS=1000000 LOANFLOW_CRASH_KILLS=10 cargo test --release --test crash -- --nocapture`
+//! (`LOANFLOW_CRASH_RATE` sets the input's records/s).
 
 mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ingest_generated, kafka_run_args, loanflow, loanflow_command, stderr, Broker};
+use common::{generate, kafka_run_args, loanflow, loanflow_command, stderr, Broker};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -22,54 +28,92 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Generates and ingests the stream, kills `kills` live runs at random
-/// moments, finishes with `--until-caught-up`, returns verify's report.
+/// Generates the stream and ingests it live, kills `kills` runs at random
+/// moments meanwhile, finishes with `--until-caught-up`, returns verify's
+/// report.
 fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     let records = env_or("LOANFLOW_CRASH_RECORDS", 40_000);
     let kills = env_or("LOANFLOW_CRASH_KILLS", 3);
-    let broker = Broker::start();
+    // Exactly-once needs the patched broker (BROKER_NOTES quirk 10).
+    let broker = if exactly_once {
+        Broker::start_patched()
+    } else {
+        Broker::start()
+    };
     let dir = tempfile::tempdir().unwrap();
-    ingest_generated(&broker, "loans", records, seed, dir.path());
+    let stream = generate(records, seed, dir.path());
+    // The topic first (4 partitions): this broker creates a topic it is
+    // merely asked about, with its own default partition count.
+    common::ingest(&broker, "loans", "tests/fixtures/empty.jsonl", "4");
+    // Long enough for every kill cycle (a pause, then part of the backlog).
+    let seconds = 8.max(2 * kills);
+    let rate = env_or("LOANFLOW_CRASH_RATE", (records / seconds).max(1)).to_string();
+    let ingest = loanflow_command(&[
+        "ingest",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        "loans",
+        "--input",
+        stream.to_str().unwrap(),
+        "--partitions",
+        "4",
+        "--rate",
+        &rate,
+        "-q",
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut args = kafka_run_args(&broker, &[]);
     if exactly_once {
         args.push("--exactly-once");
     }
-    // Kill moments: each run is killed once it has committed a random further
-    // share of the stream (so every kill lands mid-stream, whatever the
-    // machine's speed), plus a random few milliseconds (so it lands anywhere
-    // in the commit cycle).
+    // Kill moments. The input arrives at `rate` while runs are killed and
+    // restarted after a pause, as a supervisor would: each run starts with a
+    // backlog and is killed once it has committed a random part of it (so
+    // mid catch-up, when outputs are in flight), plus a few milliseconds (so
+    // anywhere in the commit cycle).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let share = 0.8 / kills.max(1) as f64;
     let group = "loanflow.lending_club";
+    let watcher = broker.commit_watcher(group, "loans");
+    let started = Instant::now();
+    let rate_per_s: f64 = rate.parse().unwrap();
     for kill in 0..kills {
-        let before: i64 = broker
-            .committed(group, "loans")
-            .iter()
-            .filter(|o| **o > 0)
-            .sum();
-        let target = before + (records as f64 * rng.gen_range(share / 4.0..share)) as i64;
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..600)));
+        let before = watcher.total();
+        let arrived = ((started.elapsed().as_secs_f64() * rate_per_s) as i64).min(records as i64);
+        let backlog = (arrived - before).max(1);
+        let target = before + (backlog as f64 * rng.gen_range(0.2..0.8)) as i64;
+        let log = dir.path().join(format!("run-{kill}.log"));
         let mut child = loanflow_command(&args)
+            .env("RUST_LOG", "loanflow=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let reached = broker.wait_for_commits(group, "loans", |o| {
-            o.iter().filter(|o| **o > 0).sum::<i64>() >= target
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..50)));
+        let reached = watcher.wait_for(target);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..5)));
         let running = child.try_wait().unwrap().is_none();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let after: i64 = broker
-            .committed(group, "loans")
-            .iter()
-            .filter(|o| **o > 0)
-            .sum();
+        let after = watcher.total();
         eprintln!(
-            "kill {}: SIGKILL at {after} of {records} committed (aimed past {target}, reached: {reached}, was running: {running})",
+            "kill {}: SIGKILL at {after} of {records} committed (started at {before} with about {backlog} waiting, aimed past {target}, reached: {reached}, was running: {running})",
             kill + 1
         );
+        if !(reached && running && after < records as i64) {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "kill {} did not land mid-stream: {after} of {records} committed, aimed past {target}, reached: {reached}, running: {running}; the run's log ends:\n{}",
+                kill + 1,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
+    let ingested = ingest.wait_with_output().unwrap();
+    assert!(ingested.status.success(), "ingest: {}", stderr(&ingested));
     let mut until = args.clone();
     until.push("--until-caught-up");
     let started = Instant::now();

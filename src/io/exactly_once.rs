@@ -39,19 +39,25 @@
 //! trustworthy there. So every message carries headers naming its writer —
 //! `loanflow.incarnation` (fresh per run, the same on every process of a
 //! cluster), `loanflow.worker`, `loanflow.epoch` (the transaction's number
-//! within the incarnation) — and every transaction writes a progress record
-//! to the progress topic (one partition, so in order): its id, the input
+//! within the incarnation) — and every transaction writes, after its outputs,
+//! a progress record to the progress topic (one partition, so in order;
+//! compacted, keyed by writer `GROUP/INCARNATION/WORKER`): its id, the input
 //! offsets it commits, and `resumed_from`, the committed offsets of every
 //! partition as they were when this incarnation started (read after the
 //! fencing, before any of its commits). A progress record may itself be an
 //! aborted one, but what it states is true either way. Hence the rule
-//! `loanflow verify` applies: a transaction of incarnation `I` committed iff
-//! every offset it names is ≤ the committed offset of that partition when
-//! the next incarnation started (its `resumed_from`; for the last
-//! incarnation, the committed offsets now). It holds because an
-//! incarnation's transactions commit in order (invariant 4) and each one
-//! moves the offset of every partition it has outputs from (invariant 3),
-//! so the first uncommitted one names an offset past that point.
+//! `loanflow verify` applies, which needs only each writer's last progress
+//! record (what compaction keeps):
+//! - that last transaction committed iff every offset it names is ≤ the
+//!   committed offset of that partition when the next incarnation started
+//!   (its `resumed_from`; for the last incarnation, the committed offsets
+//!   now): each transaction moves the offset of every partition it has
+//!   outputs from (invariant 3), so an uncommitted one names an offset past
+//!   what was committed;
+//! - every earlier transaction of that writer committed, since a writer
+//!   begins a transaction only after the previous one committed (invariant 4);
+//! - a transaction after it (its outputs written, its progress record not)
+//!   was aborted, as is one of a writer with no progress record at all.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -124,7 +130,13 @@ impl std::str::FromStr for TxnId {
     }
 }
 
-/// The progress record each transaction writes (JSON, keyed by its id).
+/// The key of a writer's progress records: `GROUP/INCARNATION/WORKER`.
+pub fn progress_key(group: &str, txn: &TxnId) -> String {
+    format!("{group}/{}/{}", txn.incarnation, txn.worker)
+}
+
+/// The progress record each transaction writes (JSON, keyed by its writer,
+/// [`progress_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressRecord {
     pub txn: String,
@@ -375,8 +387,11 @@ impl TransactionalSink {
             dead_letters: n_dead,
         };
         let json = serde_json::to_vec(&progress).expect("plain data");
+        // Keyed by writer: compaction keeps each writer's last record, all
+        // the rule needs.
+        let key = progress_key(&self.group, txn);
         let record = BaseRecord::with_opaque_to(self.progress_topic.as_str(), 0)
-            .key(txn_text.as_bytes())
+            .key(key.as_bytes())
             .payload(json.as_slice())
             .headers(self.headers(&epoch));
         send(producer, record)?;

@@ -177,6 +177,17 @@ impl KafkaConfig {
     /// The partition count of `topic`, creating it with `create` partitions
     /// if it does not exist and that was asked for.
     pub fn ensure_topic(&self, topic: &str, create: Option<i32>) -> Result<i32, KafkaSetupError> {
+        self.ensure_topic_with(topic, create, &[])
+    }
+
+    /// [`Self::ensure_topic`], creating the topic with these topic configs
+    /// (`cleanup.policy=compact`, say).
+    pub fn ensure_topic_with(
+        &self,
+        topic: &str,
+        create: Option<i32>,
+        configs: &[(&str, &str)],
+    ) -> Result<i32, KafkaSetupError> {
         let consumer: BaseConsumer<Context> = self
             .client_config(&[])
             .create_with_context(Context::default())
@@ -189,7 +200,7 @@ impl KafkaConfig {
                     brokers: self.brokers.clone(),
                 }),
                 Some(partitions) => {
-                    self.create_topic(topic, partitions)?;
+                    self.create_topic(topic, partitions, configs)?;
                     let deadline = Instant::now() + self.connect_timeout;
                     loop {
                         if let Some(n) = self.partitions(&consumer, topic)? {
@@ -245,12 +256,20 @@ impl KafkaConfig {
         }
     }
 
-    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaSetupError> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<(), KafkaSetupError> {
         let admin: AdminClient<Context> = self
             .client_config(&[])
             .create_with_context(Context::default())
             .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let new = configs.iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+            |new, (k, v)| new.set(k, v),
+        );
         let options = AdminOptions::new().operation_timeout(Some(self.connect_timeout));
         let results = futures_executor::block_on(admin.create_topics([&new], &options))
             .map_err(|e| self.unreachable(admin.inner().context(), e))?;
