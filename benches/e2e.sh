@@ -32,7 +32,7 @@ for w in 1 2; do
 done
 
 dir=$(mktemp -d)
-addr=$(scripts/broker start --dir "$dir")
+addr=$(scripts/broker start --dir "$dir" --prebuilt)  # what benches/README.md measured on
 trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$bin" ingest --brokers "$addr" --topic bench --partitions 4 --input "$stream" --quiet 2>&1 | sed 's/^/  ingest: /' >&2
 for w in 1 2; do

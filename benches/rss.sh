@@ -18,7 +18,7 @@ echo "|---:|---:|---:|---:|"
 for n in "${@:-1000000}"; do
     scripts/broker stop --dir "$dir/broker" >/dev/null 2>&1 || true
     rm -rf "$dir/broker"
-    addr=$(scripts/broker start --dir "$dir/broker")
+    addr=$(scripts/broker start --dir "$dir/broker" --prebuilt)  # what benches/README.md measured on
     "$bin" generate --rows "$n" --seed 9 --output "$dir/stream.csv" -q 2>/dev/null
     "$bin" ingest --brokers "$addr" --topic loans --partitions 4 --input "$dir/stream.csv" -q >/dev/null 2>&1
     rm -f "$dir/stream.csv"

@@ -29,7 +29,7 @@ args=(bench --rows "$ROWS" --workers "$WORKERS" --repeat "$REPEAT" --rate "$RATE
       --p99-target-ms "$P99_TARGET_MS" --json "$OUT/bench.json")
 if [[ "$KAFKA" == 1 ]]; then
     dir=$(mktemp -d)
-    addr=$(scripts/broker start --dir "$dir")
+    addr=$(scripts/broker start --dir "$dir" --prebuilt)  # what benches/README.md measured on
     trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
     args+=(--brokers "$addr" --partitions 4)
 fi

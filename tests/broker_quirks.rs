@@ -210,8 +210,8 @@ fn earliest_offset_query_can_skip_batches_so_readers_start_at_offset_zero() {
 #[test]
 fn a_fetch_from_the_middle_of_a_batch_returns_the_rest_of_it() {
     for (name, broker) in [
-        ("prebuilt", Broker::start()),
-        ("patched", Broker::start_patched()),
+        ("prebuilt", Broker::start_prebuilt()),
+        ("patched", Broker::start()),
     ] {
         topic(&broker, "t");
         // One batch of 10 (one flush), then a second batch of 5.
@@ -237,6 +237,78 @@ fn a_fetch_from_the_middle_of_a_batch_returns_the_rest_of_it() {
                 (from..15).collect::<Vec<i64>>(),
                 "{name} broker, reading from offset {from}"
             );
+        }
+    }
+}
+
+/// Two producers write one partition in small batches while a reader
+/// follows it. The prebuilt broker stalls that reader after a few thousand
+/// records (in 4 of 4 tries with a Python client; it skipped records once),
+/// though a fresh reader from offset 0 then gets everything: its fetch can
+/// serve a later batch while an earlier one is still being stored (quirk
+/// 12). The patched build must hand the follower every record, in order,
+/// once. The prebuilt one's count is only reported.
+#[test]
+fn a_reader_following_two_writers_gets_every_record() {
+    const EACH: usize = 20_000;
+    for (name, broker) in [
+        ("patched", Broker::start()),
+        ("prebuilt", Broker::start_prebuilt()),
+    ] {
+        topic(&broker, "t");
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let address = broker.address.clone();
+                std::thread::spawn(move || {
+                    let producer: BaseProducer = ClientConfig::new()
+                        .set("bootstrap.servers", &address)
+                        .set("linger.ms", "0")
+                        .set("batch.num.messages", "7")
+                        .create()
+                        .unwrap();
+                    for i in 0..EACH {
+                        loop {
+                            match producer
+                                .send(BaseRecord::<(), _>::to("t").partition(0).payload("x"))
+                            {
+                                Ok(()) => break,
+                                Err((KafkaError::MessageProduction(_), _)) => {
+                                    producer.poll(Duration::from_millis(10));
+                                }
+                                Err((e, _)) => panic!("{e}"),
+                            }
+                        }
+                        if i % 50 == 0 {
+                            producer.poll(Duration::ZERO);
+                        }
+                    }
+                    producer.flush(Duration::from_secs(30)).unwrap();
+                })
+            })
+            .collect();
+        let consumer: BaseConsumer = broker.consumer(&[("fetch.wait.max.ms", "1")]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(0)).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut offsets = Vec::new();
+        let mut last_news = std::time::Instant::now();
+        // Follow until everything arrived, or nothing new came for 10 s.
+        while offsets.len() < 2 * EACH && last_news.elapsed() < Duration::from_secs(10) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                offsets.push(m.offset());
+                last_news = std::time::Instant::now();
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        eprintln!(
+            "{name} broker: the follower read {} of {}",
+            offsets.len(),
+            2 * EACH
+        );
+        if name == "patched" {
+            assert_eq!(offsets, (0..2 * EACH as i64).collect::<Vec<_>>());
         }
     }
 }

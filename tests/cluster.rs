@@ -365,12 +365,7 @@ fn exactly_once_cluster_with_a_killed_process_loses_and_doubles_nothing() {
 /// cluster covers every input (with `exactly_once`, `loanflow verify` finds
 /// each exactly once among the committed records).
 fn killed_kafka_cluster_resumes(exactly_once: bool) {
-    // Exactly-once needs the patched broker (BROKER_NOTES quirk 10).
-    let broker = if exactly_once {
-        Broker::start_patched()
-    } else {
-        Broker::start()
-    };
+    let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("stream.csv");
     let out = loanflow(&[

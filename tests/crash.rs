@@ -34,12 +34,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     let records = env_or("LOANFLOW_CRASH_RECORDS", 40_000);
     let kills = env_or("LOANFLOW_CRASH_KILLS", 3);
-    // Exactly-once needs the patched broker (BROKER_NOTES quirk 10).
-    let broker = if exactly_once {
-        Broker::start_patched()
-    } else {
-        Broker::start()
-    };
+    let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let stream = generate(records, seed, dir.path());
     // The topic first (4 partitions): this broker creates a topic it is

