@@ -54,7 +54,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Run(args) => loanflow::run::run(args, stop).map(|summary| eprintln!("{summary}")),
+        Command::Run(args) => {
+            loanflow::run::run_restarting(args, stop).map(|summary| eprintln!("{summary}"))
+        }
         Command::Replay(args) => {
             loanflow::replay::replay(args, stop).map(|summary| eprintln!("{summary}"))
         }

@@ -279,6 +279,45 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
     run_paced(args, None, stop)
 }
 
+/// A run that stopped on an error a fresh start recovers from: an
+/// exactly-once transaction the broker made it abort (it went away
+/// mid-transaction). Nothing of that transaction is committed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Restartable(pub String);
+
+/// [`run`], started again from the last committed transaction after a
+/// [`Restartable`] failure, as a supervisor would restart the process (same
+/// fencing, a new incarnation, so the exactly-once rule holds unchanged):
+/// `loanflow run --exactly-once` rides out a broker outage that hits a
+/// transaction. Restarts (and the errors of a restart that cannot reach the
+/// broker yet) stop after `--max-outage`; a cluster process never restarts
+/// alone (its launcher stops the cluster).
+pub fn run_restarting(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let max_outage = Duration::from_secs_f64(args.kafka.max_outage);
+    let mut outage: Option<Instant> = None;
+    loop {
+        let result = run(args, Arc::clone(&stop));
+        let Err(e) = &result else { return result };
+        let restartable = e.downcast_ref::<Restartable>().is_some();
+        // After a restartable failure, the restarts' own errors (the broker
+        // is still away) are waited out too.
+        if !(restartable || outage.is_some()) || stop.load(Ordering::Relaxed) {
+            return result;
+        }
+        let since = *outage.get_or_insert_with(Instant::now);
+        if since.elapsed() >= max_outage {
+            return result.map_err(|e| {
+                e.context(format!(
+                    "gave up after restarting for {max_outage:?} (--max-outage)"
+                ))
+            });
+        }
+        tracing::warn!("{e:#}; starting again from the last committed transaction");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// [`run`], with a file replayed at `pace` (see `loanflow replay`).
 pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> Result<Summary> {
     let Loaded { spec, model } = load(&args.pipeline)?;
@@ -645,6 +684,9 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
         bar.finish_and_clear();
     }
     if let Some(failure) = stats.failure() {
+        if stats.restartable() {
+            return Err(Restartable(failure).into());
+        }
         return Err(anyhow!(failure));
     }
     let mut totals = ProcessCounts::of(process, &stats);

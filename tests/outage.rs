@@ -62,7 +62,15 @@ fn broker_restart_mid_stream(exactly_once: bool) {
             "the run did not finish the stream after the broker came back (committed {})",
             committed_total(&broker)
         );
-        assert!(run.try_wait().unwrap().is_none(), "the run exited");
+        if run.try_wait().unwrap().is_some() {
+            let out = run.wait_with_output().unwrap();
+            panic!(
+                "the run exited ({}) at {} of 60000 committed: {}",
+                out.status,
+                committed_total(&broker),
+                stderr(&out)
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = std::process::Command::new("kill")
@@ -75,6 +83,11 @@ fn broker_restart_mid_stream(exactly_once: bool) {
         err.contains("waiting for the broker"),
         "the wait is logged: {err}"
     );
+    if err.contains("starting again from the last committed transaction") {
+        eprintln!(
+            "the outage aborted a transaction; the run started again from the last committed one"
+        );
+    }
     let extra: &[&str] = if exactly_once {
         &["--exactly-once"]
     } else {

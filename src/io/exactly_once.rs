@@ -67,6 +67,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -335,22 +336,33 @@ impl TransactionalSink {
     }
 
     /// One transaction: the stashed outputs, a progress record and the
-    /// offsets, all or nothing (invariant 3). Returns what it wrote.
+    /// offsets, all or nothing (invariant 3). Returns what it wrote, or why
+    /// it failed and whether that was a transaction the broker made us abort
+    /// (restartable: a broker that went away mid-transaction) rather than a
+    /// fatal one (fenced by a newer instance, a bound exceeded).
     fn commit(
         &mut self,
         txn: &TxnId,
         scored: Vec<Scored>,
         dead: Vec<DeadLetter>,
         offsets: &[(i32, i64)],
-    ) -> Result<(u64, u64, u64), String> {
+    ) -> Result<(u64, u64, u64), (String, bool)> {
         let producer = &self.producer;
-        let fail = |what: &str, e: &dyn fmt::Display| {
+        let message = |what: &str, e: &dyn fmt::Display| {
             format!("transaction {txn} failed to {what}: {e} (nothing of it is committed; a restart resumes after the last committed transaction)")
+        };
+        let fail = |what: &str, e: &dyn fmt::Display| (message(what, e), false);
+        // A transaction error librdkafka does not call fatal leaves the
+        // transaction to be aborted: a fresh start (whose fencing aborts it)
+        // redoes it.
+        let txn_fail = |what: &str, e: &KafkaError| {
+            let restartable = matches!(e, KafkaError::Transaction(t) if !t.is_fatal());
+            (message(what, e), restartable)
         };
         let t0 = std::time::Instant::now();
         producer
             .begin_transaction()
-            .map_err(|e| fail("begin", &e))?;
+            .map_err(|e| txn_fail("begin", &e))?;
         let epoch = txn.epoch.to_string();
         let now = now_ns();
         let mut value = Vec::with_capacity(1024);
@@ -364,7 +376,7 @@ impl TransactionalSink {
                 .key(s.id.as_bytes())
                 .payload(value.as_slice())
                 .headers(self.headers(&epoch));
-            send(producer, record)?;
+            send(producer, record).map_err(|e| (e, false))?;
         }
         for d in &dead {
             let (key, json, headers) = dead_letter_message(d, self.headers(&epoch));
@@ -372,7 +384,7 @@ impl TransactionalSink {
                 .key(key.as_bytes())
                 .payload(json.as_slice())
                 .headers(headers);
-            send(producer, record)?;
+            send(producer, record).map_err(|e| (e, false))?;
         }
         let txn_text = txn.to_string();
         let progress = ProgressRecord {
@@ -394,7 +406,7 @@ impl TransactionalSink {
             .key(key.as_bytes())
             .payload(json.as_slice())
             .headers(self.headers(&epoch));
-        send(producer, record)?;
+        send(producer, record).map_err(|e| (e, false))?;
         let t1 = t0.elapsed();
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
@@ -408,18 +420,18 @@ impl TransactionalSink {
                 .ok_or_else(|| fail("read the group metadata", &"none"))?;
             producer
                 .send_offsets_to_transaction(&tpl, &group, self.config.connect_timeout)
-                .map_err(|e| fail("add its offsets", &e))?;
+                .map_err(|e| txn_fail("add its offsets", &e))?;
         }
         let t2 = t0.elapsed();
         flush(producer, self.config.max_outage).map_err(|e| fail("deliver its messages", &e))?;
         let t3 = t0.elapsed();
         if let Err(e) = producer.commit_transaction(self.config.max_outage) {
             let _ = producer.abort_transaction(self.config.connect_timeout);
-            return Err(fail("commit", &e));
+            return Err(txn_fail("commit", &e));
         }
         tracing::debug!(%txn, produced = ?t1, offsets_sent = ?t2, flushed = ?t3, committed = ?t0.elapsed(), n, "transaction timing");
         if let Some(failure) = producer.context().deliveries.failure() {
-            return Err(failure);
+            return Err((failure, false));
         }
         Ok((n, flagged, n_dead))
     }
@@ -530,7 +542,11 @@ impl Sink for TransactionalSink {
                             tracing::debug!(%txn, outputs = n, ?offsets, "committed");
                             drop(caps); // invariant 4: released only once committed
                         }
-                        Err(e) => {
+                        Err((e, true)) => {
+                            this.stats.fail_restartable(e);
+                            held_forever = caps;
+                        }
+                        Err((e, false)) => {
                             this.stats.fail(e);
                             held_forever = caps;
                         }

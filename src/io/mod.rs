@@ -55,6 +55,9 @@ pub struct Stats {
     pub skipped: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Whether that first error leaves nothing half-done that a fresh start
+    /// of the dataflow would not redo (an aborted transaction, say).
+    restartable: AtomicBool,
 }
 
 impl Stats {
@@ -75,9 +78,27 @@ impl Stats {
 
     /// Records a fatal error (the first one wins); workers stop soon after.
     pub fn fail(&self, message: String) {
+        self.fail_as(message, false);
+    }
+
+    /// [`Stats::fail`], for an error after which the run may start again
+    /// from what is committed, as a restarted process would.
+    pub fn fail_restartable(&self, message: String) {
+        self.fail_as(message, true);
+    }
+
+    fn fail_as(&self, message: String, restartable: bool) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure.get_or_insert(message);
+        if failure.is_none() {
+            failure.replace(message);
+            self.restartable.store(restartable, Ordering::Relaxed);
+        }
         self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the first fatal error was a restartable one.
+    pub fn restartable(&self) -> bool {
+        self.restartable.load(Ordering::Relaxed)
     }
 
     /// Whether a fatal error has been recorded (cheap: workers ask every step).
@@ -90,5 +111,26 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn the_first_failure_decides_whether_a_run_may_start_again() {
+        let stats = Stats::default();
+        assert!(!stats.failed());
+        stats.fail_restartable("transaction aborted".into());
+        stats.fail("fenced".into());
+        assert!(stats.failed() && stats.restartable());
+        assert_eq!(stats.failure().as_deref(), Some("transaction aborted"));
+
+        let stats = Stats::default();
+        stats.fail("fenced".into());
+        stats.fail_restartable("transaction aborted".into());
+        assert!(stats.failed() && !stats.restartable());
+        assert_eq!(stats.failure().as_deref(), Some("fenced"));
     }
 }
