@@ -302,8 +302,16 @@ impl Broker {
 
     /// Every message of `topic`, read from the beginning to each partition's end.
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
+        self.read_all_with(topic, &[])
+    }
+
+    /// [`Broker::read_all`] with more consumer properties (e.g. the
+    /// isolation level).
+    pub fn read_all_with(&self, topic: &str, extra: &[(&str, &str)]) -> Vec<Record> {
         let partitions = self.partitions(topic);
-        let consumer = self.consumer(&[("auto.offset.reset", "earliest")]);
+        let mut config = vec![("auto.offset.reset", "earliest")];
+        config.extend_from_slice(extra);
+        let consumer = self.consumer(&config);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             // Offset 0, not Offset::Beginning (tests/broker_quirks.rs).
