@@ -262,8 +262,8 @@ impl Committed {
         // offsets it started from.
         let mut order: Vec<&str> = Vec::new();
         let mut resumed: HashMap<&str, &BTreeMap<i32, i64>> = HashMap::new();
-        let mut last: HashMap<(String, usize), &ProgressRecord> = HashMap::new();
-        let mut epochs: HashMap<(String, usize), u64> = HashMap::new();
+        // Per writer: the epoch and record of its last progress record.
+        let mut last: HashMap<(String, usize), (u64, &ProgressRecord)> = HashMap::new();
         for r in progress {
             let Ok(txn) = r.txn.parse::<TxnId>() else {
                 continue;
@@ -273,9 +273,7 @@ impl Committed {
                 order.push(incarnation);
                 resumed.insert(incarnation, &r.resumed_from);
             }
-            let writer = (txn.incarnation, txn.worker);
-            epochs.insert(writer.clone(), txn.epoch);
-            last.insert(writer, r);
+            last.insert((txn.incarnation, txn.worker), (txn.epoch, r));
         }
         // What the offsets were when the next incarnation started (or now).
         let bound_after: HashMap<&str, &BTreeMap<i32, i64>> = order
@@ -285,13 +283,12 @@ impl Committed {
             .collect();
         let last = last
             .into_iter()
-            .map(|(writer, r)| {
+            .map(|(writer, (epoch, r))| {
                 let bound = bound_after[writer.0.as_str()];
                 let committed = r
                     .offsets
                     .iter()
                     .all(|(p, next)| bound.get(p).is_some_and(|b| next <= b));
-                let epoch = epochs[&writer];
                 (writer, (epoch, committed))
             })
             .collect();

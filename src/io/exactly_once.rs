@@ -131,6 +131,24 @@ impl std::str::FromStr for TxnId {
     }
 }
 
+/// Why a transaction failed, and whether a fresh start redoes it: a
+/// transaction the broker made us abort (it went away mid-transaction) is
+/// restartable; a fatal one (fenced by a newer instance, a bound exceeded)
+/// is not.
+struct CommitError {
+    message: String,
+    restartable: bool,
+}
+
+impl From<String> for CommitError {
+    fn from(message: String) -> CommitError {
+        CommitError {
+            message,
+            restartable: false,
+        }
+    }
+}
+
 /// The key of a writer's progress records: `GROUP/INCARNATION/WORKER`.
 pub fn progress_key(group: &str, txn: &TxnId) -> String {
     format!("{group}/{}/{}", txn.incarnation, txn.worker)
@@ -336,28 +354,24 @@ impl TransactionalSink {
     }
 
     /// One transaction: the stashed outputs, a progress record and the
-    /// offsets, all or nothing (invariant 3). Returns what it wrote, or why
-    /// it failed and whether that was a transaction the broker made us abort
-    /// (restartable: a broker that went away mid-transaction) rather than a
-    /// fatal one (fenced by a newer instance, a bound exceeded).
+    /// offsets, all or nothing (invariant 3). Returns what it wrote.
     fn commit(
         &mut self,
         txn: &TxnId,
         scored: Vec<Scored>,
         dead: Vec<DeadLetter>,
         offsets: &[(i32, i64)],
-    ) -> Result<(u64, u64, u64), (String, bool)> {
+    ) -> Result<(u64, u64, u64), CommitError> {
         let producer = &self.producer;
-        let message = |what: &str, e: &dyn fmt::Display| {
+        let fail = |what: &str, e: &dyn fmt::Display| {
             format!("transaction {txn} failed to {what}: {e} (nothing of it is committed; a restart resumes after the last committed transaction)")
         };
-        let fail = |what: &str, e: &dyn fmt::Display| (message(what, e), false);
         // A transaction error librdkafka does not call fatal leaves the
         // transaction to be aborted: a fresh start (whose fencing aborts it)
         // redoes it.
-        let txn_fail = |what: &str, e: &KafkaError| {
-            let restartable = matches!(e, KafkaError::Transaction(t) if !t.is_fatal());
-            (message(what, e), restartable)
+        let txn_fail = |what: &str, e: &KafkaError| CommitError {
+            message: fail(what, e),
+            restartable: matches!(e, KafkaError::Transaction(t) if !t.is_fatal()),
         };
         let t0 = std::time::Instant::now();
         producer
@@ -376,7 +390,7 @@ impl TransactionalSink {
                 .key(s.id.as_bytes())
                 .payload(value.as_slice())
                 .headers(self.headers(&epoch));
-            send(producer, record).map_err(|e| (e, false))?;
+            send(producer, record)?;
         }
         for d in &dead {
             let (key, json, headers) = dead_letter_message(d, self.headers(&epoch));
@@ -384,7 +398,7 @@ impl TransactionalSink {
                 .key(key.as_bytes())
                 .payload(json.as_slice())
                 .headers(headers);
-            send(producer, record).map_err(|e| (e, false))?;
+            send(producer, record)?;
         }
         let txn_text = txn.to_string();
         let progress = ProgressRecord {
@@ -406,7 +420,7 @@ impl TransactionalSink {
             .key(key.as_bytes())
             .payload(json.as_slice())
             .headers(self.headers(&epoch));
-        send(producer, record).map_err(|e| (e, false))?;
+        send(producer, record)?;
         let t1 = t0.elapsed();
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
@@ -431,7 +445,7 @@ impl TransactionalSink {
         }
         tracing::debug!(%txn, produced = ?t1, offsets_sent = ?t2, flushed = ?t3, committed = ?t0.elapsed(), n, "transaction timing");
         if let Some(failure) = producer.context().deliveries.failure() {
-            return Err((failure, false));
+            return Err(failure.into());
         }
         Ok((n, flagged, n_dead))
     }
@@ -542,12 +556,8 @@ impl Sink for TransactionalSink {
                             tracing::debug!(%txn, outputs = n, ?offsets, "committed");
                             drop(caps); // invariant 4: released only once committed
                         }
-                        Err((e, true)) => {
-                            this.stats.fail_restartable(e);
-                            held_forever = caps;
-                        }
-                        Err((e, false)) => {
-                            this.stats.fail(e);
+                        Err(e) => {
+                            this.stats.fail_with(e.message, e.restartable);
                             held_forever = caps;
                         }
                     }

@@ -78,16 +78,12 @@ impl Stats {
 
     /// Records a fatal error (the first one wins); workers stop soon after.
     pub fn fail(&self, message: String) {
-        self.fail_as(message, false);
+        self.fail_with(message, false);
     }
 
-    /// [`Stats::fail`], for an error after which the run may start again
-    /// from what is committed, as a restarted process would.
-    pub fn fail_restartable(&self, message: String) {
-        self.fail_as(message, true);
-    }
-
-    fn fail_as(&self, message: String, restartable: bool) {
+    /// [`Stats::fail`], saying whether the run may start again from what is
+    /// committed, as a restarted process would (`restartable`).
+    pub fn fail_with(&self, message: String, restartable: bool) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if failure.is_none() {
             failure.replace(message);
@@ -122,14 +118,14 @@ mod tests {
     fn the_first_failure_decides_whether_a_run_may_start_again() {
         let stats = Stats::default();
         assert!(!stats.failed());
-        stats.fail_restartable("transaction aborted".into());
+        stats.fail_with("transaction aborted".into(), true);
         stats.fail("fenced".into());
         assert!(stats.failed() && stats.restartable());
         assert_eq!(stats.failure().as_deref(), Some("transaction aborted"));
 
         let stats = Stats::default();
         stats.fail("fenced".into());
-        stats.fail_restartable("transaction aborted".into());
+        stats.fail_with("transaction aborted".into(), true);
         assert!(stats.failed() && !stats.restartable());
         assert_eq!(stats.failure().as_deref(), Some("fenced"));
     }
