@@ -944,10 +944,19 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("acks", "all"),
 ];
 
+/// How much longer than `--max-outage` a message may wait for delivery.
+const MESSAGE_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
 /// Creates a producer for a sink.
 pub fn producer(config: &KafkaConfig) -> Result<BaseProducer<SinkContext>, String> {
-    // A message undelivered after the longest outage we wait out fails the run.
-    let timeout = config.max_outage.as_millis().max(1).to_string();
+    // A message undelivered after the longest outage we wait out fails the
+    // run. It may have been queued a while before the broker went away, so it
+    // gets a margin beyond --max-outage: the outage clock (started when the
+    // broker stops answering) decides when the run gives up, this is the
+    // backstop for a broker that answers the consumer but takes no messages.
+    let timeout = (config.max_outage + MESSAGE_TIMEOUT_MARGIN)
+        .as_millis()
+        .to_string();
     config
         .client_config(
             &[
