@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod dataflow;
+pub mod failpoints;
 pub mod generate;
 pub mod io;
 pub mod model;

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = loanflow::failpoints::setup() {
+        eprintln!("loanflow: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     if let Command::Cluster(args) = &cli.command {
         // The launcher handles its signals itself (it passes them on to its
         // processes); its flags go to every process as they were given.

@@ -1,7 +1,8 @@
 //! Broker outages: a run waits out a broker that goes away and comes back
 //! (SQLite-backed Tansu, so the data survives the restart) and loses
 //! nothing; `--max-outage` bounds the wait, after which the run exits
-//! non-zero with one line.
+//! non-zero with one line; a transaction the broker makes the run abort
+//! restarts it in process (a failpoint stands in for the outage).
 
 mod common;
 
@@ -157,4 +158,57 @@ fn max_outage_bounds_the_wait_with_one_line() {
     );
     assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
     eprintln!("gave up {took:?} after the broker died: {last}");
+}
+
+/// An outage that hits a transaction while its offsets are being added
+/// makes librdkafka abort it (a red CI once showed `failed to add its
+/// offsets: … Local: Timed out`): a window too narrow to hit by stopping the
+/// broker. The `txn-add-offsets` failpoint fails the 4th transaction there
+/// with the same restartable error, on the real broker; the run starts again
+/// in process from the last committed transaction (the open one is aborted
+/// by the fencing), and `verify` finds every input exactly once among the
+/// committed records, the failed transaction's outputs discarded.
+#[test]
+fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    ingest_generated(&broker, "loans", 20000, 22, dir.path());
+    let out = loanflow_command(&kafka_run_args(
+        &broker,
+        &["--exactly-once", "--until-caught-up"],
+    ))
+    .env(
+        "LOANFLOW_FAILPOINTS",
+        "txn-add-offsets=3*off->1*return->off",
+    )
+    .stdout(Stdio::null())
+    .output()
+    .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let restarts: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("starting again from the last committed transaction"))
+        .collect();
+    assert_eq!(restarts.len(), 1, "one restart: {err}");
+    assert!(
+        restarts[0].contains("failed to add its offsets: abortable error (failpoint)"),
+        "{err}"
+    );
+    let report = verify(&broker, &["--exactly-once"]);
+    assert!(report.contains("inputs:               20000"), "{report}");
+    assert!(report.contains("lost:                 0\n"), "{report}");
+    assert!(report.contains("duplicated:           0 "), "{report}");
+    let aborted: u64 = report
+        .split("transactions:")
+        .nth(1)
+        .and_then(|l| l.split("; ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no aborted count: {report}"));
+    assert!(
+        aborted > 0,
+        "the failed transaction's outputs were written, then discarded: {report}"
+    );
 }

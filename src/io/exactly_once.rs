@@ -428,6 +428,15 @@ impl TransactionalSink {
                 tpl.add_partition_offset(&self.input_topic, p, Offset::Offset(o))
                     .map_err(|e| fail("list its offsets", &e))?;
             }
+            // Its outputs and progress record delivered first: the case
+            // where `verify` must tell from the offsets that it was aborted.
+            fail::fail_point!("txn-add-offsets", |_| {
+                let _ = flush(producer, self.config.max_outage);
+                Err(CommitError {
+                    message: fail("add its offsets", &"abortable error (failpoint)"),
+                    restartable: true,
+                })
+            });
             let group = self
                 .group_consumer
                 .group_metadata()
