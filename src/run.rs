@@ -83,6 +83,9 @@ pub struct Summary {
     pub model: String,
     /// Stopped by SIGINT/SIGTERM before the input ended.
     pub interrupted: bool,
+    /// Times the run started its dataflow again after an aborted
+    /// transaction ([`run_restarting`]); the counts are the last start's.
+    pub restarts: u32,
 }
 
 impl Summary {
@@ -127,6 +130,14 @@ impl fmt::Display for Summary {
         writeln!(f)?;
         if self.interrupted {
             writeln!(f, "  (stopped by a signal: everything read was delivered)")?;
+        }
+        if self.restarts > 0 {
+            writeln!(
+                f,
+                "  (started again {} time{} after an aborted transaction; counts since the last start)",
+                self.restarts,
+                if self.restarts == 1 { "" } else { "s" }
+            )?;
         }
         writeln!(f, "  scored        {:>10}  → {}", self.scored, self.output)?;
         writeln!(
@@ -283,38 +294,103 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
 /// exactly-once transaction the broker made it abort (it went away
 /// mid-transaction). Nothing of that transaction is committed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Restartable(pub String);
+#[error("{message}")]
+pub struct Restartable {
+    pub message: String,
+    /// Whether the run committed anything before it failed: the broker was
+    /// there, so a failure after it is a new outage, not the old one going on.
+    pub committed: bool,
+}
 
 /// [`run`], started again from the last committed transaction after a
 /// [`Restartable`] failure, as a supervisor would restart the process (same
 /// fencing, a new incarnation, so the exactly-once rule holds unchanged):
 /// `loanflow run --exactly-once` rides out a broker outage that hits a
 /// transaction. Restarts (and the errors of a restart that cannot reach the
-/// broker yet) stop after `--max-outage`; a cluster process never restarts
-/// alone (its launcher stops the cluster).
+/// broker yet) stop after `--max-outage` (see [`Restarts`]); a cluster
+/// process never restarts alone (its launcher stops the cluster).
 pub fn run_restarting(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
-    let max_outage = Duration::from_secs_f64(args.kafka.max_outage);
-    let mut outage: Option<Instant> = None;
+    let mut restarts = Restarts::new(Duration::from_secs_f64(args.kafka.max_outage));
     loop {
         let result = run(args, Arc::clone(&stop));
-        let Err(e) = &result else { return result };
-        let restartable = e.downcast_ref::<Restartable>().is_some();
-        // After a restartable failure, the restarts' own errors (the broker
-        // is still away) are waited out too.
-        if !(restartable || outage.is_some()) || stop.load(Ordering::Relaxed) {
+        let Err(e) = &result else {
+            return result.map(|summary| Summary {
+                restarts: restarts.count,
+                ..summary
+            });
+        };
+        // A cluster process does not start again alone: its peers' dataflow
+        // went down with its own; the launcher stops the cluster.
+        let alone = args.cluster.processes.unwrap_or(1) == 1;
+        if stop.load(Ordering::Relaxed) || !alone {
             return result;
         }
-        let since = *outage.get_or_insert_with(Instant::now);
-        if since.elapsed() >= max_outage {
-            return result.map_err(|e| {
-                e.context(format!(
-                    "gave up after restarting for {max_outage:?} (--max-outage)"
-                ))
-            });
+        match restarts.next(e, Instant::now()) {
+            Next::Exit => return result,
+            Next::GiveUp => {
+                let max_outage = restarts.max_outage;
+                return result.map_err(|e| {
+                    e.context(format!(
+                        "gave up after restarting for {max_outage:?} (--max-outage)"
+                    ))
+                });
+            }
+            Next::Restart => {
+                restarts.count += 1;
+                tracing::warn!("{e:#}; starting again from the last committed transaction");
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
-        tracing::warn!("{e:#}; starting again from the last committed transaction");
-        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// What [`run_restarting`] does after a failed run.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Restart,
+    /// Not a failure a restart recovers from: the run's error stands.
+    Exit,
+    /// The outage has lasted `--max-outage`.
+    GiveUp,
+}
+
+/// The outage clock of [`run_restarting`]. An outage starts at a
+/// [`Restartable`] failure; while it lasts, the restarts' own errors (the
+/// broker is still away) are waited out too, up to `max_outage`. It ends
+/// with a run that commits something (its failure, if any, starts a new
+/// one): a run that rides out one outage an hour has the whole
+/// `--max-outage` for each.
+struct Restarts {
+    max_outage: Duration,
+    outage: Option<Instant>,
+    /// Restarts so far.
+    count: u32,
+}
+
+impl Restarts {
+    fn new(max_outage: Duration) -> Restarts {
+        Restarts {
+            max_outage,
+            outage: None,
+            count: 0,
+        }
+    }
+
+    /// What to do after `failure`, seen at `now`.
+    fn next(&mut self, failure: &anyhow::Error, now: Instant) -> Next {
+        let restartable = failure.downcast_ref::<Restartable>();
+        if restartable.is_some_and(|r| r.committed) {
+            self.outage = None;
+        }
+        if restartable.is_none() && self.outage.is_none() {
+            return Next::Exit;
+        }
+        let since = *self.outage.get_or_insert(now);
+        if now.duration_since(since) >= self.max_outage {
+            Next::GiveUp
+        } else {
+            Next::Restart
+        }
     }
 }
 
@@ -685,7 +761,13 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
     }
     if let Some(failure) = stats.failure() {
         if stats.restartable() {
-            return Err(Restartable(failure).into());
+            // Exactly-once sinks count their outputs once committed.
+            let committed = Stats::get(&stats.scored) + Stats::get(&stats.dead_letters) > 0;
+            return Err(Restartable {
+                message: failure,
+                committed,
+            }
+            .into());
         }
         return Err(anyhow!(failure));
     }
@@ -746,5 +828,62 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
         dead_letters_to,
         model: model_id,
         interrupted: stop.load(Ordering::Relaxed),
+        restarts: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aborted(committed: bool) -> anyhow::Error {
+        Restartable {
+            message: "transaction aborted".into(),
+            committed,
+        }
+        .into()
+    }
+
+    #[test]
+    fn restarts_within_an_outage_and_gives_up_after_max_outage() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut restarts = Restarts::new(s(10));
+        // Not restartable, no outage going on: the error stands.
+        assert_eq!(restarts.next(&anyhow!("bad spec"), t0), Next::Exit);
+        assert_eq!(restarts.next(&aborted(false), t0), Next::Restart);
+        // The restarts' own errors (broker still away) are waited out...
+        assert_eq!(
+            restarts.next(&anyhow!("unreachable"), t0 + s(5)),
+            Next::Restart
+        );
+        // ...for --max-outage from the first failure.
+        assert_eq!(
+            restarts.next(&anyhow!("unreachable"), t0 + s(10)),
+            Next::GiveUp
+        );
+    }
+
+    #[test]
+    fn a_run_that_committed_starts_a_new_outage() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut restarts = Restarts::new(s(10));
+        assert_eq!(restarts.next(&aborted(false), t0), Next::Restart);
+        // The restarted run committed for an hour, then failed again: a new
+        // outage with the whole --max-outage, not the first one's clock.
+        assert_eq!(restarts.next(&aborted(true), t0 + s(3600)), Next::Restart);
+        assert_eq!(
+            restarts.next(&anyhow!("unreachable"), t0 + s(3609)),
+            Next::Restart
+        );
+        assert_eq!(
+            restarts.next(&anyhow!("unreachable"), t0 + s(3610)),
+            Next::GiveUp
+        );
+        // One that committed nothing goes on with the outage it is in.
+        let mut restarts = Restarts::new(s(10));
+        assert_eq!(restarts.next(&aborted(false), t0), Next::Restart);
+        assert_eq!(restarts.next(&aborted(false), t0 + s(10)), Next::GiveUp);
+    }
 }

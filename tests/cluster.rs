@@ -361,6 +361,30 @@ fn exactly_once_cluster_with_a_killed_process_loses_and_doubles_nothing() {
     killed_kafka_cluster_resumes(true);
 }
 
+/// `loanflow cluster` of 2 processes × 1 worker, `--batch 200`, from topic
+/// `loans` to `scored` (4 partitions) on `broker`, plus `extra`.
+fn kafka_cluster_args<'a>(broker: &'a Broker, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "cluster",
+        "--processes",
+        "2",
+        "-w",
+        "1",
+        "--batch",
+        "200",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+        "--partitions",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// 2 processes read a live topic; one is SIGKILLed; the re-launched
 /// cluster covers every input (with `exactly_once`, `loanflow verify` finds
 /// each exactly once among the committed records).
@@ -384,25 +408,7 @@ fn killed_kafka_cluster_resumes(exactly_once: bool) {
     assert_eq!(input.len(), 60000);
 
     // Live (no --until-caught-up): 2 processes, each owning 2 partitions.
-    let mut args = vec![
-        "cluster",
-        "--processes",
-        "2",
-        "-w",
-        "1",
-        "--batch",
-        "200",
-        "--brokers",
-        &broker.address,
-        "--input-topic",
-        "loans",
-        "--output-topic",
-        "scored",
-        "--partitions",
-        "4",
-        "--group",
-        "killed",
-    ];
+    let mut args = kafka_cluster_args(&broker, &["--group", "killed"]);
     if exactly_once {
         args.push("--exactly-once");
     }
@@ -530,4 +536,40 @@ fn sigterm_to_the_launcher_stops_every_process_gracefully() {
         err.contains(&format!("[p0]   scored        {written:>10}")),
         "everything read is written: {written} lines; {err}"
     );
+}
+
+/// A cluster process whose transaction the broker aborts (the
+/// `txn-add-offsets` failpoint, see tests/outage.rs) does not start again
+/// alone, as a single process does: its peers' dataflow went down with its
+/// own. The cluster exits naming the failure; re-launched, it finishes, and
+/// `verify` finds every input exactly once among the committed records.
+#[test]
+fn exactly_once_cluster_with_an_aborted_transaction_exits_and_resumes() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    common::ingest_generated(&broker, "loans", 20000, 4, dir.path());
+    let args = kafka_cluster_args(&broker, &["--exactly-once", "--until-caught-up"]);
+    let launcher = loanflow_command(&args)
+        .env(
+            "LOANFLOW_FAILPOINTS",
+            "txn-add-offsets=3*off->1*return->off",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, _) = wait_bounded(launcher, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("failed to add its offsets: abortable error (failpoint)"),
+        "{err}"
+    );
+    assert!(!err.contains("starting again"), "{err}");
+    let out = loanflow(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = common::verify(&broker, &["--exactly-once"]);
+    assert!(report.contains("inputs:               20000"), "{report}");
+    assert!(report.contains("lost:                 0\n"), "{report}");
+    assert!(report.contains("duplicated:           0 "), "{report}");
 }

@@ -163,11 +163,12 @@ fn max_outage_bounds_the_wait_with_one_line() {
 /// An outage that hits a transaction while its offsets are being added
 /// makes librdkafka abort it (a red CI once showed `failed to add its
 /// offsets: … Local: Timed out`): a window too narrow to hit by stopping the
-/// broker. The `txn-add-offsets` failpoint fails the 4th transaction there
-/// with the same restartable error, on the real broker; the run starts again
-/// in process from the last committed transaction (the open one is aborted
-/// by the fencing), and `verify` finds every input exactly once among the
-/// committed records, the failed transaction's outputs discarded.
+/// broker. The `txn-add-offsets` failpoint fails a transaction there twice
+/// (the 4th pass, and the 4th after it) with the same restartable error, on
+/// the real broker; each time the run starts again in process from the last
+/// committed transaction (the open one is aborted by the fencing), and
+/// `verify` finds every input exactly once among the committed records, the
+/// failed transactions' outputs discarded.
 #[test]
 fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
     let _serial = serial();
@@ -180,7 +181,7 @@ fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
     ))
     .env(
         "LOANFLOW_FAILPOINTS",
-        "txn-add-offsets=3*off->1*return->off",
+        "txn-add-offsets=3*off->1*return->3*off->1*return->off",
     )
     .stdout(Stdio::null())
     .output()
@@ -191,10 +192,16 @@ fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
         .lines()
         .filter(|l| l.contains("starting again from the last committed transaction"))
         .collect();
-    assert_eq!(restarts.len(), 1, "one restart: {err}");
+    assert_eq!(restarts.len(), 2, "two restarts: {err}");
+    for restart in restarts {
+        assert!(
+            restart.contains("failed to add its offsets: abortable error (failpoint)"),
+            "{err}"
+        );
+    }
     assert!(
-        restarts[0].contains("failed to add its offsets: abortable error (failpoint)"),
-        "{err}"
+        err.contains("(started again 2 times after an aborted transaction"),
+        "the summary says so: {err}"
     );
     let report = verify(&broker, &["--exactly-once"]);
     assert!(report.contains("inputs:               20000"), "{report}");
@@ -209,6 +216,6 @@ fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
         .unwrap_or_else(|| panic!("no aborted count: {report}"));
     assert!(
         aborted > 0,
-        "the failed transaction's outputs were written, then discarded: {report}"
+        "the failed transactions' outputs were written, then discarded: {report}"
     );
 }
