@@ -140,6 +140,13 @@ struct CommitError {
     restartable: bool,
 }
 
+/// Whether a fresh start recovers from this error of a transaction call: a
+/// transaction error librdkafka does not call fatal leaves the transaction
+/// to be aborted, and a fresh start (whose fencing aborts it) redoes it.
+fn restartable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if !t.is_fatal())
+}
+
 impl From<String> for CommitError {
     fn from(message: String) -> CommitError {
         CommitError {
@@ -366,12 +373,9 @@ impl TransactionalSink {
         let fail = |what: &str, e: &dyn fmt::Display| {
             format!("transaction {txn} failed to {what}: {e} (nothing of it is committed; a restart resumes after the last committed transaction)")
         };
-        // A transaction error librdkafka does not call fatal leaves the
-        // transaction to be aborted: a fresh start (whose fencing aborts it)
-        // redoes it.
         let txn_fail = |what: &str, e: &KafkaError| CommitError {
             message: fail(what, e),
-            restartable: matches!(e, KafkaError::Transaction(t) if !t.is_fatal()),
+            restartable: restartable(e),
         };
         let t0 = std::time::Instant::now();
         producer
@@ -579,6 +583,60 @@ impl Sink for TransactionalSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// librdkafka's own verdicts on AddOffsetsToTxn errors, from its mock
+    /// cluster (a fast stand-in: only the error matters here):
+    /// GROUP_AUTHORIZATION_FAILED leaves the transaction to be aborted,
+    /// INVALID_PRODUCER_EPOCH is fatal.
+    #[test]
+    fn an_abortable_transaction_error_is_restartable_a_fatal_one_is_not() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        use rdkafka::ClientConfig;
+
+        let add_offsets = |injected: RDKafkaRespErr| -> KafkaError {
+            let mock = MockCluster::new(1).unwrap();
+            mock.create_topic("in", 1, 1).unwrap();
+            mock.create_topic("out", 1, 1).unwrap();
+            let config = |extra: &[(&str, &str)]| {
+                let mut c = ClientConfig::new();
+                c.set("bootstrap.servers", mock.bootstrap_servers());
+                for (k, v) in extra {
+                    c.set(*k, *v);
+                }
+                c
+            };
+            let producer: BaseProducer = config(&[("transactional.id", "t")]).create().unwrap();
+            let consumer: BaseConsumer = config(&[("group.id", "g")]).create().unwrap();
+            let timeout = Duration::from_secs(10);
+            producer.init_transactions(timeout).unwrap();
+            producer.begin_transaction().unwrap();
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to("out").payload(b"x".as_slice()))
+                .unwrap();
+            mock.request_errors(RDKafkaApiKey::AddOffsetsToTxn, &[injected]);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("in", 0, Offset::Offset(1))
+                .unwrap();
+            let group = consumer.group_metadata().unwrap();
+            producer
+                .send_offsets_to_transaction(&tpl, &group, timeout)
+                .unwrap_err()
+        };
+        let abortable = add_offsets(RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED);
+        assert!(
+            matches!(&abortable, KafkaError::Transaction(t) if t.txn_requires_abort()),
+            "{abortable:?}"
+        );
+        assert!(restartable(&abortable), "{abortable:?}");
+        let fatal = add_offsets(RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH);
+        assert!(
+            matches!(&fatal, KafkaError::Transaction(t) if t.is_fatal()),
+            "{fatal:?}"
+        );
+        assert!(!restartable(&fatal), "{fatal:?}");
+    }
 
     #[test]
     fn transaction_ids_round_trip_and_reject_garbage() {
