@@ -23,7 +23,11 @@ pub fn loanflow_command(args: &[&str]) -> Command {
     command
         .args(args)
         .current_dir(root())
-        .env("RUST_LOG", "warn");
+        // For a post-mortem: LOANFLOW_TEST_RUST_LOG=loanflow=debug, say.
+        .env(
+            "RUST_LOG",
+            std::env::var("LOANFLOW_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     command
 }
 
