@@ -66,7 +66,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -273,8 +273,8 @@ pub fn transactional_producer(
 /// already fenced the previous incarnation).
 pub struct TransactionalSink {
     producer: BaseProducer<SinkContext>,
-    /// Only for the group metadata `send_offsets_to_transaction` needs.
-    group_consumer: BaseConsumer,
+    /// The group's metadata, which `send_offsets_to_transaction` needs.
+    group_metadata: ConsumerGroupMetadata,
     config: Arc<KafkaConfig>,
     topic: String,
     dead_letter_topic: String,
@@ -317,15 +317,25 @@ pub struct TransactionalSinkConfig<'a> {
 impl TransactionalSink {
     /// A sink writing through `c.producer`.
     pub fn new(c: TransactionalSinkConfig<'_>) -> Result<TransactionalSink, String> {
-        let group_consumer: BaseConsumer = c
-            .config
-            .client_config(&[("group.id", c.group), ("enable.auto.commit", "false")])
-            .create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        // Only a group consumer gives the metadata; it is dropped right away,
+        // while the broker is up: dropping one waits, without a bound, until
+        // it has closed, which a broker that went away (or one that keeps
+        // closing connections, BROKER_NOTES quirk 13) never lets happen, and
+        // the run would hang on its way out.
+        let group_metadata = {
+            let consumer: BaseConsumer = c
+                .config
+                .client_config(&[("group.id", c.group), ("enable.auto.commit", "false")])
+                .create()
+                .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+            consumer
+                .group_metadata()
+                .ok_or_else(|| format!("no group metadata for group `{}`", c.group))?
+        };
         tracing::info!(worker = c.worker, incarnation = c.incarnation, resumed_from = ?c.resumed_from, "transactions ready");
         Ok(TransactionalSink {
             producer: c.producer,
-            group_consumer,
+            group_metadata,
             config: Arc::clone(c.config),
             topic: c.topic.to_owned(),
             dead_letter_topic: c.dead_letter_topic.to_owned(),
@@ -441,12 +451,12 @@ impl TransactionalSink {
                     restartable: true,
                 })
             });
-            let group = self
-                .group_consumer
-                .group_metadata()
-                .ok_or_else(|| fail("read the group metadata", &"none"))?;
             producer
-                .send_offsets_to_transaction(&tpl, &group, self.config.connect_timeout)
+                .send_offsets_to_transaction(
+                    &tpl,
+                    &self.group_metadata,
+                    self.config.connect_timeout,
+                )
                 .map_err(|e| txn_fail("add its offsets", &e))?;
         }
         let t2 = t0.elapsed();
