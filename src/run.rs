@@ -292,7 +292,8 @@ pub fn run(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> {
 
 /// A run that stopped on an error a fresh start recovers from: an
 /// exactly-once transaction the broker made it abort (it went away
-/// mid-transaction). Nothing of that transaction is committed.
+/// mid-transaction). Nothing of that transaction is committed. Never the
+/// error of a cluster process: it does not start again alone.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Restartable {
@@ -319,10 +320,7 @@ pub fn run_restarting(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> 
                 ..summary
             });
         };
-        // A cluster process does not start again alone: its peers' dataflow
-        // went down with its own; the launcher stops the cluster.
-        let alone = args.cluster.processes.unwrap_or(1) == 1;
-        if stop.load(Ordering::Relaxed) || !alone {
+        if stop.load(Ordering::Relaxed) {
             return result;
         }
         match restarts.next(e, started.elapsed(), Instant::now()) {
@@ -336,7 +334,6 @@ pub fn run_restarting(args: &RunArgs, stop: Arc<AtomicBool>) -> Result<Summary> 
                 });
             }
             Next::Restart => {
-                restarts.count += 1;
                 tracing::warn!("{e:#}; starting again from the last committed transaction");
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -390,10 +387,10 @@ impl Restarts {
         }
         let since = *self.outage.get_or_insert(now);
         if now.duration_since(since) >= self.max_outage {
-            Next::GiveUp
-        } else {
-            Next::Restart
+            return Next::GiveUp;
         }
+        self.count += 1;
+        Next::Restart
     }
 }
 
@@ -763,7 +760,9 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, stop: Arc<AtomicBool>) -> R
         bar.finish_and_clear();
     }
     if let Some(failure) = stats.failure() {
-        if stats.restartable() {
+        // A cluster process does not start again alone (its peers' dataflow
+        // went down with its own; the launcher stops the cluster).
+        if stats.restartable() && processes == 1 {
             // Exactly-once sinks count their outputs once committed.
             let committed = Stats::get(&stats.scored) + Stats::get(&stats.dead_letters) > 0;
             return Err(Restartable {

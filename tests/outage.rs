@@ -185,8 +185,8 @@ fn max_outage_bounds_the_wait_with_one_line() {
 
 /// An outage that hits a transaction while its offsets are being added
 /// makes librdkafka abort it (a red CI once showed `failed to add its
-/// offsets: … Local: Timed out`): a window too narrow to hit by stopping the
-/// broker. The `txn-add-offsets` failpoint fails a transaction there twice
+/// offsets: … Local: Timed out`): a window a broker kill hits only now and
+/// then. The `txn-add-offsets` failpoint fails a transaction there twice
 /// (the 4th pass, and the 4th after it) with the same restartable error, on
 /// the real broker; each time the run starts again in process from the last
 /// committed transaction (the open one is aborted by the fencing), and
