@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use loanflow::core::record::{Format, Origin, RawRecord, Record};
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
 use loanflow::model::Model;
-use loanflow::record::{Format, Origin, RawRecord, Record};
 use loanflow::spec::Spec;
 
 fn load() -> (Spec, Model, Vec<RawRecord>, Vec<Record>, Vec<f32>) {

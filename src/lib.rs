@@ -2,23 +2,31 @@
 //! from an edge (a file or a Kafka topic) through a timely dataflow graph —
 //! ingest → clean → predict — and leave scored by a native XGBoost scorer.
 //!
-//! Modules follow the record's path: [`io`] (edges), [`dataflow`] (the three
-//! stages and the graph), [`spec`] (the declarative clean stage), [`model`]
-//! (the scorer), [`record`] (what flows between them); [`cluster`] runs the
-//! same on several processes; [`verify`] checks a Kafka run's outputs
-//! against its input.
+//! # Layers
+//! The modules form layers; each imports only the layers below it (and,
+//! within a layer, never in a cycle). `tests/layers.rs` reads every `crate::`
+//! path in `src/` against this list and fails on an upward import or a
+//! cycle, so this list is the architecture, checked. Bottom to top:
+//!
+//! ```text
+//! layer spec model     the dataflow spec (TOML) and the XGBoost scorer
+//! layer core           plain data: records, scored output, positions, pacing, names, faults
+//! layer dataflow       timely operators: ingest → clean → predict (and pace)
+//! layer io             edges: files, Kafka (config, source, sink, readers), exactly once
+//! layer cli            argument types, parsed into checked values and configuration
+//! layer pipeline       jobs: a dataflow run (load, plan, worker, restart, summary), produce, copy, generate
+//! layer commands       one module per subcommand
+//! ```
+//!
+//! The binary (`main.rs`) sits on top: it parses the flags, installs the
+//! signal handlers and the panic hook, runs a command and is the only code
+//! that exits the process.
 
-pub mod bench;
 pub mod cli;
-pub mod cluster;
+pub mod commands;
+pub mod core;
 pub mod dataflow;
-pub mod failpoints;
-pub mod generate;
 pub mod io;
 pub mod model;
-pub mod produce;
-pub mod record;
-pub mod replay;
-pub mod run;
+pub mod pipeline;
 pub mod spec;
-pub mod verify;

@@ -1,5 +1,7 @@
-//! The `loanflow` command: parses flags, sets up logging (`RUST_LOG`), runs
-//! the subcommand, and turns any error into one line on stderr and exit 1.
+//! The `loanflow` command: parses flags, sets up logging (`RUST_LOG`),
+//! installs the signal handlers and the panic hook, runs the subcommand,
+//! and turns any error into one line on stderr and exit 1. The only code
+//! that exits the process (the library asks it to through [`halt`]).
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -12,6 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser as _;
 use loanflow::cli::{Cli, Command};
+use loanflow::commands;
+use loanflow::pipeline::cluster::{peer_lost, PEER_LOST};
+use loanflow::pipeline::Control;
 
 /// SIGINT/SIGTERM set the returned flag: the run finishes what it read,
 /// delivers, commits and exits 0. A second SIGINT/SIGTERM exits at once.
@@ -25,6 +30,31 @@ fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Stops the process at once with one line: how a cluster process whose
+/// peers cannot go on leaves (see `pipeline::cluster`).
+fn halt(code: i32, message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(code)
+}
+
+/// In cluster mode, a timely network thread's panic (a peer died, or the
+/// network did) becomes one line and exit status `PEER_LOST`, not a trace.
+fn exit_when_a_peer_is_lost(process: usize) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if let Some(line) = peer_lost(process, &message, std::thread::current().name()) {
+            halt(PEER_LOST, &format!("loanflow: error: {line}"));
+        }
+        default(info)
+    }));
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -34,7 +64,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Err(e) = loanflow::failpoints::setup() {
+    if let Err(e) = loanflow::io::failpoints::setup() {
         eprintln!("loanflow: error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -42,7 +72,7 @@ fn main() -> ExitCode {
         // The launcher handles its signals itself (it passes them on to its
         // processes); its flags go to every process as they were given.
         let run_args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
-        return match loanflow::cluster::launch(args, &run_args) {
+        return match commands::cluster::execute(args, &run_args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loanflow: error: {e:#}");
@@ -57,46 +87,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cluster_process = match &cli.command {
+        Command::Run(args) => args.cluster.processes.map(|_| args.cluster.process),
+        Command::Replay(args) => args.run.cluster.processes.map(|_| args.run.cluster.process),
+        _ => None,
+    };
+    if let Some(process) = cluster_process {
+        exit_when_a_peer_is_lost(process.unwrap_or(0) as usize);
+    }
+    let control = Control::new(stop, halt);
     let result = match &cli.command {
-        Command::Run(args) => {
-            loanflow::run::run_restarting(args, stop).map(|summary| eprintln!("{summary}"))
-        }
-        Command::Replay(args) => {
-            loanflow::replay::replay(args, stop).map(|summary| eprintln!("{summary}"))
-        }
+        Command::Run(args) => commands::run::execute(args, &control),
+        Command::Replay(args) => commands::replay::execute(args, &control),
         Command::Cluster(_) => unreachable!("handled above"),
-        Command::Ingest(args) => {
-            loanflow::produce::ingest(args, stop).map(|summary| eprintln!("{summary}"))
-        }
-        Command::Tail(args) => loanflow::produce::tail(args, stop),
-        Command::Passthrough(args) => {
-            loanflow::produce::passthrough(args).map(|summary| eprintln!("{summary}"))
-        }
-        Command::Bench(args) => loanflow::bench::bench(args, stop).and_then(|report| {
-            print!("{}", report.table());
-            if let Some(path) = &args.json {
-                let text = serde_json::to_string_pretty(&report.to_json())?;
-                std::fs::write(path, text + "\n")
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            }
-            Ok(())
-        }),
-        Command::Verify(args) => loanflow::verify::verify(args).and_then(|report| {
-            println!("{report}");
-            if report.ok(args.exactly_once) {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                    "verify: the output does not match the input (see the counts above)"
-                ))
-            }
-        }),
-        Command::Generate(args) => loanflow::generate::generate(args).map(|n| {
-            eprintln!(
-                "loanflow: wrote {n} resampled applications to {}",
-                args.output.display()
-            )
-        }),
+        Command::Ingest(args) => commands::ingest::execute(args, &control),
+        Command::Tail(args) => commands::tail::execute(args, &control),
+        Command::Passthrough(args) => commands::passthrough::execute(args),
+        Command::Bench(args) => commands::bench::execute(args, &control),
+        Command::Verify(args) => commands::verify::execute(args),
+        Command::Generate(args) => commands::generate::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use loanflow::core::record::{
+    write_record_json, DeadLetter, Format, Origin, RawRecord, Record, Stage, Value,
+};
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
 use loanflow::model::{LoadError, Model, ModelError, Objective};
-use loanflow::record::{
-    write_record_json, DeadLetter, Format, Origin, RawRecord, Record, Stage, Value,
-};
 use loanflow::spec::{Spec, SpecError};
 
 fn root() -> PathBuf {

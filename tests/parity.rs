@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use loanflow::core::record::{Format, Origin, RawRecord};
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
 use loanflow::model::Model;
-use loanflow::record::{Format, Origin, RawRecord};
 use loanflow::spec::Spec;
 
 fn root() -> PathBuf {

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
-use loanflow::dataflow::predict::{OutputFormat, Predictor};
+use loanflow::core::scored::OutputFormat;
+use loanflow::dataflow::predict::Predictor;
 use loanflow::model::{Model, Objective};
-use loanflow::record::Stage;
+use loanflow::core::record::Stage;
 use loanflow::spec::Spec;
 
 mod common;

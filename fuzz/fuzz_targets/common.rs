@@ -7,7 +7,7 @@ use std::path::Path;
 
 use loanflow::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
 use loanflow::model::Model;
-use loanflow::record::{
+use loanflow::core::record::{
     write_record_json, DeadLetter, Format, Origin, RawRecord, Record, Stage, Value,
 };
 use loanflow::spec::{ColumnType, Spec};

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use loanflow::dataflow::ingest::Parser;
-use loanflow::record::Stage;
+use loanflow::core::record::Stage;
 use loanflow::spec::Spec;
 
 mod common;

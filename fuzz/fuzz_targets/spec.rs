@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
 use loanflow::model::Model;
-use loanflow::record::{write_record_json, Format, Stage, Value};
+use loanflow::core::record::{write_record_json, Format, Stage, Value};
 use loanflow::spec::{ColumnType, Spec};
 
 mod common;
@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         .columns
         .iter()
         .zip(&texts)
-        .map(|(c, t)| loanflow::record::parse_value(c, t).unwrap_or(Value::Null))
+        .map(|(c, t)| loanflow::core::record::parse_value(c, t).unwrap_or(Value::Null))
         .collect();
     let mut json_line = Vec::new();
     write_record_json(&spec.columns, &values, &mut json_line);

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{DeadLetter, Origin, Record, Stage, Value};
+use crate::core::record::{DeadLetter, Origin, Record, Stage, Value};
 use crate::spec::{Feature, Spec, Unknown};
 
 /// A record ready for the model.

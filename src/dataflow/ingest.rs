@@ -13,7 +13,9 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::record::{parse_value, DeadLetter, Format, RawRecord, Record, Stage, Value, ValueError};
+use crate::core::record::{
+    parse_value, DeadLetter, Format, RawRecord, Record, Stage, Value, ValueError,
+};
 use crate::spec::{Column, ColumnType, Spec};
 
 /// Default for `--max-record-bytes`: far above a loan application (~300 bytes
@@ -444,7 +446,7 @@ fn json_reason(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Origin;
+    use crate::core::record::Origin;
     use std::path::Path;
 
     const SPEC: &str = r#"

@@ -7,7 +7,12 @@
 //! ```
 //! The stages never know which edge they run on: they take a stream of
 //! [`RawRecord`]s and give back streams of [`Scored`] and [`DeadLetter`].
-//! Time is a `u64` epoch chosen by the source.
+//! Time is a `u64` epoch chosen by the source ([`Epoch`]).
+//!
+//! Operators only: each stage's logic is a plain struct free of timely
+//! ([`ingest::Parser`], [`clean::Cleaner`], [`predict::Predictor`]), and this
+//! module wires them into operators, one idea per operator. May import
+//! [`crate::core`], [`crate::spec`] and [`crate::model`]; never an edge.
 
 pub mod clean;
 pub mod ingest;
@@ -22,13 +27,12 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
-use crate::record::{DeadLetter, RawRecord, Record};
+use crate::core::record::{DeadLetter, RawRecord, Record};
+use crate::core::scored::Scored;
+use crate::core::Epoch;
 use clean::{Cleaner, FeatureRow};
 use ingest::Parser;
-use predict::{Predictor, Scored};
-
-/// The timely timestamp: an epoch chosen by the source.
-pub type Epoch = u64;
+use predict::Predictor;
 
 /// A stream of `D` batches at epoch times.
 pub type Batches<'s, D> = Stream<'s, Epoch, Vec<D>>;

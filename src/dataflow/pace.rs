@@ -8,40 +8,26 @@
 //! file release their records when the replayed history reaches them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::dataflow::{Batches, Epoch};
-use crate::record::{now_ns, Record};
-use crate::replay::{Speed, Window};
+use crate::core::pace::Pacer;
+use crate::core::position::Window;
+use crate::core::record::{now_ns, Record};
+use crate::core::Epoch;
+use crate::dataflow::Batches;
 
-/// How a replay is paced.
-#[derive(Debug, Clone, Copy)]
+/// How a replay is paced: the rule (with the origin every worker shares)
+/// and the event-time window.
+#[derive(Debug, Clone)]
 pub struct Pace {
-    pub speed: Speed,
-    /// Records per second per worker, instead of event time.
-    pub rate: Option<f64>,
+    /// When each record is due ([`crate::core::pace`]); its origin is set.
+    pub pacer: Pacer,
+    /// Records outside it are dropped.
     pub window: Window,
-    /// The event time (ns) that is replayed at the start.
-    pub origin: i64,
-}
-
-impl Pace {
-    /// When a record with event time `t` is due, relative to `start`.
-    fn due(&self, start: Instant, t: Option<i64>, index: u64) -> Instant {
-        if let Some(rate) = self.rate {
-            return start + Duration::from_secs_f64(index as f64 / rate);
-        }
-        match (self.speed, t) {
-            (Speed::Factor(speed), Some(t)) => {
-                start + Duration::from_secs_f64((t - self.origin).max(0) as f64 / 1e9 / speed)
-            }
-            _ => start,
-        }
-    }
 }
 
 /// Paces `records`; records without an event time pass at once when the
@@ -50,7 +36,9 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
     let scope = records.scope();
     records.unary(Pipeline, "Pace", move |_, info| {
         let activator = scope.activator_for(info.address);
-        let start = Instant::now();
+        let mut pacer = pace.pacer.restarted();
+        let start = pacer.started();
+        // Ties in due time keep the order records arrived in.
         let mut index = 0u64;
         // Held records by due time, each with the capability of its epoch.
         let mut held: BTreeMap<(Instant, u64), (Capability<Epoch>, Record)> = BTreeMap::new();
@@ -65,10 +53,8 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                         None => pace.window == Window::default(),
                     };
                     if inside {
-                        held.insert(
-                            (pace.due(start, record.event_time, index), index),
-                            (cap.clone(), record),
-                        );
+                        let due = pacer.due(record.event_time).unwrap_or(start);
+                        held.insert((due, index), (cap.clone(), record));
                         index += 1;
                     }
                 }
@@ -84,7 +70,7 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                 }
                 let (due, _) = *entry.key();
                 let (cap, mut record) = entry.remove();
-                if pace.rate.is_some() || matches!(pace.speed, Speed::Factor(_)) {
+                if pacer.is_paced() {
                     // A paced record arrives when it is due: its latency
                     // (`--stamp`) counts from then, not from the read-ahead.
                     let late = now.saturating_duration_since(due).as_nanos() as i64;

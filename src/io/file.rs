@@ -33,10 +33,14 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::dataflow::predict::{OutputFormat, Scored};
-use crate::dataflow::{Batches, Epoch};
+use crate::core::fault::Fault;
+use crate::core::record::{now_ns, DeadLetter, Format, Origin, RawRecord, Record};
+use crate::core::scored::{OutputFormat, Scored};
+use crate::core::Epoch;
+use crate::dataflow::ingest::{HeaderError, Parser};
+use crate::dataflow::Batches;
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
-use crate::record::{now_ns, DeadLetter, Format, Origin, RawRecord};
+use crate::spec::Spec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -56,25 +60,45 @@ pub enum FileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot {what} {path}: {source}")]
+    Write {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("cannot rename {from} to {to}: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// The format of `path`: the explicit one if given, else from the extension.
-pub fn detect_format(path: &Path, explicit: Option<Format>) -> Result<Format, FileError> {
-    if let Some(format) = explicit {
-        return Ok(format);
-    }
+/// The format `path`'s extension names, if it names one: `.csv`, or
+/// `.jsonl`, `.ndjson`, `.json` for JSON Lines (any case). The one rule for
+/// every file loanflow reads or writes.
+pub fn format_of(path: &Path) -> Option<Format> {
     match path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("csv") => Ok(Format::Csv),
-        Some("jsonl" | "ndjson" | "json") => Ok(Format::Jsonl),
-        _ => Err(FileError::UnknownFormat {
-            path: path.to_owned(),
-        }),
+        Some("csv") => Some(Format::Csv),
+        Some("jsonl" | "ndjson" | "json") => Some(Format::Jsonl),
+        _ => None,
     }
+}
+
+/// The format of `path`: the explicit one if given, else from the extension.
+pub fn detect_format(path: &Path, explicit: Option<Format>) -> Result<Format, FileError> {
+    explicit
+        .or_else(|| format_of(path))
+        .ok_or_else(|| FileError::UnknownFormat {
+            path: path.to_owned(),
+        })
 }
 
 enum Data {
@@ -203,6 +227,82 @@ impl FileInput {
         };
         let line = 1 + memchr::memchr_iter(b'\n', &self.data[..start]).count() as u64;
         (start, line)
+    }
+}
+
+/// A file read line by line outside the dataflow, each line parsed as the
+/// pipeline's ingest would parse it: what `ingest` and `replay --topic`
+/// send, where a replay's history starts, the benchmark's scorer sample.
+pub struct ParsedFile {
+    input: FileInput,
+    parser: Parser,
+    name: Arc<str>,
+}
+
+/// One line of a [`ParsedFile`].
+pub struct ParsedLine<'a> {
+    /// 1-based, counting a CSV header.
+    pub line: u64,
+    /// The line as it is in the file (no line end).
+    pub bytes: &'a [u8],
+    /// The record, or why ingest would dead-letter it.
+    pub parsed: Result<Record, DeadLetter>,
+}
+
+impl ParsedFile {
+    /// Opens `path` (its format given, or from its extension) and checks its
+    /// header against `spec`; records longer than `max_record_bytes` are
+    /// refused as the pipeline refuses them.
+    pub fn open(
+        spec: &Spec,
+        path: &Path,
+        format: Option<Format>,
+        max_record_bytes: usize,
+    ) -> Result<ParsedFile, FileError> {
+        let format = detect_format(path, format)?;
+        let input = FileInput::open(path, format)?;
+        let name = path.display().to_string();
+        let parser = Parser::new(spec, format, input.header(), &name, max_record_bytes)?;
+        Ok(ParsedFile {
+            input,
+            parser,
+            name: Arc::from(name),
+        })
+    }
+
+    /// The path as the records' origins name it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes of records (for progress).
+    pub fn data_len(&self) -> u64 {
+        self.input.data_len()
+    }
+
+    /// Every line after a CSV header, parsed, in file order.
+    pub fn lines(&mut self) -> impl Iterator<Item = ParsedLine<'_>> + '_ {
+        let ParsedFile {
+            input,
+            parser,
+            name,
+        } = self;
+        let input = &*input;
+        let name = &*name;
+        input
+            .lines(input.records())
+            .map(move |(line, bytes)| ParsedLine {
+                line,
+                bytes,
+                parsed: parser.parse(RawRecord {
+                    read_at: 0,
+                    bytes: bytes.to_vec(),
+                    origin: Origin::File {
+                        path: Arc::clone(name),
+                        line,
+                    },
+                }),
+            })
     }
 }
 
@@ -382,41 +482,47 @@ impl FileOutput {
         Ok(())
     }
 
+    fn failed(&self, what: &'static str) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+        move |source| FileError::Write {
+            what,
+            path: self.partial.clone(),
+            source,
+        }
+    }
+
     /// Appends whole lines.
-    pub fn write(&self, lines: &[u8]) -> Result<(), String> {
-        self.open().map_err(|e| e.to_string())?;
+    pub fn write(&self, lines: &[u8]) -> Result<(), FileError> {
+        self.open()?;
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         writer
             .as_mut()
             .expect("opened above")
             .write_all(lines)
-            .map_err(|e| format!("cannot write {}: {e}", self.partial.display()))
+            .map_err(self.failed("write"))
     }
 
     /// Flushes and publishes the file under its final name. Returns whether a
     /// file was written.
-    pub fn finish(&self) -> Result<bool, String> {
+    pub fn finish(&self) -> Result<bool, FileError> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match writer.take() {
             None => Ok(false),
             Some(w) => {
-                let file = w.into_inner().map_err(|e| {
-                    format!("cannot write {}: {}", self.partial.display(), e.error())
-                })?;
-                file.sync_data()
-                    .map_err(|e| format!("cannot sync {}: {e}", self.partial.display()))?;
-                std::fs::rename(&self.partial, &self.path).map_err(|e| {
-                    format!(
-                        "cannot rename {} to {}: {e}",
-                        self.partial.display(),
-                        self.path.display()
-                    )
+                let file = w
+                    .into_inner()
+                    .map_err(|e| self.failed("write")(e.into_error()))?;
+                file.sync_data().map_err(self.failed("sync"))?;
+                std::fs::rename(&self.partial, &self.path).map_err(|source| FileError::Rename {
+                    from: self.partial.clone(),
+                    to: self.path.clone(),
+                    source,
                 })?;
                 Ok(true)
             }
         }
     }
 
+    /// Where the file is published when the run succeeds.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -517,7 +623,7 @@ impl Sink for FileSink {
                 let write = |out: &FileOutput, buf: &mut Vec<u8>, force: bool, stats: &Stats| {
                     if !buf.is_empty() && (force || buf.len() >= CHUNK) {
                         if let Err(e) = out.write(buf) {
-                            stats.fail(e);
+                            stats.fail(Fault::fatal(e.to_string()));
                         }
                         buf.clear();
                     }

@@ -2,8 +2,16 @@
 //! dead letters go. A [`Source`] turns into a timely stream of
 //! [`RawRecord`]s on each worker; a [`Sink`] consumes the stages' two output
 //! streams. The stages in [`crate::dataflow`] never know which edge they run on.
+//!
+//! Owns [`file`] (a file split across workers, JSON Lines sinks), [`kafka`]
+//! (config, source, sink, readers), [`exactly_once`] (the protocol, shared
+//! with `verify`, and the transactional sink, built on [`kafka`]), the
+//! run-wide counters and first fault ([`Stats`]) and the failpoints tests
+//! arm ([`failpoints`]). May import [`crate::dataflow`] and below; never the
+//! pipeline or a command.
 
 pub mod exactly_once;
+pub mod failpoints;
 pub mod file;
 pub mod kafka;
 
@@ -12,9 +20,11 @@ use std::sync::Mutex;
 
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::dataflow::predict::Scored;
-use crate::dataflow::{Batches, Epoch};
-use crate::record::{DeadLetter, RawRecord};
+use crate::core::fault::{Fault, RetryHint};
+use crate::core::record::{DeadLetter, RawRecord};
+use crate::core::scored::Scored;
+use crate::core::Epoch;
+use crate::dataflow::Batches;
 
 /// How far (in epochs) a source may run ahead of what the sinks have
 /// finished: bounds the records in flight, so memory stays flat.
@@ -43,28 +53,33 @@ pub trait Sink {
     ) -> Stream<'s, Epoch, Vec<()>>;
 }
 
-/// Counts shared by every worker of a process, and the first fatal error.
+/// Counts shared by every worker of a process, and the first fault.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Records read by the sources.
     pub records_in: AtomicU64,
+    /// Bytes of those records.
     pub bytes_in: AtomicU64,
+    /// Scored applications delivered (committed, with exactly once).
     pub scored: AtomicU64,
+    /// Of those, the flagged ones.
     pub flagged: AtomicU64,
+    /// Dead letters delivered.
     pub dead_letters: AtomicU64,
     /// Records a replay passed over: before `--from`.
     pub skipped: AtomicU64,
     failed: AtomicBool,
-    failure: Mutex<Option<String>>,
-    /// Whether that first error leaves nothing half-done that a fresh start
-    /// of the dataflow would not redo (an aborted transaction, say).
-    restartable: AtomicBool,
+    /// The first fault; it decides whether the run may start again.
+    failure: Mutex<Option<Fault>>,
 }
 
 impl Stats {
+    /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The value of `counter`.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
@@ -76,25 +91,19 @@ impl Stats {
         Stats::add(&self.dead_letters, dead_letters);
     }
 
-    /// Records a fatal error (the first one wins); workers stop soon after.
-    pub fn fail(&self, message: String) {
-        self.fail_with(message, false);
-    }
-
-    /// [`Stats::fail`], saying whether the run may start again from what is
-    /// committed, as a restarted process would (`restartable`).
-    pub fn fail_with(&self, message: String, restartable: bool) {
+    /// Records a fault (the first one wins); workers stop soon after.
+    pub fn fail(&self, fault: Fault) {
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if failure.is_none() {
-            failure.replace(message);
-            self.restartable.store(restartable, Ordering::Relaxed);
+            failure.replace(fault);
         }
         self.failed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the first fatal error was a restartable one.
+    /// Whether the first fault was one a restart recovers from.
     pub fn restartable(&self) -> bool {
-        self.restartable.load(Ordering::Relaxed)
+        self.failure()
+            .is_some_and(|f| f.hint() == RetryHint::Restart)
     }
 
     /// Whether a fatal error has been recorded (cheap: workers ask every step).
@@ -102,7 +111,8 @@ impl Stats {
         self.failed.load(Ordering::Relaxed)
     }
 
-    pub fn failure(&self) -> Option<String> {
+    /// The first fault, if any.
+    pub fn failure(&self) -> Option<Fault> {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -113,20 +123,27 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::Stats;
+    use crate::core::fault::Fault;
 
     #[test]
     fn the_first_failure_decides_whether_a_run_may_start_again() {
         let stats = Stats::default();
         assert!(!stats.failed());
-        stats.fail_with("transaction aborted".into(), true);
-        stats.fail("fenced".into());
+        stats.fail(Fault::restartable("transaction aborted"));
+        stats.fail(Fault::fatal("fenced"));
         assert!(stats.failed() && stats.restartable());
-        assert_eq!(stats.failure().as_deref(), Some("transaction aborted"));
+        assert_eq!(
+            stats.failure().map(|f| f.to_string()).as_deref(),
+            Some("transaction aborted")
+        );
 
         let stats = Stats::default();
-        stats.fail("fenced".into());
-        stats.fail_with("transaction aborted".into(), true);
+        stats.fail(Fault::fatal("fenced"));
+        stats.fail(Fault::restartable("transaction aborted"));
         assert!(stats.failed() && !stats.restartable());
-        assert_eq!(stats.failure().as_deref(), Some("fenced"));
+        assert_eq!(
+            stats.failure().map(|f| f.to_string()).as_deref(),
+            Some("fenced")
+        );
     }
 }

@@ -6,23 +6,21 @@
 //! committed offsets (the rule in [`crate::io::exactly_once`]), and counts
 //! per input id its committed outputs and dead letters.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::TopicPartitionList;
 use serde::Serialize;
 
 use crate::cli::VerifyArgs;
-use crate::io::exactly_once::{
-    committed_offsets, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION, HEADER_WORKER,
+use crate::core::names;
+use crate::io::exactly_once::protocol::{
+    committed_offsets, Committed, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION,
+    HEADER_WORKER,
 };
-use crate::io::kafka::{self, Context, KafkaConfig, KafkaSetupError};
-use crate::run::kafka_config;
+use crate::io::kafka::{KafkaConfig, KafkaSetupError, PartitionReader};
 use crate::spec::Spec;
 
 /// What `verify` found.
@@ -116,24 +114,37 @@ struct Read {
     txn: Option<TxnId>,
 }
 
-/// Runs `loanflow verify`.
+/// Runs `loanflow verify`: prints the report, fails if it is not clean.
+pub fn execute(args: &VerifyArgs) -> Result<()> {
+    let report = verify(args)?;
+    println!("{report}");
+    if report.ok(args.exactly_once) {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "verify: the output does not match the input (see the counts above)"
+        ))
+    }
+}
+
+/// What `loanflow verify` finds.
 pub fn verify(args: &VerifyArgs) -> Result<Report> {
-    let config = kafka_config(&args.kafka)?.ok_or_else(|| {
+    let config = args.kafka.config()?.ok_or_else(|| {
         anyhow!("verify reads Kafka: give --brokers HOST:PORT (or set LOANFLOW_BROKERS)")
     })?;
     let spec = Spec::load(&args.dataflow)?;
     let group = args
         .group
         .clone()
-        .unwrap_or_else(|| format!("loanflow.{}", spec.name));
+        .unwrap_or_else(|| names::group(&spec.name));
     let dead_topic = args
         .dead_letter_topic
         .clone()
-        .unwrap_or_else(|| format!("{}.dead-letters", args.output_topic));
+        .unwrap_or_else(|| names::dead_letter_topic(&args.output_topic));
     let progress_topic = args
         .progress_topic
         .clone()
-        .unwrap_or_else(|| format!("{}.progress", args.output_topic));
+        .unwrap_or_else(|| names::progress_topic(&args.output_topic));
 
     let input_partitions = config.ensure_topic(&args.input_topic, None)?;
     let inputs = read_topic(&config, &args.input_topic)?;
@@ -144,8 +155,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
         .into_iter()
         .filter_map(|m| serde_json::from_slice::<ProgressRecord>(&m.value).ok())
         .collect();
-    let now = committed_offsets(&config, &group, &args.input_topic, 0..input_partitions)
-        .map_err(|e| anyhow!(e))?;
+    let now = committed_offsets(&config, &group, &args.input_topic, 0..input_partitions)?;
 
     let mut report = Report {
         inputs: inputs.len() as u64,
@@ -246,70 +256,6 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Which transactions committed (the rule in [`crate::io::exactly_once`]),
-/// from the progress records in the progress topic's order — all of them, or
-/// what compaction left: the last one of each writer.
-pub struct Committed {
-    /// Per writer (incarnation, worker): the epoch of its last progress
-    /// record and whether that transaction committed. Every earlier one of
-    /// the writer did (an incarnation's transactions commit in order).
-    last: HashMap<(String, usize), (u64, bool)>,
-}
-
-impl Committed {
-    pub fn new(progress: &[ProgressRecord], now: &BTreeMap<i32, i64>) -> Committed {
-        // Incarnations in the order they ran, each with the committed
-        // offsets it started from.
-        let mut order: Vec<&str> = Vec::new();
-        let mut resumed: HashMap<&str, &BTreeMap<i32, i64>> = HashMap::new();
-        // Per writer: the epoch and record of its last progress record.
-        let mut last: HashMap<(String, usize), (u64, &ProgressRecord)> = HashMap::new();
-        for r in progress {
-            let Ok(txn) = r.txn.parse::<TxnId>() else {
-                continue;
-            };
-            if !resumed.contains_key(txn.incarnation.as_str()) {
-                let incarnation = incarnation_of(&r.txn);
-                order.push(incarnation);
-                resumed.insert(incarnation, &r.resumed_from);
-            }
-            last.insert((txn.incarnation, txn.worker), (txn.epoch, r));
-        }
-        // What the offsets were when the next incarnation started (or now).
-        let bound_after: HashMap<&str, &BTreeMap<i32, i64>> = order
-            .iter()
-            .enumerate()
-            .map(|(i, inc)| (*inc, order.get(i + 1).map_or(now, |next| resumed[next])))
-            .collect();
-        let last = last
-            .into_iter()
-            .map(|(writer, (epoch, r))| {
-                let bound = bound_after[writer.0.as_str()];
-                let committed = r
-                    .offsets
-                    .iter()
-                    .all(|(p, next)| bound.get(p).is_some_and(|b| next <= b));
-                (writer, (epoch, committed))
-            })
-            .collect();
-        Committed { last }
-    }
-
-    /// Whether transaction `txn` committed. One after its writer's last
-    /// progress record, or of a writer without any, never wrote its progress
-    /// record: it was aborted.
-    pub fn contains(&self, txn: &TxnId) -> bool {
-        match self.last.get(&(txn.incarnation.clone(), txn.worker)) {
-            Some(&(last, committed)) => txn.epoch < last || (txn.epoch == last && committed),
-            None => false,
-        }
-    }
-}
-
-fn incarnation_of(txn: &str) -> &str {
-    txn.split('/').next().unwrap_or(txn)
-}
-
 fn origin(topic: &str, m: &Read) -> String {
     format!("{topic}/{}@{}", m.partition, m.offset)
 }
@@ -327,29 +273,19 @@ fn read_optional(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
 /// end (partition EOF: never a ListOffsets answer).
 fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
     let partitions = config.ensure_topic(topic, None)?;
-    let consumer: BaseConsumer<Context> = config
-        .client_config(&[
-            ("group.id", "loanflow.verify"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-            ("isolation.level", "read_uncommitted"),
-            kafka::FROM_START,
-        ])
-        .create_with_context(Context::default())
-        .map_err(|e| anyhow!("cannot create a Kafka consumer: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, kafka::START)?;
-    }
-    consumer.assign(&tpl)?;
+    let mut reader = PartitionReader::from_start(
+        config,
+        topic,
+        partitions,
+        "loanflow.verify",
+        &[("isolation.level", "read_uncommitted")],
+    )?;
     let mut out = Vec::new();
-    let mut at_end: HashSet<i32> = HashSet::new();
     let mut last = Instant::now();
     loop {
-        match consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => {
-                last = Instant::now();
-                at_end.remove(&m.partition());
+        if let Some(m) = reader.poll(Duration::from_millis(50)) {
+            last = Instant::now();
+            {
                 let header = |name: &str| {
                     m.headers().and_then(|h| {
                         h.iter()
@@ -381,17 +317,12 @@ fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
                     txn,
                 });
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => tracing::warn!(topic, "reading: {e}"),
-            None => {}
         }
         let quiet = last.elapsed();
-        if (at_end.len() == partitions as usize && quiet >= Duration::from_millis(300))
+        if (reader.all_at_end() && quiet >= Duration::from_millis(300))
             || quiet >= config.connect_timeout
         {
-            if at_end.len() < partitions as usize {
+            if !reader.all_at_end() {
                 tracing::warn!(
                     topic,
                     "stopped reading after {quiet:?} without news; not every partition reported its end"
@@ -399,87 +330,5 @@ fn read_topic(config: &KafkaConfig, topic: &str) -> Result<Vec<Read>> {
             }
             return Ok(out);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(txn: &str, offsets: &[(i32, i64)], resumed_from: &[(i32, i64)]) -> ProgressRecord {
-        ProgressRecord {
-            txn: txn.to_owned(),
-            dataflow: "d".into(),
-            group: "g".into(),
-            input_topic: "in".into(),
-            workers: 2,
-            offsets: offsets.iter().copied().collect(),
-            resumed_from: resumed_from.iter().copied().collect(),
-            outputs: 1,
-            dead_letters: 0,
-        }
-    }
-
-    fn txn(s: &str) -> TxnId {
-        s.parse().unwrap()
-    }
-
-    /// Two incarnations of two workers. Incarnation `a` crashed: worker 0's
-    /// last transaction (a/0/7) committed, worker 1's (a/1/9) did not, and
-    /// a/1/11 wrote outputs but no progress record. Incarnation `b` resumed
-    /// from {0: 30, 1: 20} and its last transactions are not yet committed
-    /// past {0: 40, 1: 25}.
-    fn history() -> Vec<ProgressRecord> {
-        let a = [(0, 0), (1, 0)];
-        let b = [(0, 30), (1, 20)];
-        vec![
-            record("a/0/3", &[(0, 10)], &a),
-            record("a/1/4", &[(1, 20)], &a),
-            record("a/0/7", &[(0, 30)], &a),
-            record("a/1/9", &[(1, 35)], &a),
-            record("b/0/2", &[(0, 40)], &b),
-            record("b/1/2", &[(1, 25)], &b),
-            record("b/1/5", &[(1, 50)], &b),
-        ]
-    }
-
-    fn judge(progress: &[ProgressRecord]) -> Vec<bool> {
-        let now = [(0, 40), (1, 25)].into_iter().collect();
-        let committed = Committed::new(progress, &now);
-        [
-            "a/0/3", "a/0/7", "a/0/8", "a/1/4", "a/1/9", "a/1/11", "b/0/2", "b/1/2", "b/1/5",
-            "c/0/1",
-        ]
-        .iter()
-        .map(|t| committed.contains(&txn(t)))
-        .collect()
-    }
-
-    #[test]
-    fn each_writers_last_progress_record_decides() {
-        assert_eq!(
-            judge(&history()),
-            [true, true, false, true, false, false, true, true, false, false]
-        );
-    }
-
-    #[test]
-    fn a_compacted_progress_topic_gives_the_same_answers() {
-        // What compaction by writer key leaves: each writer's last record, in order.
-        let all = history();
-        let compacted: Vec<ProgressRecord> = all
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| {
-                let writer = |r: &ProgressRecord| {
-                    let t = txn(&r.txn);
-                    (t.incarnation, t.worker)
-                };
-                !all[i + 1..].iter().any(|later| writer(later) == writer(r))
-            })
-            .map(|(_, r)| r.clone())
-            .collect();
-        assert_eq!(compacted.len(), 4);
-        assert_eq!(judge(&compacted), judge(&all));
     }
 }

@@ -13,17 +13,29 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::progress::progress_bar;
 use crate::cli::GenerateArgs;
+use crate::core::record::{format_time, parse_time, write_record_json, Format, Origin, RawRecord};
 use crate::dataflow::ingest::Parser;
-use crate::record::{format_time, parse_time, write_record_json, Format, Origin, RawRecord};
-use crate::run::progress_bar;
+use crate::io::file::format_of;
 use crate::spec::Spec;
+
+/// The format `generate` writes to `output`: JSON Lines where the extension
+/// says so (as `run` would read it back: `.jsonl`, `.ndjson`, `.json`),
+/// else CSV (`-`, stdout, is CSV).
+pub fn output_format(output: &Path) -> Format {
+    if output == Path::new("-") {
+        return Format::Csv;
+    }
+    format_of(output).unwrap_or(Format::Csv)
+}
 
 enum Output {
     Csv(Box<csv::Writer<Box<dyn Write>>>),
     Json(Box<dyn Write>, Parser),
 }
 
+/// Writes `args.rows` resampled applications to `args.output`; returns how many.
 pub fn generate(args: &GenerateArgs) -> Result<u64> {
     let spec = Spec::load(&args.pipeline.dataflow)?;
     let mut reader = csv::ReaderBuilder::new()
@@ -71,7 +83,7 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
     let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).max(0)).collect();
     let mut clock = times.iter().copied().max().unwrap_or(0);
 
-    let jsonl = args.output.extension().is_some_and(|e| e == "jsonl");
+    let jsonl = output_format(&args.output) == Format::Jsonl;
     let out: Box<dyn Write> = if args.output == Path::new("-") {
         Box::new(BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -168,4 +180,28 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
         bar.finish_and_clear();
     }
     Ok(args.rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_what_run_reads_back_by_extension() {
+        for (path, format) in [
+            ("out/x.csv", Format::Csv),
+            ("out/x.jsonl", Format::Jsonl),
+            ("out/x.ndjson", Format::Jsonl),
+            ("out/x.JSON", Format::Jsonl),
+            ("-", Format::Csv),
+            ("out/x", Format::Csv),
+            ("out/x.txt", Format::Csv),
+        ] {
+            assert_eq!(output_format(Path::new(path)), format, "{path}");
+            // Whatever `run` reads the file as, it is what was written.
+            if let Some(read_as) = format_of(Path::new(path)) {
+                assert_eq!(read_as, format, "{path}");
+            }
+        }
+    }
 }

@@ -49,7 +49,7 @@ impl fmt::Display for Origin {
 }
 
 /// The input format of raw records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
     /// Comma-separated values with a header line, one record per line.
     Csv,

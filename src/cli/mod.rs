@@ -1,12 +1,25 @@
-//! Command-line flags (clap). Every subcommand's help ends with examples;
-//! defaults make `loanflow run` with no arguments the embedded default job.
+//! Command-line flags (clap): every subcommand's argument types, parsed
+//! into checked values (positive numbers, positions, rates, formats) by the
+//! value parsers in [`values`], and the Kafka flags turned into a checked
+//! [`KafkaConfig`]. Every subcommand's help ends with examples; defaults
+//! make `loanflow run` with no arguments the embedded default job.
+//!
+//! Sits above the edges (it builds their configuration) and below the
+//! pipeline and the commands, which take these types.
+
+pub mod values;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{anyhow, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::core::record::Format;
 use crate::dataflow::ingest::DEFAULT_MAX_RECORD_BYTES;
-use crate::record::Format;
+use crate::io::kafka::KafkaConfig;
+use values::{format, positive, seconds};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -243,16 +256,34 @@ pub struct KafkaArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
     /// How long to wait for the broker before giving up, in seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub connect_timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub connect_timeout: Duration,
     /// Create missing topics with this many partitions (else a missing topic is an error).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: Option<i32>,
     /// How long a running job waits for a broker that went away (retrying, and
     /// logging what it waits for) before it exits non-zero, in seconds. Nothing
     /// undelivered is committed either way.
-    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
-    pub max_outage: f64,
+    #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = seconds)]
+    pub max_outage: Duration,
+}
+
+impl KafkaArgs {
+    /// The Kafka configuration these flags give, if they name brokers.
+    pub fn config(&self) -> Result<Option<Arc<KafkaConfig>>> {
+        let Some(brokers) = &self.brokers else {
+            return Ok(None);
+        };
+        let config = KafkaConfig::new(brokers, &self.properties, self.connect_timeout)?
+            .with_max_outage(self.max_outage);
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// [`Self::config`], for a command that cannot do without a broker.
+    pub fn required(&self) -> Result<Arc<KafkaConfig>> {
+        self.config()?
+            .ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -287,13 +318,13 @@ pub struct RunArgs {
     /// Where each partition starts: committed (the group's offset, else the beginning),
     /// earliest, latest, offset:N, or time:RFC3339 (records before it are skipped).
     #[arg(long, default_value = "committed", value_name = "POSITION")]
-    pub from: crate::replay::From,
+    pub from: crate::core::position::From,
     /// Stop each partition at its end (`end`) or at its first record at or after
     /// time:RFC3339; the run ends by itself when every partition has. A bounded or
     /// positioned run uses its own consumer group unless --group is given, so a live
     /// pipeline's committed offsets never move.
     #[arg(long, value_name = "BOUND")]
-    pub until: Option<crate::replay::Until>,
+    pub until: Option<crate::core::position::Until>,
     /// Stamp every output with `event_time` (the spec's event-time column) and
     /// `latency_ms` (from the source reading it to the sink writing it: wall clock,
     /// so the one field that differs between two replays of the same history).
@@ -308,7 +339,7 @@ pub struct RunArgs {
     )]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = format())]
     pub format: Option<Format>,
     /// Scored applications, one JSON object per line.
     #[arg(
@@ -365,11 +396,12 @@ pub struct ClusterFlags {
     /// How long to wait for every process of the cluster to connect, in seconds.
     #[arg(
         long,
-        default_value_t = 60.0,
+        default_value = "60",
         value_name = "SECONDS",
+        value_parser = seconds,
         help_heading = "Cluster"
     )]
-    pub cluster_timeout: f64,
+    pub cluster_timeout: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -390,10 +422,10 @@ pub struct IngestArgs {
     )]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = format())]
     pub format: Option<Format>,
     /// Records per second (default: as fast as the broker takes them).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub rate: Option<f64>,
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
@@ -407,9 +439,9 @@ pub struct ReplayArgs {
     pub file: PathBuf,
     /// Seconds of event time per second of wall time, or max.
     #[arg(long, default_value = "max", value_name = "FACTOR")]
-    pub speed: crate::replay::Speed,
+    pub speed: crate::core::position::Speed,
     /// Records per second instead of event-time pacing (per worker, into the pipeline).
-    #[arg(long, value_name = "N", conflicts_with = "speed")]
+    #[arg(long, value_name = "N", conflicts_with = "speed", value_parser = positive)]
     pub rate: Option<f64>,
     /// Produce into this topic (with --brokers) instead of running the pipeline.
     #[arg(long, value_name = "TOPIC", requires = "brokers")]
@@ -502,9 +534,9 @@ pub struct BenchArgs {
     /// or a percentage of the max measured just before with as many workers
     /// (--rate 10%,50%,90%): latency under each load, in a second table.
     #[arg(long, value_name = "N|P%,…", value_delimiter = ',')]
-    pub rate: Vec<crate::bench::Rate>,
+    pub rate: Vec<crate::core::pace::Rate>,
     /// The p99 latency target at 50 % load (checked when --rate has 50%), in milliseconds.
-    #[arg(long, default_value_t = 20.0, value_name = "MS")]
+    #[arg(long, default_value_t = 20.0, value_name = "MS", value_parser = positive)]
     pub p99_target_ms: f64,
     /// Write every result as JSON (for plotting).
     #[arg(long, value_name = "FILE")]

@@ -1,0 +1,402 @@
+//! What a sitting measured, and how it is shown: the markdown tables, the
+//! JSON for plots, the p99 target check.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{json, Value as Json};
+
+use crate::core::pace::Rate;
+
+/// Median, min and max of a few measurements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: if v.len() % 2 == 1 {
+                v[v.len() / 2]
+            } else {
+                (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+            },
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn to_json(self) -> Json {
+        json!({"median": self.median, "min": self.min, "max": self.max})
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `values` (sorted here).
+    pub fn of(values: &mut [f64]) -> Option<Latency> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let i = ((p / 100.0) * values.len() as f64).ceil() as usize;
+            values[i.clamp(1, values.len()) - 1]
+        };
+        Some(Latency {
+            p50: rank(50.0),
+            p99: rank(99.0),
+            max: values[values.len() - 1],
+            samples: values.len(),
+        })
+    }
+}
+
+/// One measured configuration (a pipeline) or limit.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    pub kind: &'static str,
+    pub workers: usize,
+    /// records/s of each repetition.
+    pub runs: Vec<f64>,
+    /// Input MB/s (none for the scorer, which reads no bytes).
+    pub mb_per_s: Option<f64>,
+    pub cpu_us_per_record: Option<f64>,
+    pub latency: Option<Latency>,
+    /// Offered load (records/s), with --rate.
+    pub offered: Option<f64>,
+    /// records/s as a percentage of the limits it is compared with.
+    pub vs: Vec<(String, f64)>,
+}
+
+impl Measured {
+    pub fn records_per_s(&self) -> Spread {
+        Spread::of(&self.runs)
+    }
+
+    fn to_json(&self) -> Json {
+        let mut o = json!({
+            "name": self.name,
+            "kind": self.kind,
+            "workers": self.workers,
+            "repeats": self.runs.len(),
+            "runs": self.runs,
+            "records_per_s": self.records_per_s().to_json(),
+            "mb_per_s": self.mb_per_s,
+            "cpu_us_per_record": self.cpu_us_per_record,
+            "latency_ms": self.latency.map(|l| json!({
+                "p50": l.p50, "p99": l.p99, "max": l.max, "samples": l.samples
+            })),
+        });
+        if let Some(rate) = self.offered {
+            o["offered_records_per_s"] = json!(rate);
+        }
+        if !self.vs.is_empty() {
+            o["percent_of"] = self
+                .vs
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        o
+    }
+}
+
+/// The offered load whose p99 is held against `--p99-target-ms`.
+pub const TARGET_LOAD_PERCENT: f64 = 50.0;
+
+/// The pipeline paced at one offered load.
+#[derive(Debug, Clone)]
+pub struct LoadPoint {
+    /// As asked on the command line.
+    pub rate: Rate,
+    /// Records/s offered (split evenly over the workers).
+    pub offered: f64,
+    /// The unpaced median records/s of the same worker count (the max).
+    pub max: f64,
+    /// What the paced runs measured (records/s achieved, latency).
+    pub measured: Measured,
+}
+
+impl LoadPoint {
+    pub fn percent_of_max(&self) -> f64 {
+        100.0 * self.offered / self.max.max(1e-9)
+    }
+
+    pub fn achieved_percent_of_offered(&self) -> f64 {
+        100.0 * self.measured.records_per_s().median / self.offered.max(1e-9)
+    }
+
+    /// Whether this is the load the p99 target is about.
+    pub fn is_target_load(&self) -> bool {
+        self.rate == Rate::PercentOfMax(TARGET_LOAD_PERCENT)
+    }
+
+    fn to_json(&self) -> Json {
+        let mut o = self.measured.to_json();
+        o["rate"] = json!(self.rate.to_string());
+        o["offered_records_per_s"] = json!(self.offered);
+        o["offered_percent_of_max"] = json!(self.percent_of_max());
+        o["max_records_per_s"] = json!(self.max);
+        o["achieved_percent_of_offered"] = json!(self.achieved_percent_of_offered());
+        o
+    }
+}
+
+/// The p99 at 50 % load against the target, for one worker count.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetCheck {
+    pub workers: usize,
+    pub offered: f64,
+    pub p99_ms: f64,
+    pub target_ms: f64,
+}
+
+impl TargetCheck {
+    pub fn met(&self) -> bool {
+        self.p99_ms <= self.target_ms
+    }
+
+    /// "p99 at 50 % load, -w 2 (340,000 records/s): 7.1 ms ≤ 20 ms target"
+    pub fn line(&self) -> String {
+        let target = format!("{}", self.target_ms);
+        format!(
+            "p99 at {} % load, -w {} ({} records/s): {:.1} ms {} {target} ms target{}",
+            TARGET_LOAD_PERCENT,
+            self.workers,
+            thousands(self.offered),
+            self.p99_ms,
+            if self.met() { "≤" } else { ">" },
+            if self.met() { "" } else { ": missed" },
+        )
+    }
+}
+
+/// Everything one `loanflow bench` measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub input: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub configurations: Vec<Measured>,
+    pub limits: Vec<Measured>,
+    /// The paced runs of `--rate`, by worker count then rate.
+    pub load: Vec<LoadPoint>,
+    pub p99_target_ms: f64,
+}
+
+impl Report {
+    /// The p99 at 50 % load against `--p99-target-ms`, per worker count
+    /// (none without `50%` in `--rate`).
+    pub fn target_checks(&self) -> Vec<TargetCheck> {
+        self.load
+            .iter()
+            .filter(|p| p.is_target_load())
+            .filter_map(|p| {
+                Some(TargetCheck {
+                    workers: p.measured.workers,
+                    offered: p.offered,
+                    p99_ms: p.measured.latency?.p99,
+                    target_ms: self.p99_target_ms,
+                })
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({
+            "input": self.input.display().to_string(),
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "machine": {
+                "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "cpu": cpu_model(),
+            },
+            "configurations": self.configurations.iter().map(Measured::to_json).collect::<Vec<_>>(),
+            "limits": self.limits.iter().map(Measured::to_json).collect::<Vec<_>>(),
+            "load": self.load.iter().map(LoadPoint::to_json).collect::<Vec<_>>(),
+            "p99_target": {
+                "target_ms": self.p99_target_ms,
+                "load_percent_of_max": TARGET_LOAD_PERCENT,
+                "results": self.target_checks().iter().map(|c| json!({
+                    "workers": c.workers,
+                    "offered_records_per_s": c.offered,
+                    "p99_ms": c.p99_ms,
+                    "met": c.met(),
+                })).collect::<Vec<_>>(),
+            },
+        })
+    }
+
+    /// The results in markdown: one table of the configurations, then the
+    /// limits; with `--rate`, a second table of the latency under load and
+    /// the p99 at 50 % load against its target.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "| configuration | records/s (median) | min | max | MB/s | CPU µs/record | latency p50 ms | p99 ms | max ms | vs limits |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for m in self.configurations.iter().chain(&self.limits) {
+            let s = m.records_per_s();
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
+            };
+            let vs = if m.vs.is_empty() {
+                "—".to_owned()
+            } else {
+                m.vs.iter()
+                    .map(|(k, v)| format!("{v:.0} % of {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                m.name,
+                thousands(s.median),
+                thousands(s.min),
+                thousands(s.max),
+                opt(m.mb_per_s, 1),
+                opt(m.cpu_us_per_record, 2),
+                opt(m.latency.map(|l| l.p50), 1),
+                opt(m.latency.map(|l| l.p99), 1),
+                opt(m.latency.map(|l| l.max), 1),
+                vs
+            );
+        }
+        if !self.load.is_empty() {
+            t.push_str(&self.load_table());
+        }
+        t
+    }
+
+    /// The latency-under-load table (preceded by a blank line and a caption)
+    /// and the p99 verdicts.
+    fn load_table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "Latency under load (file → file, input paced at the offered rate; latency from each record's due time):"
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "| configuration | offered | offered records/s | % of max | achieved records/s (median) | % of offered | latency p50 ms | p99 ms | max ms |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for p in &self.load {
+            let l = p.measured.latency;
+            let ms = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                t,
+                "| file → file, -w {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} |",
+                p.measured.workers,
+                p.rate,
+                thousands(p.offered),
+                p.percent_of_max(),
+                thousands(p.measured.records_per_s().median),
+                p.achieved_percent_of_offered(),
+                ms(l.map(|l| l.p50)),
+                ms(l.map(|l| l.p99)),
+                ms(l.map(|l| l.max)),
+            );
+        }
+        let checks = self.target_checks();
+        let _ = writeln!(t);
+        if checks.is_empty() {
+            let _ = writeln!(
+                t,
+                "p99 at {TARGET_LOAD_PERCENT} % load: not measured (add {TARGET_LOAD_PERCENT}% to --rate)"
+            );
+        }
+        for c in checks {
+            let _ = writeln!(t, "- {}", c.line());
+        }
+        t
+    }
+}
+
+/// 1234567.8 → "1,234,568".
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_and_percentiles() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[1.0, 2.0, 3.0, 4.0]).median, 2.5);
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let l = Latency::of(&mut v).unwrap();
+        assert_eq!((l.p50, l.p99, l.max), (50.0, 99.0, 100.0));
+        assert!(Latency::of(&mut []).is_none());
+    }
+
+    #[test]
+    fn target_check_lines_say_met_or_missed() {
+        let check = TargetCheck {
+            workers: 2,
+            offered: 340_000.0,
+            p99_ms: 7.14,
+            target_ms: 20.0,
+        };
+        assert_eq!(
+            check.line(),
+            "p99 at 50 % load, -w 2 (340,000 records/s): 7.1 ms ≤ 20 ms target"
+        );
+        let missed = TargetCheck {
+            p99_ms: 25.0,
+            ..check
+        };
+        assert!(!missed.met());
+        assert!(missed.line().ends_with("25.0 ms > 20 ms target: missed"));
+    }
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(0.0), "0");
+    }
+}

@@ -1,0 +1,14 @@
+//! The subcommands, one module each: turn a command's checked arguments into
+//! a job of [`crate::pipeline`] (or a read of [`crate::io`]), and print what
+//! a person reads at the end. May import every layer below; `main` calls
+//! them. A command never imports another command.
+
+pub mod bench;
+pub mod cluster;
+pub mod generate;
+pub mod ingest;
+pub mod passthrough;
+pub mod replay;
+pub mod run;
+pub mod tail;
+pub mod verify;

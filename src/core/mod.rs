@@ -1,0 +1,20 @@
+//! Plain data: what flows through a run and the rules on it, free of timely,
+//! Kafka and the command line.
+//!
+//! Owns the records ([`record`]), the scored output and its one JSON shape
+//! ([`scored`]), where a stream starts and stops and the event-time window
+//! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
+//! names a run and `verify` must agree on ([`names`]) and the typed runtime
+//! fault with its retry hint ([`fault`]). May import only [`crate::spec`] and
+//! [`crate::model`].
+
+pub mod fault;
+pub mod names;
+pub mod pace;
+pub mod position;
+pub mod record;
+pub mod scored;
+
+/// The timely timestamp of every dataflow: an epoch chosen by the source
+/// (the unit of progress, and of commits with Kafka).
+pub type Epoch = u64;

@@ -1,0 +1,392 @@
+//! How to reach the cluster ([`KafkaConfig`]: brokers, `-X` properties,
+//! timeouts), the set-up errors of reaching it ([`KafkaSetupError`]), topic
+//! metadata and creation, and the client context every loanflow client uses
+//! ([`Context`]: librdkafka's logs into `tracing`, its last error, and the
+//! run's [`OutageClock`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Offset};
+
+/// Properties whose values are never logged or printed.
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "token", "sasl.jaas"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("bad -X `{0}`: write -X key=value (a librdkafka property)")]
+    BadProperty(String),
+    #[error("cannot reach Kafka at {brokers} within {timeout:?}{why} (check --brokers, that the broker runs, and the -X security settings)")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        why: String,
+    },
+    #[error("topic `{topic}` does not exist on {brokers} (create it, or pass --partitions N to have loanflow create it)")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot create topic `{topic}`: {message}")]
+    Create { topic: String, message: String },
+    #[error("Kafka client: {0}")]
+    Client(String),
+}
+
+/// The start of a partition, for every reader that begins there: offset 0,
+/// never [`Offset::Beginning`].
+///
+/// `Offset::Beginning` makes librdkafka ask the broker (ListOffsets,
+/// earliest), and Tansu answers with the batch it *stored* first by wall
+/// clock, not the lowest offset. When producers write a partition
+/// concurrently a later batch can be stored first, and a reader starting
+/// there silently skips every batch below it (measured: a 2-process cluster's
+/// output read back as 9,665 of 9,857, partition 1 "beginning" at offset 192;
+/// `scripts/BROKER_NOTES.md`, quirk 9). Offset 0 starts every partition whose
+/// log was never truncated; where retention has removed it the fetch is out
+/// of range and `auto.offset.reset=earliest`, which every such reader sets
+/// ([`FROM_START`]), takes over.
+pub const START: Offset = Offset::Offset(0);
+
+/// The consumer property that goes with [`START`].
+pub const FROM_START: (&str, &str) = ("auto.offset.reset", "earliest");
+
+/// How long a run waits out a broker outage unless told otherwise.
+pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(300);
+
+/// How to reach the cluster: brokers, pass-through librdkafka properties.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// `-X key=value` properties, applied last (they win).
+    pub properties: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    /// How long a run waits for an unreachable broker before it gives up
+    /// (see `--max-outage`).
+    pub max_outage: Duration,
+    /// The run's outage clock, shared by every client made from this
+    /// configuration (and its clones).
+    outage: Arc<OutageClock>,
+}
+
+impl KafkaConfig {
+    pub fn new(
+        brokers: &str,
+        properties: &[String],
+        connect_timeout: Duration,
+    ) -> Result<KafkaConfig, KafkaSetupError> {
+        let properties = properties
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+                _ => Err(KafkaSetupError::BadProperty(p.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(KafkaConfig {
+            brokers: brokers.to_owned(),
+            properties,
+            connect_timeout,
+            max_outage: DEFAULT_MAX_OUTAGE,
+            outage: Arc::default(),
+        })
+    }
+
+    /// The same, waiting at most `max_outage` for a broker that went away.
+    pub fn with_max_outage(mut self, max_outage: Duration) -> KafkaConfig {
+        self.max_outage = max_outage;
+        self
+    }
+
+    /// A client context on this run's outage clock.
+    pub fn context(&self) -> Context {
+        Context {
+            last_error: Mutex::default(),
+            outage: Arc::clone(&self.outage),
+        }
+    }
+
+    /// A client configuration: our defaults, then `extra`, then the user's `-X`.
+    pub fn client_config(&self, extra: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "loanflow")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        tracing::debug!(config = %self.describe(extra), "kafka client");
+        config
+    }
+
+    /// The configuration as text, secrets redacted.
+    pub fn describe(&self, extra: &[(&str, &str)]) -> String {
+        let mut parts = vec![format!("bootstrap.servers={}", self.brokers)];
+        let all = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.properties.iter().cloned());
+        for (k, v) in all {
+            parts.push(if is_secret(&k) {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            });
+        }
+        parts.join(" ")
+    }
+
+    /// The partition count of `topic`, creating it with `create` partitions
+    /// if it does not exist and that was asked for.
+    pub fn ensure_topic(&self, topic: &str, create: Option<i32>) -> Result<i32, KafkaSetupError> {
+        self.ensure_topic_with(topic, create, &[])
+    }
+
+    /// [`Self::ensure_topic`], creating the topic with these topic configs
+    /// (`cleanup.policy=compact`, say).
+    pub fn ensure_topic_with(
+        &self,
+        topic: &str,
+        create: Option<i32>,
+        configs: &[(&str, &str)],
+    ) -> Result<i32, KafkaSetupError> {
+        let consumer: BaseConsumer<Context> = self
+            .client_config(&[])
+            .create_with_context(self.context())
+            .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
+        match self.partitions(&consumer, topic)? {
+            Some(n) => Ok(n),
+            None => match create {
+                None => Err(KafkaSetupError::NoTopic {
+                    topic: topic.to_owned(),
+                    brokers: self.brokers.clone(),
+                }),
+                Some(partitions) => {
+                    self.create_topic(topic, partitions, configs)?;
+                    let deadline = Instant::now() + self.connect_timeout;
+                    loop {
+                        if let Some(n) = self.partitions(&consumer, topic)? {
+                            return Ok(n);
+                        }
+                        if Instant::now() > deadline {
+                            return Err(KafkaSetupError::Create {
+                                topic: topic.to_owned(),
+                                message: "created, but it does not show in the metadata".into(),
+                            });
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            },
+        }
+    }
+
+    fn partitions(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        topic: &str,
+    ) -> Result<Option<i32>, KafkaSetupError> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), self.connect_timeout)
+            .map_err(|e| {
+                // librdkafka queues the reason (a TLS handshake failure, say) as an
+                // error event: serve the queue briefly so the context records it.
+                for _ in 0..10 {
+                    if consumer.context().last_error().is_some() {
+                        break;
+                    }
+                    let _ = consumer.poll(Duration::from_millis(50));
+                }
+                self.unreachable(consumer.context(), e)
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    }
+
+    fn unreachable(&self, context: &Context, e: KafkaError) -> KafkaSetupError {
+        let why = context
+            .last_error()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_else(|| format!(": {e}"));
+        KafkaSetupError::Unreachable {
+            brokers: self.brokers.clone(),
+            timeout: self.connect_timeout,
+            why,
+        }
+    }
+
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<(), KafkaSetupError> {
+        let admin: AdminClient<Context> = self
+            .client_config(&[])
+            .create_with_context(self.context())
+            .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
+        let new = configs.iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+            |new, (k, v)| new.set(k, v),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(self.connect_timeout));
+        let results = futures_executor::block_on(admin.create_topics([&new], &options))
+            .map_err(|e| self.unreachable(admin.inner().context(), e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(KafkaSetupError::Create {
+                        topic: topic.to_owned(),
+                        message: code.to_string(),
+                    })
+                }
+            }
+        }
+        tracing::info!(topic, partitions, "created topic");
+        Ok(())
+    }
+}
+
+/// Routes librdkafka's logs to `tracing` and remembers its last error, so a
+/// timeout can say why (a TLS handshake failure, say) instead of just "timed out".
+pub struct Context {
+    last_error: Mutex<Option<String>>,
+    outage: Arc<OutageClock>,
+}
+
+/// Since when no broker has been reachable, for one run: whichever of its
+/// clients notices first (the sink's producer, while the backpressured
+/// source is not polling), any answer ends it. Owned by the run's
+/// [`KafkaConfig`], so pipelines sharing a process (`loanflow bench`) keep
+/// their own clocks.
+#[derive(Debug, Default)]
+pub struct OutageClock(Mutex<Option<Instant>>);
+
+impl OutageClock {
+    fn down_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Context {
+    /// How long the brokers have been unreachable, if they are.
+    pub fn outage(&self) -> Option<Duration> {
+        self.outage.down_since().map(|since| since.elapsed())
+    }
+
+    /// Starts the outage clock if `error` says no broker can be reached
+    /// (consumers get these from `poll`, other clients through [`ClientContext::error`]).
+    pub fn note(&self, error: &KafkaError) {
+        use RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        if matches!(
+            error,
+            KafkaError::Global(AllBrokersDown | BrokerTransportFailure)
+                | KafkaError::MessageConsumption(AllBrokersDown | BrokerTransportFailure)
+        ) {
+            let mut down = self.outage.down_since();
+            if down.is_none() {
+                tracing::debug!("outage clock started: {error}");
+                *down = Some(Instant::now());
+            }
+        }
+    }
+
+    /// A broker answered: any outage is over.
+    pub fn broker_answered(&self) {
+        if let Some(since) = self.outage.down_since().take() {
+            tracing::info!(after = ?since.elapsed(), "the broker is reachable again");
+        }
+    }
+
+    /// The reason librdkafka gave for its last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac}: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Partition EOF is an event (we asked for it), not an error.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(&error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
+        {
+            return;
+        }
+        self.note(&error);
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+}
+
+impl ConsumerContext for Context {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_secrets_are_redacted() {
+        let c = KafkaConfig::new(
+            "b:9092",
+            &[
+                "security.protocol=SASL_SSL".into(),
+                "sasl.password=hunter2".into(),
+                "a=b=c".into(),
+            ],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let text = c.describe(&[]);
+        assert!(text.contains("security.protocol=SASL_SSL"));
+        assert!(text.contains("sasl.password=***") && !text.contains("hunter2"));
+        assert!(text.contains("a=b=c"));
+        assert!(KafkaConfig::new("b", &["nope".into()], Duration::from_secs(1)).is_err());
+        assert!(KafkaConfig::new("b", &["=v".into()], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn each_configuration_keeps_its_own_outage_clock() {
+        let a = KafkaConfig::new("a:1", &[], Duration::from_secs(1)).unwrap();
+        let b = KafkaConfig::new("b:1", &[], Duration::from_secs(1)).unwrap();
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        a.context().note(&down);
+        // Every client of `a` (and of its clones) sees the outage; `b`'s do not.
+        assert!(a.context().outage().is_some());
+        assert!(a.clone().context().outage().is_some());
+        assert!(b.context().outage().is_none());
+        a.context().broker_answered();
+        assert!(a.context().outage().is_none());
+    }
+}

@@ -1,0 +1,51 @@
+//! Kafka edges: a source that reads a topic's partitions and a sink that
+//! writes scored applications (and dead letters) to topics, at least once.
+//!
+//! # Partition ownership
+//! Worker `w` of `W` (global index, so this holds across a cluster) owns
+//! partition `p` iff `p % W == w`. Ownership is static: `assign()`, never
+//! group rebalancing (consumer-group joins are slow on some brokers and a
+//! rebalance would move partitions under a running epoch). Auto-commit and
+//! auto offset store are off: offsets move only as described below.
+//!
+//! # Offsets as progress
+//! Invariants, per worker:
+//! 1. Every record the source emits at epoch `e` comes from an owned
+//!    partition, and after closing `e` the source remembers `next[p]`, the
+//!    offset after the last record of `p` read at or before `e`.
+//! 2. The sink holds a capability for `e` until every message of `e` has
+//!    been acknowledged by the broker; a delivery failure keeps it held
+//!    forever (the run then stops with an error).
+//! 3. So when the `done` probe (the sinks' output frontier, over all
+//!    workers) has passed `e`, every output of every record read up to `e`
+//!    is delivered, and committing `next` as of `e` loses nothing. A restart
+//!    resumes from the committed offsets: records after them may be scored
+//!    twice (at-least-once), never skipped.
+//!
+//! # Caught up
+//! A partition is at its end when a fetch reports it there (librdkafka's
+//! partition EOF, from the high watermark in the fetch response), never from
+//! a ListOffsets query, which some brokers answer wrongly. For the same
+//! reason a partition's beginning is offset 0 ([`START`]), never asked for.
+
+//!
+//! # Layout
+//! [`config`] (reaching the cluster, topics, the client context and the
+//! run's outage clock), [`source`] (the source, as a state struct the
+//! operator steps), [`sink`] (the at-least-once sink and what every
+//! producer shares), [`readers`] (whole-topic readers outside a dataflow).
+//! [`crate::io::exactly_once`] builds on these; nothing here imports it.
+
+pub mod config;
+pub mod readers;
+pub mod sink;
+pub mod source;
+
+pub use config::{
+    Context, KafkaConfig, KafkaSetupError, OutageClock, DEFAULT_MAX_OUTAGE, FROM_START, START,
+};
+pub use readers::PartitionReader;
+pub use sink::{
+    dead_letter_message, producer, send, DeliveryTracker, KafkaSink, SinkContext, PRODUCER_DEFAULTS,
+};
+pub use source::{KafkaSource, OffsetLedger, Offsets};

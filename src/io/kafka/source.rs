@@ -1,0 +1,645 @@
+//! The Kafka source: one worker's share of a topic's partitions, read in
+//! epochs, its offsets committed once the outputs they cover are delivered
+//! (the invariants are in [`super`]).
+//!
+//! The operator is thin: all the reading logic is [`Reader`], a state
+//! struct whose [`Reader::step`] does one activation's work — commit what
+//! was delivered, wait out an outage, drain, read a batch — given only what
+//! the sinks have delivered. A unit test drives it against librdkafka's
+//! mock cluster, no timely needed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope};
+
+use super::config::{Context, KafkaConfig, START};
+use crate::core::fault::Fault;
+use crate::core::position::{From, Until};
+use crate::core::record::{now_ns, Origin, RawRecord};
+use crate::core::Epoch;
+use crate::dataflow::Batches;
+use crate::io::{Source, Stats, MAX_EPOCHS_AHEAD};
+
+/// (partition, next offset) pairs, sorted by partition.
+pub type Offsets = Vec<(i32, i64)>;
+
+/// The offsets snapshots of one worker's source, read by the same worker's
+/// exactly-once sink ([`crate::io::exactly_once`], invariant 1).
+/// Worker-local: timely workers are single threads.
+#[derive(Clone, Default)]
+pub struct OffsetLedger(Rc<RefCell<BTreeMap<Epoch, Offsets>>>);
+
+impl OffsetLedger {
+    /// The source closed `epoch` with these next offsets.
+    pub fn record(&self, epoch: Epoch, offsets: Offsets) {
+        self.0.borrow_mut().insert(epoch, offsets);
+    }
+
+    /// The newest snapshot of an epoch before `frontier` (`None`: every
+    /// epoch), forgetting it and the older ones.
+    pub fn take_before(&self, frontier: Option<Epoch>) -> Option<Offsets> {
+        let mut ledger = self.0.borrow_mut();
+        let rest = match frontier {
+            Some(f) => ledger.split_off(&f),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut *ledger, rest);
+        done.into_values().next_back()
+    }
+}
+
+/// One worker's part of a Kafka input topic.
+pub struct KafkaSource {
+    /// How to reach the cluster.
+    pub config: Arc<KafkaConfig>,
+    /// The topic read.
+    pub topic: String,
+    /// The consumer group whose committed offsets track progress.
+    pub group: String,
+    /// The topic's partition count.
+    pub partitions: i32,
+    /// Where each owned partition starts.
+    pub from: From,
+    /// Where each owned partition stops; `None`: run live until stopped.
+    pub until: Option<Until>,
+    /// Most records per epoch.
+    pub batch: usize,
+    /// The run's counters and first fault.
+    pub stats: Arc<Stats>,
+    /// Set on SIGINT/SIGTERM: finish the open epochs, commit, stop.
+    pub stop: Arc<AtomicBool>,
+    /// Exactly-once: the offsets go to this worker's transactional sink
+    /// (see [`crate::io::exactly_once`]) instead of being committed here.
+    pub ledger: Option<OffsetLedger>,
+}
+
+impl Source for KafkaSource {
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        done: ProbeHandle<Epoch>,
+    ) -> Batches<'s, RawRecord> {
+        let (index, peers) = (scope.index(), scope.peers());
+        source(scope, "KafkaSource", move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = Some(capability);
+            let mut reader = Reader::new(*self, index, peers);
+            let mut batch = Vec::new();
+            move |output| {
+                let Some(cap) = capability.as_mut() else {
+                    return;
+                };
+                let at = reader.epoch();
+                let wake = reader.step(done.with_frontier(|f| f.first().copied()), &mut batch);
+                if !batch.is_empty() {
+                    output.session(&cap).give_container(&mut batch);
+                }
+                match wake {
+                    Wake::Finished => capability = None,
+                    Wake::Now | Wake::After(_) if reader.epoch() > at => {
+                        cap.downgrade(&reader.epoch());
+                        activator.activate_after(wake.delay());
+                    }
+                    Wake::Now | Wake::After(_) => activator.activate_after(wake.delay()),
+                }
+            }
+        })
+    }
+}
+
+/// When the source's operator runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// At once: there may be more to read.
+    Now,
+    /// After this long: idle, backpressured or draining.
+    After(Duration),
+    /// Never: the source is done (its capability is dropped).
+    Finished,
+}
+
+impl Wake {
+    fn delay(self) -> Duration {
+        match self {
+            Wake::After(d) => d,
+            Wake::Now | Wake::Finished => Duration::ZERO,
+        }
+    }
+}
+
+enum Phase {
+    Reading,
+    /// Reading stopped; waiting for every epoch up to this one to be delivered.
+    Draining(Epoch),
+}
+
+/// One worker's reading state: what it owns, how far it read, what it
+/// committed. [`Reader::step`] is one activation of the source.
+pub struct Reader {
+    source: KafkaSource,
+    topic: Arc<str>,
+    /// `None` when it could not be created (the run's fault says why).
+    consumer: Option<SourceConsumer>,
+    owned: Vec<i32>,
+    /// next[p]: the offset after the last record read from p (invariant 1).
+    next: HashMap<i32, i64>,
+    /// Partitions read to their bound: their end (EOF) or, with `--until
+    /// time:`, their first record at or after that time.
+    finished: HashSet<i32>,
+    /// Offsets snapshots of closed epochs, not yet known delivered.
+    snapshots: VecDeque<(Epoch, Offsets)>,
+    /// The epoch records read now belong to.
+    epoch: Epoch,
+    phase: Phase,
+    origin: Instant,
+    caught_up_since: Option<Instant>,
+    /// The offsets of the newest delivered epoch, last committed.
+    committed: Option<Offsets>,
+    last_outage_log: Option<Instant>,
+    last_probe: Option<Instant>,
+    /// The newest offsets snapshot taken (a new epoch only when they move).
+    last_snapshot: Option<Offsets>,
+}
+
+impl Reader {
+    /// Worker `index` of `peers`: owns partition `p` iff `p % peers ==
+    /// index`, assigned at the group's committed offsets (or `from`). A
+    /// consumer that cannot be made or assigned is the run's fault.
+    pub fn new(source: KafkaSource, index: usize, peers: usize) -> Reader {
+        let owned: Vec<i32> = (0..source.partitions)
+            .filter(|p| *p as usize % peers == index)
+            .collect();
+        let consumer = match assign(&source, &owned) {
+            Ok(c) => Some(SourceConsumer(Some(c))),
+            Err(e) => {
+                source.stats.fail(Fault::fatal(format!(
+                    "cannot read topic `{}`: {e}",
+                    source.topic
+                )));
+                None
+            }
+        };
+        Reader {
+            topic: Arc::from(source.topic.as_str()),
+            source,
+            consumer,
+            owned,
+            next: HashMap::new(),
+            finished: HashSet::new(),
+            snapshots: VecDeque::new(),
+            epoch: 0,
+            phase: Phase::Reading,
+            origin: Instant::now(),
+            caught_up_since: None,
+            committed: None,
+            last_outage_log: None,
+            last_probe: None,
+            last_snapshot: None,
+        }
+    }
+
+    /// The epoch the next records belong to (the capability's time).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The offsets last known delivered (and committed, unless exactly once).
+    pub fn committed(&self) -> Option<&[(i32, i64)]> {
+        self.committed.as_deref()
+    }
+
+    /// One activation. `done` is the sinks' frontier (`None`: every epoch
+    /// delivered); records read go to `out`, all at [`Reader::epoch`] as it
+    /// was before the call.
+    pub fn step(&mut self, done: Option<Epoch>, out: &mut Vec<RawRecord>) -> Wake {
+        let delivered = |e: Epoch| done.is_none_or(|f| f > e);
+        let Some(consumer) = self.consumer.take() else {
+            return Wake::Finished;
+        };
+        let wake = self.step_with(&consumer, &delivered, out);
+        self.consumer = Some(consumer);
+        wake
+    }
+
+    fn step_with(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        delivered: &dyn Fn(Epoch) -> bool,
+        out: &mut Vec<RawRecord>,
+    ) -> Wake {
+        if self.owned.is_empty() {
+            // More workers than partitions: this one never has data, and
+            // must not hold the others' epochs back.
+            return Wake::Finished;
+        }
+        self.commit_delivered(consumer, delivered);
+        // Checked before anything waits on the sinks: while the broker is
+        // away they cannot deliver, so backpressure and draining would
+        // otherwise wait without bound.
+        if let Some(outage) = consumer.context().outage() {
+            if !self.wait_out(consumer, outage) {
+                return Wake::Finished;
+            }
+        }
+        if let Phase::Draining(last) = self.phase {
+            if !delivered(last) {
+                return Wake::After(Duration::from_millis(1));
+            }
+            // Everything read is delivered: commit it for sure
+            // (synchronously: the process may exit next).
+            if let (Some(offsets), None) = (&self.committed, &self.source.ledger) {
+                commit(consumer, &self.topic, offsets, true, &self.source.stats);
+            }
+            return Wake::Finished;
+        }
+        if self.stopping() {
+            if self.epoch == 0 {
+                return Wake::Finished; // nothing was read: nothing to commit
+            }
+            self.phase = Phase::Draining(self.epoch - 1);
+            return Wake::Now;
+        }
+        let behind = self.epoch.saturating_sub(MAX_EPOCHS_AHEAD);
+        if behind > 0 && !delivered(behind - 1) {
+            // Backpressure: the sinks are behind; look again shortly.
+            return Wake::After(Duration::from_millis(1));
+        }
+        self.read_batch(consumer, out);
+        self.close_epoch()
+    }
+
+    /// Commits the newest snapshot whose epoch every sink has delivered
+    /// (invariant 3); in exactly-once mode the sink commits, with the outputs.
+    fn commit_delivered(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        delivered: &dyn Fn(Epoch) -> bool,
+    ) {
+        let mut ready = None;
+        while self.snapshots.front().is_some_and(|(e, _)| delivered(*e)) {
+            ready = self.snapshots.pop_front();
+        }
+        if let Some((e, offsets)) = ready {
+            if self.source.ledger.is_none() {
+                commit(consumer, &self.topic, &offsets, false, &self.source.stats);
+                tracing::debug!(epoch = e, ?offsets, "committed");
+            }
+            self.committed = Some(offsets);
+        }
+    }
+
+    /// Whether reading ends now: a signal, a fault, or every partition at
+    /// its bound and still so after a grace period (an end-of-partition
+    /// seen while the broker was still appending is followed by more).
+    fn stopping(&mut self) -> bool {
+        let all_finished = self.source.until.is_some() && self.finished.len() == self.owned.len();
+        let caught_up = match (all_finished, self.caught_up_since) {
+            (false, _) => {
+                self.caught_up_since = None;
+                false
+            }
+            (true, None) => {
+                self.caught_up_since = Some(Instant::now());
+                false
+            }
+            (true, Some(since)) => since.elapsed() >= CAUGHT_UP_GRACE,
+        };
+        self.source.stop.load(Ordering::Relaxed) || self.source.stats.failed() || caught_up
+    }
+
+    /// Reads up to a batch of records into `out`, moving `next` (invariant 1).
+    fn read_batch(&mut self, consumer: &BaseConsumer<Context>, out: &mut Vec<RawRecord>) {
+        let skip_before = match self.source.from {
+            From::Time(t) => Some(t),
+            _ => None,
+        };
+        let stop_at = match self.source.until {
+            Some(Until::Time(t)) => Some(t),
+            _ => None,
+        };
+        let (mut count, mut bytes) = (0, 0);
+        let read_at = now_ns();
+        while count < self.source.batch {
+            match consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => {
+                    let partition = message.partition();
+                    if stop_at.is_some() && self.finished.contains(&partition) {
+                        continue; // fetched before the pause took hold
+                    }
+                    let time = message
+                        .timestamp()
+                        .to_millis()
+                        .map(|ms| ms.saturating_mul(1_000_000));
+                    if let (Some(t), Some(until)) = (time, stop_at) {
+                        if t >= until {
+                            // This partition's bound: not read, not committed past.
+                            self.finished.insert(partition);
+                            pause(consumer, &self.source.topic, partition);
+                            continue;
+                        }
+                    }
+                    self.finished.remove(&partition);
+                    self.next.insert(partition, message.offset() + 1);
+                    if let (Some(t), Some(from)) = (time, skip_before) {
+                        if t < from {
+                            Stats::add(&self.source.stats.skipped, 1);
+                            continue;
+                        }
+                    }
+                    let payload = message.payload().unwrap_or_default();
+                    bytes += payload.len();
+                    count += 1;
+                    out.push(RawRecord {
+                        read_at,
+                        bytes: payload.to_vec(),
+                        origin: Origin::Kafka {
+                            topic: Arc::clone(&self.topic),
+                            partition,
+                            offset: message.offset(),
+                        },
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.finished.insert(partition);
+                }
+                Some(Err(e)) => {
+                    consumer.context().note(&e);
+                    tracing::warn!(topic = %self.source.topic, "consumer: {e} (retrying)");
+                    break;
+                }
+            }
+        }
+        Stats::add(&self.source.stats.records_in, count as u64);
+        Stats::add(&self.source.stats.bytes_in, bytes as u64);
+    }
+
+    /// Closes the epoch if the offsets moved (a snapshot, for the ledger
+    /// too), else lets an idle epoch follow the clock.
+    fn close_epoch(&mut self) -> Wake {
+        if next_changed(&self.next, self.last_snapshot.as_deref()) {
+            let mut offsets: Offsets = self.next.iter().map(|(p, o)| (*p, *o)).collect();
+            offsets.sort_unstable();
+            self.last_snapshot = Some(offsets.clone());
+            if let Some(ledger) = &self.source.ledger {
+                // Invariant 1 of exactly_once: recorded before the capability moves on.
+                ledger.record(self.epoch, offsets.clone());
+            }
+            self.snapshots.push_back((self.epoch, offsets));
+            self.epoch = (self.epoch + 1).max(tick(self.origin));
+            Wake::Now
+        } else {
+            // Idle: nothing fetched. Let the epoch follow the clock, so an
+            // idle partition never holds back the epochs (and the commits,
+            // and the backpressure) of busy workers; look again soon, and
+            // serve commits meanwhile.
+            self.epoch = self.epoch.max(tick(self.origin));
+            Wake::After(Duration::from_millis(2))
+        }
+    }
+
+    /// While no broker answers: logs what the run waits for (every 5 s),
+    /// asks the broker for a partition's watermarks about once a second (an
+    /// idle topic sends nothing that would show it is back) and fails the
+    /// run after `--max-outage`. Returns whether reading may go on.
+    fn wait_out(&mut self, consumer: &BaseConsumer<Context>, outage: Duration) -> bool {
+        let config = &self.source.config;
+        let max = config.max_outage;
+        if outage > max {
+            self.source.stats.fail(Fault::fatal(format!(
+                "the broker at {} has been unreachable for {} s, longer than --max-outage {} s; nothing undelivered was committed: start it again and re-run (the run resumes from the committed offsets)",
+                config.brokers,
+                outage.as_secs(),
+                max.as_secs()
+            )));
+            return false;
+        }
+        if self
+            .last_outage_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            self.last_outage_log = Some(Instant::now());
+            tracing::warn!(
+                "waiting for the broker at {}: unreachable for {} s (gives up after --max-outage {} s)",
+                config.brokers,
+                outage.as_secs(),
+                max.as_secs()
+            );
+        }
+        // A real round trip (metadata may be answered from librdkafka's cache);
+        // only whether the broker answers counts, never the (unreliable) values.
+        if self
+            .last_probe
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_probe = Some(Instant::now());
+            let probe =
+                consumer.fetch_watermarks(&self.source.topic, 0, Duration::from_millis(300));
+            tracing::debug!(?probe, "outage probe");
+            if probe.is_ok() {
+                consumer.context().broker_answered();
+            }
+        }
+        true
+    }
+}
+
+/// A source's consumer, closed when dropped unless the broker is unreachable.
+///
+/// Closing a consumer waits for the answers to its requests in flight (an
+/// asynchronous offset commit, say); a broker that is gone never sends them,
+/// and a run giving up after `--max-outage` would then hang on its way out
+/// (librdkafka times the request out only after `socket.timeout.ms`, 60 s).
+/// Such a consumer is left unclosed instead: the process is about to exit,
+/// and nothing is committed that the outputs do not cover (the commits in
+/// flight name delivered offsets only).
+struct SourceConsumer(Option<BaseConsumer<Context>>);
+
+impl std::ops::Deref for SourceConsumer {
+    type Target = BaseConsumer<Context>;
+
+    fn deref(&self) -> &BaseConsumer<Context> {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl Drop for SourceConsumer {
+    fn drop(&mut self) {
+        let consumer = self.0.take();
+        if let Some(outage) = consumer.as_ref().and_then(|c| c.context().outage()) {
+            tracing::debug!(
+                ?outage,
+                "the broker is unreachable: not closing the consumer"
+            );
+            std::mem::forget(consumer);
+        }
+    }
+}
+
+/// A source's consumer: no auto-commit, no auto offset store (offsets move
+/// only as the invariants say), partition EOF reported.
+fn consumer(source: &KafkaSource) -> Result<BaseConsumer<Context>, KafkaError> {
+    source
+        .config
+        .client_config(&[
+            ("group.id", &source.group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "true"),
+            (
+                "auto.offset.reset",
+                match source.from {
+                    From::Latest => "latest",
+                    _ => "earliest",
+                },
+            ),
+        ])
+        .create_with_context(source.config.context())
+}
+
+/// Why a source could not start reading.
+#[derive(Debug, thiserror::Error)]
+enum AssignError {
+    #[error("{0}")]
+    Client(#[from] KafkaError),
+    #[error("cannot read the committed offsets of group `{group}`: {source}")]
+    Committed { group: String, source: KafkaError },
+}
+
+/// Creates this worker's consumer and assigns its partitions at the group's
+/// committed offsets (or the start position where there is none).
+fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, AssignError> {
+    let consumer = consumer(source)?;
+    if owned.is_empty() {
+        return Ok(consumer);
+    }
+    let mut wanted = TopicPartitionList::new();
+    for &p in owned {
+        wanted.add_partition(&source.topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, source.config.connect_timeout)
+        .map_err(|e| AssignError::Committed {
+            group: source.group.clone(),
+            source: e,
+        })?;
+    // Offsets-for-times is only a hint (some brokers answer 0 for every
+    // time): records before the time are skipped by their timestamp anyway.
+    let hints = match source.from {
+        From::Time(t) => {
+            let mut tpl = TopicPartitionList::new();
+            for &p in owned {
+                tpl.add_partition_offset(
+                    &source.topic,
+                    p,
+                    Offset::Offset(t.div_euclid(1_000_000)),
+                )?;
+            }
+            consumer
+                .offsets_for_times(tpl, source.config.connect_timeout)
+                .inspect_err(|e| tracing::info!("cannot look up offsets by time: {e}"))
+                .ok()
+        }
+        _ => None,
+    };
+    let mut assignment = TopicPartitionList::new();
+    for &p in owned {
+        let committed = committed
+            .find_partition(&source.topic, p)
+            .map(|e| e.offset())
+            .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0));
+        let offset = match source.from {
+            From::Committed => committed.unwrap_or(START),
+            From::Earliest => START,
+            From::Latest => Offset::End,
+            From::Offset(n) => Offset::Offset(n),
+            From::Time(_) => hints
+                .as_ref()
+                .and_then(|h| h.find_partition(&source.topic, p))
+                .map(|e| e.offset())
+                .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0) || *o == Offset::End)
+                .unwrap_or(START),
+        };
+        tracing::info!(topic = %source.topic, partition = p, ?offset, group = %source.group, "assigned");
+        assignment.add_partition_offset(&source.topic, p, offset)?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// How long every owned partition must stay at its end before a bounded run
+/// ends.
+const CAUGHT_UP_GRACE: Duration = Duration::from_millis(100);
+
+/// Epochs advance at least once per this long, busy or idle.
+const TICK: Duration = Duration::from_millis(2);
+
+/// The clock's epoch: how many ticks since the source started.
+fn tick(origin: Instant) -> Epoch {
+    (origin.elapsed().as_nanos() / TICK.as_nanos()) as Epoch
+}
+
+/// Whether `next` moved since the last snapshot (skipped records move it too).
+fn next_changed(next: &HashMap<i32, i64>, last: Option<&[(i32, i64)]>) -> bool {
+    match last {
+        None => !next.is_empty(),
+        Some(last) => last.len() != next.len() || last.iter().any(|(p, o)| next.get(p) != Some(o)),
+    }
+}
+
+/// Stops fetching a partition that reached its bound.
+fn pause(consumer: &BaseConsumer<Context>, topic: &str, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::warn!(topic, partition, "cannot pause a finished partition: {e}");
+    }
+}
+
+/// Commits `offsets` of `topic` for the group. A failed asynchronous commit
+/// loses nothing (the records are re-read after a restart), so only a
+/// failed final (synchronous) one is the run's fault.
+fn commit(
+    consumer: &BaseConsumer<Context>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    sync: bool,
+    stats: &Stats,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Offset(o)) {
+            stats.fail(Fault::fatal(format!(
+                "cannot commit offset {o} of {topic}/{p}: {e}"
+            )));
+            return;
+        }
+    }
+    let mode = if sync {
+        CommitMode::Sync
+    } else {
+        CommitMode::Async
+    };
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        if sync {
+            stats.fail(Fault::fatal(format!(
+                "cannot commit offsets of `{topic}`: {e}"
+            )));
+        } else {
+            tracing::warn!(
+                topic,
+                "offset commit failed (will retry with the next epoch): {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The plan of a run: where records come from and where they go, decided
+//! once for all workers, with every set-up error found before any worker
+//! starts (a missing column, an unreachable broker, a clash of paths).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Result};
+use rdkafka::producer::BaseProducer;
+
+use crate::cli::RunArgs;
+use crate::core::fault::Fault;
+use crate::core::names;
+use crate::core::position::From;
+use crate::core::record::Format;
+use crate::dataflow::ingest::Parser;
+use crate::io::exactly_once::protocol::new_incarnation;
+use crate::io::exactly_once::{committed_offsets, transactional_producer};
+use crate::io::file::{
+    create_parent, detect_format, part_path, remove_stale_parts, FileInput, FileOutput,
+};
+use crate::io::kafka::{KafkaConfig, SinkContext};
+use crate::spec::Spec;
+
+/// Where records come from, decided once for all workers.
+pub enum SourcePlan {
+    /// A file, split across the workers.
+    File {
+        input: Arc<FileInput>,
+        format: Format,
+        name: String,
+    },
+    /// A topic, its partitions shared by the workers.
+    Kafka {
+        config: Arc<KafkaConfig>,
+        topic: String,
+        partitions: i32,
+        group: String,
+        format: Format,
+    },
+}
+
+/// Where scored applications and dead letters go.
+pub enum SinkPlan {
+    /// JSON Lines files (one pair per process in a cluster).
+    File {
+        scored: Arc<FileOutput>,
+        dead: Arc<FileOutput>,
+        /// In a cluster: the paths given, under whose `.d` folders the
+        /// processes write their parts (with how many processes there are).
+        parts_of: Option<(PathBuf, PathBuf, usize)>,
+    },
+    /// Topics, at least once or (with a plan) exactly once.
+    Kafka {
+        config: Arc<KafkaConfig>,
+        topic: String,
+        dead_letter_topic: String,
+        exactly_once: Option<ExactlyOncePlan>,
+    },
+}
+
+/// What `--exactly-once` adds to a Kafka sink.
+pub struct ExactlyOncePlan {
+    pub progress_topic: String,
+    pub input_topic: String,
+    pub group: String,
+    /// Fresh per start: names the run's transactions (a cluster uses process 0's).
+    pub incarnation: String,
+    /// Per local worker: its transactional producer, zombie already fenced.
+    pub producers: Mutex<Vec<Option<BaseProducer<SinkContext>>>>,
+    /// The committed offsets read after the fencing, before any commit.
+    pub resumed_from: Arc<BTreeMap<i32, i64>>,
+}
+
+/// This process's place: local workers, processes, its index.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+}
+
+impl SourcePlan {
+    /// The source `args` name: `--input-topic` (with brokers), else `--input`.
+    pub fn new(
+        args: &RunArgs,
+        spec: &Spec,
+        kafka: Option<&Arc<KafkaConfig>>,
+    ) -> Result<SourcePlan> {
+        match (&args.input_topic, kafka) {
+            (Some(topic), Some(config)) => {
+                let partitions = config.ensure_topic(topic, args.kafka.partitions)?;
+                let format = args.format.unwrap_or(Format::Jsonl);
+                // A CSV payload would need a header; Kafka messages are JSON objects.
+                if format == Format::Csv {
+                    return Err(anyhow!("Kafka input must be JSON objects (--format jsonl)"));
+                }
+                let group = args.group.clone().unwrap_or_else(|| {
+                    if args.until.is_some() || args.from != From::Committed {
+                        // A replay: its own group, never the live pipeline's.
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis());
+                        names::replay_group(&spec.name, now)
+                    } else {
+                        names::group(&spec.name)
+                    }
+                });
+                Ok(SourcePlan::Kafka {
+                    config: Arc::clone(config),
+                    topic: topic.clone(),
+                    partitions,
+                    group,
+                    format,
+                })
+            }
+            _ => {
+                let format = detect_format(&args.input, args.format)?;
+                let input = Arc::new(FileInput::open(&args.input, format)?);
+                let name = args.input.display().to_string();
+                // Check the header now, so a missing column is a set-up error, not a failed worker.
+                Parser::new(
+                    spec,
+                    format,
+                    input.header(),
+                    &name,
+                    args.max_record_bytes as usize,
+                )?;
+                Ok(SourcePlan::File {
+                    input,
+                    format,
+                    name,
+                })
+            }
+        }
+    }
+}
+
+impl SinkPlan {
+    /// The sink `args` name: `--output-topic` (with brokers), else files.
+    pub fn new(
+        args: &RunArgs,
+        source: &SourcePlan,
+        kafka: Option<&Arc<KafkaConfig>>,
+        at: Placement,
+    ) -> Result<SinkPlan> {
+        match (&args.output_topic, kafka) {
+            (Some(topic), Some(config)) => {
+                let dead_letter_topic = args
+                    .dead_letter_topic
+                    .clone()
+                    .unwrap_or_else(|| names::dead_letter_topic(topic));
+                config.ensure_topic(topic, args.kafka.partitions)?;
+                config.ensure_topic(&dead_letter_topic, args.kafka.partitions)?;
+                let exactly_once = match (source, args.exactly_once) {
+                    (SourcePlan::Kafka { .. }, true) => {
+                        Some(ExactlyOncePlan::new(args, source, config, at)?)
+                    }
+                    (_, true) => {
+                        return Err(anyhow!(
+                            "--exactly-once needs --input-topic and --output-topic"
+                        ))
+                    }
+                    (_, false) => None,
+                };
+                Ok(SinkPlan::Kafka {
+                    config: Arc::clone(config),
+                    topic: topic.clone(),
+                    dead_letter_topic,
+                    exactly_once,
+                })
+            }
+            _ => SinkPlan::files(args, at),
+        }
+    }
+
+    fn files(args: &RunArgs, at: Placement) -> Result<SinkPlan> {
+        if args.output == args.dead_letters {
+            return Err(anyhow!(
+                "--output and --dead-letters are both {}: give them different files",
+                args.output.display()
+            ));
+        }
+        if at.processes == 1 {
+            return Ok(SinkPlan::File {
+                scored: Arc::new(FileOutput::create(&args.output, false)?),
+                dead: Arc::new(FileOutput::create(&args.dead_letters, true)?),
+                parts_of: None,
+            });
+        }
+        // One file per process, touched only after the start-up check; a
+        // folder that cannot be made is a set-up error now.
+        create_parent(&args.output)?;
+        create_parent(&args.dead_letters)?;
+        Ok(SinkPlan::File {
+            scored: Arc::new(FileOutput::new(&part_path(&args.output, at.process))),
+            dead: Arc::new(FileOutput::new(&part_path(&args.dead_letters, at.process))),
+            parts_of: Some((args.output.clone(), args.dead_letters.clone(), at.processes)),
+        })
+    }
+
+    /// Makes file outputs ready to write: removes what an earlier run left
+    /// there and opens the scored file. A cluster calls this only after its
+    /// start-up check passed, so a cluster that refuses to start writes nothing.
+    pub fn prepare(&self) -> Result<(), Fault> {
+        let SinkPlan::File {
+            scored,
+            dead,
+            parts_of,
+        } = self
+        else {
+            return Ok(());
+        };
+        let fault = |e: crate::io::file::FileError| Fault::fatal(e.to_string());
+        if let Some((output, dead_letters, processes)) = parts_of {
+            remove_stale_parts(output, *processes).map_err(fault)?;
+            remove_stale_parts(dead_letters, *processes).map_err(fault)?;
+        }
+        scored.prepare(false).map_err(fault)?;
+        dead.prepare(true).map_err(fault)
+    }
+
+    /// The exactly-once plan, if the sink has one.
+    pub fn exactly_once(&self) -> Option<&ExactlyOncePlan> {
+        match self {
+            SinkPlan::Kafka {
+                exactly_once: Some(eo),
+                ..
+            } => Some(eo),
+            _ => None,
+        }
+    }
+}
+
+impl ExactlyOncePlan {
+    fn new(
+        args: &RunArgs,
+        source: &SourcePlan,
+        config: &Arc<KafkaConfig>,
+        at: Placement,
+    ) -> Result<ExactlyOncePlan> {
+        let SourcePlan::Kafka {
+            topic: input_topic,
+            partitions,
+            group,
+            ..
+        } = source
+        else {
+            return Err(anyhow!(
+                "--exactly-once needs --input-topic and --output-topic"
+            ));
+        };
+        let output_topic = args.output_topic.as_deref().unwrap_or_default();
+        let progress_topic = args
+            .progress_topic
+            .clone()
+            .unwrap_or_else(|| names::progress_topic(output_topic));
+        // One partition (in order), compacted: each writer's last record is
+        // all `verify` needs (exactly_once).
+        config.ensure_topic_with(&progress_topic, Some(1), &[("cleanup.policy", "compact")])?;
+        // Fence every local worker's zombie first, then read where the run
+        // resumes (exactly_once, invariant 5).
+        let total = at.workers * at.processes;
+        let producers = (0..at.workers)
+            .map(|i| {
+                transactional_producer(config, group, at.process * at.workers + i, total).map(Some)
+            })
+            .collect::<Result<Vec<_>, Fault>>()?;
+        let resumed_from = committed_offsets(config, group, input_topic, 0..*partitions)?;
+        Ok(ExactlyOncePlan {
+            progress_topic,
+            input_topic: input_topic.clone(),
+            group: group.clone(),
+            incarnation: new_incarnation(),
+            producers: Mutex::new(producers),
+            resumed_from: Arc::new(resumed_from),
+        })
+    }
+
+    /// Worker `index`'s transactional producer (each is taken once).
+    pub fn take_producer(&self, index: usize) -> Result<BaseProducer<SinkContext>, Fault> {
+        self.producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| Fault::fatal("no transactional producer for this worker"))
+    }
+}

@@ -1,0 +1,228 @@
+//! One timely worker of a run: in a cluster, the start-up check; then its
+//! sink and source from the plan, the dataflow between them, and stepping
+//! until every epoch is delivered (or the run failed).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use super::cluster::{self, Fingerprint, Membership, ProcessCounts};
+use super::plan::{SinkPlan, SourcePlan};
+use super::Control;
+use crate::core::fault::Fault;
+use crate::core::position::{From, Until};
+use crate::core::scored::OutputFormat;
+use crate::core::Epoch;
+use crate::dataflow::clean::Cleaner;
+use crate::dataflow::ingest::Parser;
+use crate::dataflow::pace::Pace;
+use crate::dataflow::predict::Predictor;
+use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
+use crate::io::file::{FileSink, FileSource};
+use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
+use crate::io::{Sink, Source, Stats};
+use crate::model::Forest;
+use crate::spec::Spec;
+
+/// Everything every worker of a process shares, read-only but for the
+/// counters, the once-only cells and the producers it takes.
+pub struct Shared {
+    pub spec: Arc<Spec>,
+    pub forest: Arc<Forest>,
+    pub format: OutputFormat,
+    pub source: SourcePlan,
+    pub sink: SinkPlan,
+    pub stats: Arc<Stats>,
+    pub control: Control,
+    pub progress: Option<ProgressBar>,
+    pub membership: Option<Membership>,
+    pub fingerprint: Fingerprint,
+    /// The sink's preparation, done once per process (after a cluster's check).
+    pub sink_ready: OnceLock<Result<(), Fault>>,
+    /// Set by the first worker to start, so a cluster's connection time is not counted.
+    pub started: OnceLock<Instant>,
+    pub pace: Option<Pace>,
+    /// Local worker threads.
+    pub workers: usize,
+    pub batch: usize,
+    pub from: From,
+    pub until: Option<Until>,
+    pub max_record_bytes: usize,
+}
+
+/// What a worker ends with: on worker 0 of a cluster, every process's counts.
+pub type WorkerResult = Result<Option<Vec<ProcessCounts>>, Fault>;
+
+/// Runs one worker to its end.
+pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
+    shared.started.get_or_init(Instant::now);
+    let incarnation = match &shared.membership {
+        Some(m) => Some(start_up_check(worker, shared, m)?),
+        None => None,
+    };
+    // The sink first: an exactly-once sink fences the previous incarnation
+    // before the source reads the committed offsets.
+    let ledger = OffsetLedger::default();
+    let sink = sink(worker, shared, incarnation.as_deref(), &ledger)?;
+    let exactly_once = shared.sink.exactly_once().is_some();
+    let (source, parser) = source(shared, exactly_once.then_some(ledger));
+    let done = ProbeHandle::<Epoch>::new();
+    let pipeline = worker.next_dataflow_index();
+    worker.dataflow::<Epoch, _, _>(|scope| {
+        let raw = source.build(scope, done.clone());
+        let (scored, dead) = crate::dataflow::build(
+            raw,
+            shared.pace.clone(),
+            parser,
+            Cleaner::new(&shared.spec),
+            Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold),
+        );
+        sink.build(scored, dead).probe_with(&done);
+    });
+    let stats = &shared.stats;
+    while !done.done() && !stats.failed() {
+        worker.step_or_park(Some(Duration::from_millis(100)));
+    }
+    if stats.failed() && !done.done() {
+        // A failed run leaves epochs that will never finish (a sink holds
+        // the capabilities of undelivered messages): drop the dataflow, or
+        // timely would wait for it forever.
+        worker.drop_dataflow(pipeline);
+    }
+    let Some(m) = &shared.membership else {
+        return Ok(None);
+    };
+    if let Some(failure) = stats.failure() {
+        cluster::fail_now(&shared.control, m.process, &failure);
+    }
+    // `done` is the whole cluster's: every process has counted all it will.
+    let first = m.is_first_of_process(worker.index());
+    let counts = cluster::gather(worker, first.then(|| ProcessCounts::of(m.process, stats)));
+    Ok((worker.index() == 0).then_some(counts))
+}
+
+/// A cluster's start-up check: every worker sees every process's
+/// fingerprint, so every process reaches the same verdict and stops by
+/// itself. Returns the incarnation the cluster writes under: process 0's.
+fn start_up_check(worker: &mut Worker, shared: &Shared, m: &Membership) -> Result<String, Fault> {
+    let first = m.is_first_of_process(worker.index());
+    let prints = cluster::gather(worker, first.then(|| shared.fingerprint.clone()));
+    cluster::check_fingerprints(&prints)?;
+    if let Err(e) = shared.sink_ready.get_or_init(|| shared.sink.prepare()) {
+        cluster::fail_now(&shared.control, m.process, e);
+    }
+    Ok(prints
+        .iter()
+        .min_by_key(|p| p.process)
+        .map(|p| p.incarnation.clone())
+        .unwrap_or_default())
+}
+
+/// This worker's sink, from the plan.
+fn sink(
+    worker: &Worker,
+    shared: &Shared,
+    incarnation: Option<&str>,
+    ledger: &OffsetLedger,
+) -> Result<Box<dyn Sink>, Fault> {
+    let format = shared.format.clone();
+    let stats = Arc::clone(&shared.stats);
+    Ok(match &shared.sink {
+        SinkPlan::File { scored, dead, .. } => Box::new(FileSink {
+            scored: Arc::clone(scored),
+            dead: Arc::clone(dead),
+            format,
+            stats,
+        }),
+        SinkPlan::Kafka {
+            config,
+            topic,
+            dead_letter_topic,
+            exactly_once: Some(eo),
+        } => Box::new(TransactionalSink::new(TransactionalSinkConfig {
+            producer: eo.take_producer(worker.index() % shared.workers)?,
+            resumed_from: Arc::clone(&eo.resumed_from),
+            config,
+            topic,
+            dead_letter_topic,
+            progress_topic: &eo.progress_topic,
+            input_topic: &eo.input_topic,
+            dataflow: &shared.spec.name,
+            group: &eo.group,
+            incarnation: incarnation.unwrap_or(&eo.incarnation),
+            worker: worker.index(),
+            workers: worker.peers(),
+            ledger: ledger.clone(),
+            format,
+            stats,
+        })?),
+        SinkPlan::Kafka {
+            config,
+            topic,
+            dead_letter_topic,
+            exactly_once: None,
+        } => Box::new(KafkaSink {
+            config: Arc::clone(config),
+            topic: topic.clone(),
+            dead_letter_topic: dead_letter_topic.clone(),
+            format,
+            stats,
+        }),
+    })
+}
+
+/// This worker's source and the parser of what it reads, from the plan.
+fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Parser) {
+    let stats = Arc::clone(&shared.stats);
+    let stop: Arc<AtomicBool> = shared.control.stop_flag();
+    match &shared.source {
+        SourcePlan::File {
+            input,
+            format,
+            name,
+        } => (
+            Box::new(FileSource {
+                input: Arc::clone(input),
+                batch: shared.batch,
+                progress: shared.progress.clone(),
+                stats,
+                stop,
+            }),
+            Parser::new(
+                &shared.spec,
+                *format,
+                input.header(),
+                name,
+                shared.max_record_bytes,
+            )
+            .expect("header checked before the workers started"),
+        ),
+        SourcePlan::Kafka {
+            config,
+            topic,
+            partitions,
+            group,
+            format,
+        } => (
+            Box::new(KafkaSource {
+                config: Arc::clone(config),
+                topic: topic.clone(),
+                group: group.clone(),
+                partitions: *partitions,
+                from: shared.from,
+                until: shared.until,
+                batch: shared.batch,
+                stats,
+                stop,
+                ledger,
+            }),
+            Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)
+                .expect("JSON needs no header"),
+        ),
+    }
+}
