@@ -32,6 +32,7 @@ fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
 
 /// Stops the process at once with one line: how a cluster process whose
 /// peers cannot go on leaves (see `pipeline::cluster`).
+#[allow(clippy::exit)] // the one place the process exits (the lint guards the library)
 fn halt(code: i32, message: &str) -> ! {
     eprintln!("{message}");
     std::process::exit(code)

@@ -543,6 +543,7 @@ fn sigterm_to_the_launcher_stops_every_process_gracefully() {
 /// alone, as a single process does: its peers' dataflow went down with its
 /// own. The cluster exits naming the failure; re-launched, it finishes, and
 /// `verify` finds every input exactly once among the committed records.
+#[cfg(feature = "failpoints")] // arms LOANFLOW_FAILPOINTS (scripts/test builds with it)
 #[test]
 fn exactly_once_cluster_with_an_aborted_transaction_exits_and_resumes() {
     let broker = Broker::start();

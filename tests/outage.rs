@@ -192,6 +192,7 @@ fn max_outage_bounds_the_wait_with_one_line() {
 /// committed transaction (the open one is aborted by the fencing), and
 /// `verify` finds every input exactly once among the committed records, the
 /// failed transactions' outputs discarded.
+#[cfg(feature = "failpoints")] // arms LOANFLOW_FAILPOINTS (scripts/test builds with it)
 #[test]
 fn an_aborted_transaction_restarts_the_run_in_process_exactly_once() {
     let _serial = serial();

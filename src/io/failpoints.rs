@@ -11,8 +11,21 @@
 //!   delivered first (the case where `verify` must tell from the committed
 //!   offsets that it was aborted); the transaction stays open until the
 //!   restart's fencing aborts it.
+//!
+//! Failpoints exist only in a build with the `failpoints` cargo feature
+//! (`scripts/test` builds the tests with it); a release build has none, and
+//! arming one there is an error rather than a test that tests nothing.
 
-use anyhow::{anyhow, Result};
+/// Why `LOANFLOW_FAILPOINTS` could not be armed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ENV}: {0}")]
+pub struct FailpointError(String);
+
+type Result<T> = std::result::Result<T, FailpointError>;
+
+fn error(message: impl Into<String>) -> FailpointError {
+    FailpointError(message.into())
+}
 
 /// The environment variable that arms failpoints.
 pub const ENV: &str = "LOANFLOW_FAILPOINTS";
@@ -24,6 +37,9 @@ pub const KNOWN: &[&str] = &["txn-add-offsets"];
 /// Arms the failpoints `LOANFLOW_FAILPOINTS` names (none when it is unset).
 pub fn setup() -> Result<()> {
     match std::env::var_os(ENV) {
+        Some(_) if !cfg!(feature = "failpoints") => Err(error(
+            "this loanflow is built without failpoints (build it with `--features failpoints`)",
+        )),
         Some(value) => arm(value),
         None => Ok(()),
     }
@@ -31,21 +47,19 @@ pub fn setup() -> Result<()> {
 
 /// Arms the failpoints a `LOANFLOW_FAILPOINTS` value names.
 fn arm(value: std::ffi::OsString) -> Result<()> {
-    let value = value
-        .into_string()
-        .map_err(|_| anyhow!("{ENV} is not UTF-8"))?;
+    let value = value.into_string().map_err(|_| error("not UTF-8"))?;
     for entry in value.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let (name, actions) = entry
             .split_once('=')
             .map(|(n, a)| (n.trim(), a.trim()))
-            .ok_or_else(|| anyhow!("{ENV}: `{entry}` is not NAME=ACTIONS"))?;
+            .ok_or_else(|| error(format!("`{entry}` is not NAME=ACTIONS")))?;
         if !KNOWN.contains(&name) {
-            return Err(anyhow!(
-                "{ENV}: no failpoint `{name}` (there are: {})",
+            return Err(error(format!(
+                "no failpoint `{name}` (there are: {})",
                 KNOWN.join(", ")
-            ));
+            )));
         }
-        fail::cfg(name, actions).map_err(|e| anyhow!("{ENV}: failpoint `{name}`: {e}"))?;
+        fail::cfg(name, actions).map_err(|e| error(format!("failpoint `{name}`: {e}")))?;
         tracing::warn!(failpoint = name, actions, "failpoint armed ({ENV})");
     }
     Ok(())
@@ -56,6 +70,7 @@ mod tests {
     use super::*;
 
     // One test: the failpoint registry is per process.
+    #[cfg(feature = "failpoints")]
     #[test]
     fn arms_known_failpoints_and_rejects_the_rest() {
         let armed = |value: &str| arm(value.into()).map_err(|e| e.to_string());

@@ -42,7 +42,7 @@ use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
 use timely::{CommunicationConfig, ExchangeData, WorkerConfig};
 
-use super::Control;
+use super::control::Control;
 use crate::cli::ClusterFlags;
 use crate::core::fault::Fault;
 use crate::io::Stats;

@@ -1,4 +1,4 @@
-//! Jobs: what the commands run. Above all a dataflow run ([`run`]): load
+//! Jobs: what the commands run. Above all a dataflow run ([`run()`]): load
 //! and check everything it needs (spec, model, input, outputs) before any
 //! worker starts — so set-up errors are one clear line — then execute the
 //! dataflow on timely workers and return a [`Summary`]. Also the jobs that
@@ -6,17 +6,20 @@
 //! topic ([`copy`]), resampling a stream ([`generate`]).
 //!
 //! Owns [`load`] (spec + model), [`plan`] (source and sink, decided once),
+//! [`run`](mod@run) (the run itself), [`control`] (what the process hands a job),
 //! [`worker`] (one timely worker), [`restart`] (starting again after a
 //! fault a restart helps), [`summary`], [`cluster`] (a process of a timely
 //! cluster: membership, start-up check, counts) and [`progress`] bars. May
 //! import [`crate::cli`]'s argument types, the edges and below; never a
-//! command.
+//! command. Its modules import each other directly, never through this
+//! module's re-exports (which are for the commands).
 //!
 //! With `--processes N` a run is one process of a timely cluster; see
 //! [`cluster`] for what changes (a start-up check, per-process output files,
 //! a cluster-wide summary from process 0).
 
 pub mod cluster;
+pub mod control;
 pub mod copy;
 pub mod generate;
 pub mod load;
@@ -24,271 +27,11 @@ pub mod plan;
 pub mod produce;
 pub mod progress;
 pub mod restart;
+pub mod run;
 pub mod summary;
 pub mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-use anyhow::{anyhow, Result};
-use timely::{CommunicationConfig, WorkerConfig};
-
-use crate::cli::RunArgs;
-use crate::core::position::Until;
-use crate::core::scored::OutputFormat;
-use crate::dataflow::pace::Pace;
-use crate::io::file::part_dir;
-use crate::io::Stats;
-use cluster::{Fingerprint, Membership, ProcessCounts};
-use load::{file_sha256, load, Loaded};
-use plan::{Placement, SinkPlan, SourcePlan};
-use worker::{run_worker, Shared};
-
-pub use restart::{run_restarting, RunFault};
+pub use control::{Control, Halt};
+pub use restart::run_restarting;
+pub use run::{run, run_paced, timely_config, RunFault};
 pub use summary::Summary;
-
-/// How a job stops the process at once: prints `message`, exits with
-/// `code`. Given by the binary (only `main` exits the process); a cluster
-/// process needs it when its peers cannot go on without it.
-pub type Halt = fn(code: i32, message: &str) -> !;
-
-/// What the process hands a job: the flag its signal handlers set, and how
-/// to halt the process.
-#[derive(Clone)]
-pub struct Control {
-    stop: Arc<AtomicBool>,
-    halt: Halt,
-}
-
-impl Control {
-    /// A job stopped by `stop` (SIGINT/SIGTERM), halting through `halt`.
-    pub fn new(stop: Arc<AtomicBool>, halt: Halt) -> Control {
-        Control { stop, halt }
-    }
-
-    /// The stop flag, for the sources to watch.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
-    }
-
-    /// Whether the process was asked to stop.
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Stops the process at once.
-    pub fn halt(&self, code: i32, message: &str) -> ! {
-        (self.halt)(code, message)
-    }
-}
-
-/// The timely configuration of `workers` threads in one process.
-pub fn timely_config(workers: usize) -> timely::Config {
-    timely::Config {
-        communication: if workers == 1 {
-            CommunicationConfig::Thread
-        } else {
-            CommunicationConfig::Process(workers)
-        },
-        worker: WorkerConfig::default(),
-    }
-}
-
-/// Runs the dataflow until the input ends (files, `--until-caught-up`) or
-/// the process is asked to stop (SIGINT/SIGTERM), then returns what it did.
-pub fn run(args: &RunArgs, control: &Control) -> Result<Summary> {
-    run_paced(args, None, control)
-}
-
-/// [`run`], with a file replayed at `pace` (see `loanflow replay`).
-pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Summary> {
-    let shared = Arc::new(prepare(args, pace, control)?);
-    let Shared {
-        membership, stats, ..
-    } = &*shared;
-    let at = placement(args, membership.as_ref());
-    tracing::info!(dataflow = %shared.spec.name, model = %shared.fingerprint.model, workers = at.workers, processes = at.processes, process = at.process, "starting");
-    let connected = Arc::new(AtomicBool::new(false));
-    if let Some(m) = membership {
-        cluster::watchdog(m, Arc::clone(&connected), control);
-    }
-    let config = match membership {
-        Some(m) => m.config(),
-        None => timely_config(at.workers),
-    };
-    let guards = {
-        let shared = Arc::clone(&shared);
-        timely::execute(config, move |worker| run_worker(worker, &shared))
-            .map_err(|e| anyhow!("cannot start the workers: {e}"))?
-    };
-    connected.store(true, Ordering::Relaxed);
-    let mut cluster_counts: Option<Vec<ProcessCounts>> = None;
-    let mut refused = None;
-    for result in guards.join() {
-        match result.map_err(|e| anyhow!("a worker failed: {e}"))? {
-            Ok(Some(counts)) => cluster_counts = Some(counts),
-            Ok(None) => {}
-            Err(e) => refused = Some(e),
-        }
-    }
-    if let Some(e) = refused {
-        return Err(e.into());
-    }
-    if let Some(bar) = &shared.progress {
-        bar.finish_and_clear();
-    }
-    if let Some(fault) = stats.failure() {
-        // Exactly-once sinks count their outputs once committed.
-        let committed = Stats::get(&stats.scored) + Stats::get(&stats.dead_letters) > 0;
-        return Err(RunFault {
-            // A cluster process does not start again alone (its peers'
-            // dataflow went down with its own; the launcher stops the cluster).
-            fault: if at.processes == 1 {
-                fault
-            } else {
-                fault.never_retried()
-            },
-            committed,
-        }
-        .into());
-    }
-    summarize(&shared, at, cluster_counts.as_deref())
-}
-
-/// Everything before the workers start: the spec and model, the cluster
-/// membership, the source and sink plans. Every error here is a set-up
-/// error, one line, and nothing has been written.
-fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shared> {
-    let Loaded { spec, model } = load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
-    let workers = args.workers as usize;
-    let membership = Membership::from_flags(&args.cluster, workers)?;
-    let at = placement(args, membership.as_ref());
-    let kafka = args.kafka.config()?;
-    let source = SourcePlan::new(args, &spec, kafka.as_ref())?;
-    let sink = SinkPlan::new(args, &source, kafka.as_ref(), at)?;
-    let until = if args.until_caught_up {
-        Some(Until::End)
-    } else {
-        args.until
-    };
-    if until.is_some() && args.input_topic.is_none() {
-        return Err(anyhow!("--until applies to --input-topic (a file ends by itself; `loanflow replay` bounds a file by event time)"));
-    }
-    let stats = Arc::new(Stats::default());
-    let progress = match &source {
-        // A process of a cluster reads a share of the file the bar cannot know.
-        SourcePlan::File { input, .. } if at.processes == 1 => {
-            progress::progress_bar(input.data_len(), args.quiet)
-        }
-        _ => None,
-    };
-    let fingerprint = Fingerprint {
-        process: at.process,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        spec: spec.name.clone(),
-        spec_sha256: file_sha256(&args.pipeline.dataflow)?,
-        model: model.id.clone(),
-        model_sha256: model.sha256.clone(),
-        incarnation: sink
-            .exactly_once()
-            .map(|eo| eo.incarnation.clone())
-            .unwrap_or_default(),
-    };
-    Ok(Shared {
-        format: OutputFormat::new(&spec, &model.id).stamped(args.stamp),
-        forest: Arc::new(model.forest.clone()),
-        spec,
-        source,
-        sink,
-        stats,
-        control: control.clone(),
-        progress,
-        membership,
-        fingerprint,
-        sink_ready: OnceLock::new(),
-        started: OnceLock::new(),
-        pace,
-        workers,
-        batch: args.batch as usize,
-        from: args.from,
-        until,
-        max_record_bytes: args.max_record_bytes as usize,
-    })
-}
-
-fn placement(args: &RunArgs, membership: Option<&Membership>) -> Placement {
-    let (processes, process) = membership.map_or((1, 0), |m| (m.processes, m.process));
-    Placement {
-        workers: args.workers as usize,
-        processes,
-        process,
-    }
-}
-
-/// The run's summary, its outputs published (file outputs are renamed from
-/// `.partial` only now that the run succeeded).
-fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) -> Result<Summary> {
-    let mut totals = ProcessCounts::of(at.process, &shared.stats);
-    if let Some(counts) = cluster {
-        totals = ProcessCounts {
-            process: at.process,
-            ..Default::default()
-        };
-        for c in counts {
-            totals.records_in += c.records_in;
-            totals.bytes_in += c.bytes_in;
-            totals.scored += c.scored;
-            totals.flagged += c.flagged;
-            totals.dead_letters += c.dead_letters;
-        }
-    }
-    let (output, dead_letters_to) = match &shared.sink {
-        SinkPlan::File {
-            scored,
-            dead,
-            parts_of,
-        } => {
-            scored.finish()?;
-            let wrote_dead = dead.finish()?;
-            match parts_of {
-                Some((output, dead_letters, _)) if at.process == 0 => (
-                    format!("{}/part-*.jsonl", part_dir(output).display()),
-                    (totals.dead_letters > 0)
-                        .then(|| format!("{}/part-*.jsonl", part_dir(dead_letters).display())),
-                ),
-                _ => (
-                    scored.path().display().to_string(),
-                    wrote_dead.then(|| dead.path().display().to_string()),
-                ),
-            }
-        }
-        SinkPlan::Kafka {
-            topic,
-            dead_letter_topic,
-            ..
-        } => (
-            format!("topic {topic}"),
-            Some(format!("topic {dead_letter_topic}")),
-        ),
-    };
-    Ok(Summary {
-        records_in: totals.records_in,
-        bytes_in: totals.bytes_in,
-        scored: totals.scored,
-        flagged: totals.flagged,
-        dead_letters: totals.dead_letters,
-        elapsed: shared
-            .started
-            .get()
-            .map_or(Duration::ZERO, Instant::elapsed),
-        workers: at.workers * at.processes,
-        processes: at.processes,
-        process: at.process,
-        output,
-        dead_letters_to,
-        model: shared.fingerprint.model.clone(),
-        interrupted: shared.control.stopped(),
-        restarts: 0,
-    })
-}

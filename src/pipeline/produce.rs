@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _, Result};
 use rdkafka::producer::{BaseRecord, Producer};
 
+use super::control::Control;
 use super::progress::progress_bar;
-use super::Control;
 use crate::core::pace::Pacer;
 use crate::core::position::Window;
 use crate::core::record::{format_time, write_record_json, Format};

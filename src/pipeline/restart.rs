@@ -5,21 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{run, Control, Summary};
+use super::control::Control;
+use super::run::{run, RunFault};
+use super::summary::Summary;
 use crate::cli::RunArgs;
-use crate::core::fault::{Fault, RetryHint};
-
-/// How a run whose workers started ended in a fault: the first one
-/// recorded, and whether the run had committed anything before it (see
-/// [`Restarts`]). A run that could not start is a set-up error instead.
-#[derive(Debug, thiserror::Error)]
-#[error("{fault}")]
-pub struct RunFault {
-    /// The first fault the run recorded.
-    pub fault: Fault,
-    /// Whether the run committed anything before it failed.
-    pub committed: bool,
-}
+use crate::core::fault::RetryHint;
 
 /// [`run`], started again from the last committed transaction after a
 /// [`RunFault`] whose fault a restart can help ([`RetryHint::Restart`]), as a supervisor would restart the process (same
@@ -118,6 +108,7 @@ impl Restarts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fault::Fault;
 
     use anyhow::anyhow;
 

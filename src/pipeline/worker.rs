@@ -12,8 +12,8 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::cluster::{self, Fingerprint, Membership, ProcessCounts};
+use super::control::Control;
 use super::plan::{SinkPlan, SourcePlan};
-use super::Control;
 use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
 use crate::core::scored::OutputFormat;
@@ -75,7 +75,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let pipeline = worker.next_dataflow_index();
     worker.dataflow::<Epoch, _, _>(|scope| {
         let raw = source.build(scope, done.clone());
-        let (scored, dead) = crate::dataflow::build(
+        let (scored, dead) = crate::dataflow::graph::build(
             raw,
             shared.pace.clone(),
             parser,
