@@ -5,6 +5,9 @@
 //! Compare with XGBoost's own `inplace_predict` (one thread) on the same rows:
 //!     .venv-models/bin/python models/bench_xgboost.py
 
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
