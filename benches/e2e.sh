@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 REPEATS="${2:-3}"
 cargo build --release --quiet
-bin=target/release/loanflow
+bin="${CARGO_TARGET_DIR:-target}/release/loanflow"
 mkdir -p out/bench
 stream="out/bench/stream-$ROWS.csv"
 [[ -f "$stream" ]] || "$bin" generate --rows "$ROWS" --seed 7 --output "$stream" --quiet

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
-bin=target/release/loanflow
+bin="${CARGO_TARGET_DIR:-target}/release/loanflow"
 dir=$(mktemp -d)
 trap 'scripts/broker stop --dir "$dir/broker" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 echo "| records | run time (s) | records/s | peak RSS of loanflow run (MB) |"

@@ -22,7 +22,7 @@ KAFKA="${KAFKA:-0}"
 OUT="${OUT:-benches/results}"
 
 cargo build --release --quiet
-bin=target/release/loanflow
+bin="${CARGO_TARGET_DIR:-target}/release/loanflow"
 mkdir -p "$OUT"
 
 args=(bench --rows "$ROWS" --workers "$WORKERS" --repeat "$REPEAT" --rate "$RATES"
