@@ -4,9 +4,10 @@
 //!
 //! # Layers
 //! The modules form layers; each imports only the layers below it (and,
-//! within a layer, never in a cycle). `tests/layers.rs` reads every `crate::`
-//! path in `src/` against this list and fails on an upward import or a
-//! cycle, so this list is the architecture, checked. Bottom to top:
+//! within a layer, never in a cycle). `scripts/check_layers` (run by
+//! `scripts/test`) reads every `crate::`, `super::` and child path in
+//! `src/` against this list and fails on an upward import or a cycle, so
+//! this list is the architecture, checked. Bottom to top:
 //!
 //! ```text
 //! layer spec model     the dataflow spec (TOML) and the XGBoost scorer
