@@ -5,7 +5,8 @@
 //! This module owns loading and validating a spec. Everything that depends on
 //! a particular dataflow lives in its TOML file, never in Rust code: the
 //! ingest stage reads [`Spec::columns`], the clean stage compiles
-//! [`Spec::features`], the predict stage loads [`Spec::model`].
+//! [`Spec::features`], the predict stage loads [`Spec::model`]. May import
+//! nothing else of the crate.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,29 +16,50 @@ use serde::Deserialize;
 /// Why a spec could not be used. Each message names the file and what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// The spec file cannot be read.
     #[error("cannot read dataflow spec {path}: {source} (pass an existing file with --dataflow)")]
     Read {
+        /// The spec file.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not TOML, or not of a spec's shape (an unknown key, a
+    /// missing field, a value of the wrong type).
     #[error("dataflow spec {path} is not valid TOML for a loanflow spec: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The spec file.
+        path: PathBuf,
+        /// The TOML parser's message, with the line and column when known.
+        message: String,
+    },
+    /// The spec parses but breaks a rule (an unknown column, a feature on a
+    /// column of the wrong type, a duplicate feature name, …).
     #[error("dataflow spec {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// What is wrong, and often how to fix it.
+        message: String,
+    },
 }
 
 /// The type an input column's raw text is parsed into at ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
+    /// Text, kept as is.
     String,
+    /// A 64-bit signed integer.
     Int,
+    /// A finite 64-bit float.
     Float,
     /// RFC 3339, e.g. `2016-01-01T00:03:12Z`.
     Timestamp,
 }
 
 impl ColumnType {
+    /// The type's name as a spec writes it (`"float"`).
     pub fn name(self) -> &'static str {
         match self {
             ColumnType::String => "string",
@@ -63,7 +85,9 @@ enum RawColumn {
 /// One input column: its name, type, and the raw values that mean "no value".
 #[derive(Debug, Clone)]
 pub struct Column {
+    /// The name in the CSV header or the JSON object.
     pub name: String,
+    /// The type its raw text is parsed into.
     pub ty: ColumnType,
     /// Raw texts that stand for a missing value. Empty: every value is required.
     pub missing: Vec<String>,
@@ -87,24 +111,32 @@ pub enum Unknown {
     Error,
 }
 
+/// One `[[features]]` entry: how a column becomes one or more model features.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Feature {
     /// The column's number as the feature; a missing value stays missing.
     Numeric {
+        /// The int or float column read.
         column: String,
+        /// The feature's name; the column's if `None`.
         #[serde(default)]
         name: Option<String>,
     },
     /// A text level mapped to a number, by `levels` (position + `start`) or by `map`.
     Ordinal {
+        /// The string column read.
         column: String,
+        /// The feature's name; the column's if `None`.
         #[serde(default)]
         name: Option<String>,
+        /// Levels in order: the i-th (0-based) maps to `start + i`.
         #[serde(default)]
         levels: Vec<String>,
+        /// The number of the first of `levels`; 0 if `None`.
         #[serde(default)]
         start: Option<f64>,
+        /// Levels mapped to numbers explicitly, alongside `levels`.
         #[serde(default)]
         map: BTreeMap<String, f64>,
         /// Levels that mean "no value": the feature is missing (NaN).
@@ -113,16 +145,21 @@ pub enum Feature {
     },
     /// One feature per listed value, named `COLUMN__Value` (or `prefix` + value).
     OneHot {
+        /// The string column read.
         column: String,
+        /// The values that get a feature each, in feature order.
         values: Vec<String>,
+        /// What feature names start with; `COLUMN__` if `None`.
         #[serde(default)]
         prefix: Option<String>,
+        /// What a value not in `values` becomes.
         #[serde(default)]
         unknown: Unknown,
     },
 }
 
 impl Feature {
+    /// The input column this entry reads.
     pub fn column(&self) -> &str {
         match self {
             Feature::Numeric { column, .. }
@@ -169,10 +206,14 @@ impl Feature {
     }
 }
 
+/// The training label: the column holding the outcome and its positive
+/// value. For training only; serving never reads it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Label {
+    /// The label column.
     pub column: String,
+    /// The raw value that means the positive class (e.g. `"bad"`).
     pub positive: String,
 }
 
@@ -205,7 +246,9 @@ fn default_threshold() -> f64 {
 pub struct Spec {
     /// Where the spec was read from.
     pub path: PathBuf,
+    /// Names the dataflow (its consumer group, logs).
     pub name: String,
+    /// Free text for people; empty if the spec gives none.
     pub description: String,
     /// The model file, resolved relative to the spec's folder.
     pub model: PathBuf,
@@ -217,9 +260,11 @@ pub struct Spec {
     pub id: usize,
     /// Index into `columns` of the event-time column, if any.
     pub event_time: Option<usize>,
+    /// The training label, if the spec names one.
     pub label: Option<Label>,
     /// Indexes into `columns` copied to every output record.
     pub passthrough: Vec<usize>,
+    /// The `[[features]]` entries, in the order the model expects.
     pub features: Vec<Feature>,
 }
 
@@ -411,6 +456,7 @@ impl Spec {
         self.features.iter().flat_map(Feature::names).collect()
     }
 
+    /// The index into `columns` of the column called `name`.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

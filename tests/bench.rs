@@ -2,24 +2,10 @@
 //! one run each. No timing assertions: only that it measures, and says so
 //! in a well-formed table and JSON.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
+use common::loanflow;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn loanflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loanflow"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .env_remove("LOANFLOW_BROKERS")
-        .output()
-        .expect("run loanflow")
-}
 
 fn positive(v: &Value, what: &str) -> f64 {
     let x = v

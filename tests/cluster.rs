@@ -4,40 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_each_application_scored_once, ingest, loanflow, loanflow_command, partition_counts,
-    stderr, Broker,
+    assert_each_application_scored_once, ingest, lines, loanflow, loanflow_command,
+    partition_counts, predictions, stderr, Broker,
 };
-
-/// Every line of `path` (a file, or the sorted parts of a cluster's
-/// `PATH.d/`), by id; panics on a duplicate id.
-fn predictions(lines: impl Iterator<Item = String>) -> BTreeMap<String, String> {
-    let mut by_id = BTreeMap::new();
-    for line in lines {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let id = v["id"].as_str().unwrap().to_owned();
-        assert!(
-            by_id.insert(id, line.clone()).is_none(),
-            "duplicate output {line}"
-        );
-    }
-    by_id
-}
-
-fn lines(path: &Path) -> impl Iterator<Item = String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
-        .into_iter()
-}
 
 /// The names in a folder, sorted.
 fn names(dir: &Path) -> Vec<String> {

@@ -4,9 +4,12 @@
 //! problem, never a panic. Inputs the fuzz targets in `fuzz/` found are kept
 //! here as regression tests (marked "found by fuzz target …").
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::root;
 use loanflow::core::record::{
     write_record_json, DeadLetter, Format, Origin, RawRecord, Record, Stage, Value,
 };
@@ -14,10 +17,6 @@ use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::{Parser, DEFAULT_MAX_RECORD_BYTES};
 use loanflow::model::{LoadError, Model, ModelError, Objective};
 use loanflow::spec::{Spec, SpecError};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn spec() -> Spec {
     Spec::load(&root().join("dataflows/lending_club.toml")).unwrap()

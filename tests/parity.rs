@@ -3,18 +3,17 @@
 //! written by models/train.py; tests/fixtures/quix_expected.csv, written by
 //! models/make_quix_fixture.py from XGBoost 3.2.0).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::root;
 use loanflow::core::record::{Format, Origin, RawRecord};
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
 use loanflow::model::Model;
 use loanflow::spec::Spec;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn expected(path: &Path) -> HashMap<String, f32> {
     let text = std::fs::read_to_string(path).unwrap();

@@ -4,10 +4,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{loanflow, root, stderr, Broker};
+use common::{loanflow, root, sorted_lines, stderr, Broker};
 
 const FEB: &str = "time:2016-02-01T00:00:00Z";
 const MAR: &str = "time:2016-03-01T00:00:00Z";
@@ -23,17 +22,6 @@ fn ids_between(from: &str, until: &str) -> BTreeSet<String> {
             (at >= from && at < until).then(|| id.to_owned())
         })
         .collect()
-}
-
-/// The output lines of a file, sorted (by id first: every line starts with it).
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
 }
 
 fn ids_of(lines: &[String]) -> BTreeSet<String> {

@@ -1,47 +1,18 @@
 //! `loanflow run` and `loanflow generate` end to end, as a user runs them:
 //! the binary on real files, checked against XGBoost's own scores.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{expected_scores, lines, loanflow, predictions, root, sorted_lines, stderr};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn loanflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loanflow"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run loanflow")
-}
-
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+    lines(path)
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
-}
-
-fn expected_scores() -> HashMap<String, f64> {
-    std::fs::read_to_string(root().join("models/lending_club.expected.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (id, s) = l.split_once(',').unwrap();
-            (id.to_owned(), s.parse().unwrap())
-        })
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the default job with `workers` into a temp dir; returns predictions by id.
@@ -62,17 +33,7 @@ fn run_default(dir: &Path, workers: usize) -> BTreeMap<String, String> {
         "summary: {}",
         stderr(&out)
     );
-    let text = std::fs::read_to_string(&output).unwrap();
-    let mut by_id = BTreeMap::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let id = v["id"].as_str().unwrap().to_owned();
-        assert!(
-            by_id.insert(id, line.to_owned()).is_none(),
-            "duplicate output {line}"
-        );
-    }
-    by_id
+    predictions(lines(&output))
 }
 
 #[test]
@@ -215,12 +176,7 @@ fn jsonl_input_scores_like_csv() {
             output.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
-        let mut lines: Vec<String> = std::fs::read_to_string(&output)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        lines.sort();
+        let lines = sorted_lines(&output);
         assert_eq!(lines.len(), 3000);
         results.push(lines);
     }

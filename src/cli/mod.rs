@@ -2,10 +2,10 @@
 //! into checked values (positive numbers, positions, rates, formats) by the
 //! value parsers in [`values`], and the Kafka flags turned into a checked
 //! [`KafkaConfig`]. Every subcommand's help ends with examples; defaults
-//! make `loanflow run` with no arguments the embedded default job.
-//!
-//! Sits above the edges (it builds their configuration) and below the
-//! pipeline and the commands, which take these types.
+//! make `loanflow run` with no arguments the embedded default job. May
+//! import the edges ([`crate::io`], whose configuration it builds) and every
+//! layer below them; never [`crate::pipeline`] or [`crate::commands`], which
+//! take these types.
 
 pub mod values;
 
@@ -29,6 +29,7 @@ Examples:
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
   RUST_LOG=debug loanflow run                   with logs";
 
+/// The whole command line: `loanflow <COMMAND>`.
 #[derive(Debug, Parser)]
 #[command(
     name = "loanflow",
@@ -41,10 +42,12 @@ described by a dataflow spec (dataflows/*.toml); adding a dataflow needs no code
     after_help = EXAMPLES
 )]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands, one per module of [`crate::commands`].
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Score applications from a file through the dataflow.
@@ -198,8 +201,10 @@ Examples:
     Verify(VerifyArgs),
 }
 
+/// The flags of `loanflow verify`.
 #[derive(Debug, Args, Clone)]
 pub struct VerifyArgs {
+    /// The broker the run used.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The dataflow spec (names the default group).
@@ -232,6 +237,7 @@ pub struct VerifyArgs {
     pub json: Option<PathBuf>,
 }
 
+/// The dataflow spec and the model, shared by the commands that read them.
 #[derive(Debug, Args, Clone)]
 pub struct PipelineArgs {
     /// The dataflow spec: columns, features, model.
@@ -286,10 +292,14 @@ impl KafkaArgs {
     }
 }
 
+/// The flags of `loanflow run`, also taken by `cluster` and by `replay` into
+/// the pipeline.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
+    /// The spec and model to score with.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The broker, for a topic source or sink.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Read applications from this topic instead of --input.
@@ -366,6 +376,7 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+    /// This process's place in a timely cluster (`cluster`: how many to launch).
     #[command(flatten)]
     pub cluster: ClusterFlags,
 }
@@ -404,10 +415,13 @@ pub struct ClusterFlags {
     pub cluster_timeout: Duration,
 }
 
+/// The flags of `loanflow ingest`.
 #[derive(Debug, Args, Clone)]
 pub struct IngestArgs {
+    /// The spec the records are parsed with (the model is not read).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The broker to produce to.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The topic to produce to.
@@ -432,6 +446,7 @@ pub struct IngestArgs {
     pub quiet: bool,
 }
 
+/// The flags of `loanflow replay`.
 #[derive(Debug, Args, Clone)]
 pub struct ReplayArgs {
     /// The history to replay: CSV or JSON Lines, in arrival order.
@@ -446,16 +461,22 @@ pub struct ReplayArgs {
     /// Produce into this topic (with --brokers) instead of running the pipeline.
     #[arg(long, value_name = "TOPIC", requires = "brokers")]
     pub topic: Option<String>,
+    /// The run the records go into without `--topic`; with it, its spec, Kafka
+    /// flags, `--format`, `--from`/`--until` and `--quiet` still apply.
     #[command(flatten)]
     pub run: RunArgs,
 }
 
+/// The flags of `loanflow passthrough`.
 #[derive(Debug, Args, Clone)]
 pub struct PassthroughArgs {
+    /// The broker holding both topics.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The topic to copy, every partition from the beginning to its end.
     #[arg(long, value_name = "TOPIC")]
     pub input_topic: String,
+    /// The topic to copy into (created with --partitions if missing).
     #[arg(long, value_name = "TOPIC")]
     pub output_topic: String,
     /// Threads, each owning the partitions p with p % threads == its index.
@@ -463,8 +484,10 @@ pub struct PassthroughArgs {
     pub workers: u16,
 }
 
+/// The flags of `loanflow tail`.
 #[derive(Debug, Args, Clone)]
 pub struct TailArgs {
+    /// The broker to read from.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The topic to read.
@@ -481,8 +504,10 @@ pub struct TailArgs {
     pub json: bool,
 }
 
+/// The flags of `loanflow generate`.
 #[derive(Debug, Args, Clone)]
 pub struct GenerateArgs {
+    /// The spec the rows are read and written with (the model is not read).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
     /// How many applications to write.
@@ -507,10 +532,13 @@ pub struct GenerateArgs {
     pub quiet: bool,
 }
 
+/// The flags of `loanflow bench`.
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
+    /// The spec and model every run and limit uses.
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// The broker for the Kafka runs; without `--brokers`, files only.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Applications to generate (resampled from data/lending_club.csv, --seed).

@@ -17,10 +17,9 @@ use serde::Serialize;
 use crate::cli::VerifyArgs;
 use crate::core::names;
 use crate::io::exactly_once::protocol::{
-    committed_offsets, Committed, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION,
-    HEADER_WORKER,
+    Committed, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION, HEADER_WORKER,
 };
-use crate::io::kafka::{KafkaConfig, KafkaSetupError, PartitionReader};
+use crate::io::kafka::{committed_offsets, KafkaConfig, KafkaSetupError, PartitionReader};
 use crate::spec::Spec;
 
 /// What `verify` found.

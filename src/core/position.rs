@@ -11,7 +11,9 @@ use std::str::FromStr;
 pub enum From {
     /// The group's committed offset, else the beginning (a live pipeline's default).
     Committed,
+    /// The partition's first offset still on the broker.
     Earliest,
+    /// The partition's end: only records produced from now on.
     Latest,
     /// This offset in every partition.
     Offset(i64),
@@ -27,10 +29,13 @@ pub enum From {
 pub enum Until {
     /// The partition's end as a fetch reports it (partition EOF).
     End,
-    /// The first record at or after this time, or the end, whichever comes first.
+    /// The first record at or after this time (nanoseconds since the epoch),
+    /// or the end, whichever comes first.
     Time(i64),
 }
 
+/// A `--from`, `--until` or `--speed` value that does not parse: the text,
+/// and what was expected instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}`: {1}")]
 pub struct ParseError(String, &'static str);
@@ -120,11 +125,14 @@ impl FromStr for Speed {
 /// An event-time window: `from` inclusive, `until` exclusive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
+    /// The first event time inside (ns since the epoch); `None`: no lower bound.
     pub from: Option<i64>,
+    /// The first event time past the end (ns since the epoch); `None`: no upper bound.
     pub until: Option<i64>,
 }
 
 impl Window {
+    /// Whether event time `t` (ns since the epoch) lies inside the window.
     pub fn contains(&self, t: i64) -> bool {
         self.from.is_none_or(|f| t >= f) && self.until.is_none_or(|u| t < u)
     }

@@ -15,12 +15,20 @@ use crate::spec::{Column, ColumnType};
 /// Where a record came from, so a person can find it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
-    /// A line of a file (1-based, counting the header).
-    File { path: Arc<str>, line: u64 },
+    /// A line of a file.
+    File {
+        /// The file's path, as the run was given it.
+        path: Arc<str>,
+        /// The line number: 1-based, counting a CSV header.
+        line: u64,
+    },
     /// A message of a Kafka partition.
     Kafka {
+        /// The topic the message was read from.
         topic: Arc<str>,
+        /// The partition within the topic.
         partition: i32,
+        /// The message's offset within the partition.
         offset: i64,
     },
 }
@@ -60,7 +68,9 @@ pub enum Format {
 /// A record as an edge delivers it: bytes, and where they came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawRecord {
+    /// The record as read: one line of a file (no line end) or one message's payload.
     pub bytes: Vec<u8>,
+    /// Where the bytes came from.
     pub origin: Origin,
     /// When the source read it: wall clock, nanoseconds since the epoch (0: unknown).
     pub read_at: i64,
@@ -76,9 +86,14 @@ pub fn now_ns() -> i64 {
 /// A typed value of one column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
+    /// No value: the raw text was one of the column's `missing` values, or
+    /// the column is absent from the input.
     Null,
+    /// An `int` column's value.
     Int(i64),
+    /// A `float` column's value; always finite.
     Float(f64),
+    /// A `string` column's value, as read.
     Str(String),
     /// Nanoseconds since the Unix epoch, UTC.
     Time(i64),
@@ -138,20 +153,52 @@ pub fn parse_time(text: &str) -> Option<i64> {
 /// the offending value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValueError {
+    /// The value is empty (or JSON `null`) and the column allows no missing value.
     #[error("column `{column}` is empty and has no missing values allowed")]
-    Empty { column: String },
+    Empty {
+        /// The column's name.
+        column: String,
+    },
+    /// An `int` column's value is not a 64-bit integer (a JSON number with a
+    /// fraction included).
     #[error("column `{column}`: `{value}` is not an integer")]
-    NotInt { column: String, value: String },
+    NotInt {
+        /// The column's name.
+        column: String,
+        /// The offending text.
+        value: String,
+    },
+    /// A `float` column's text is not a number, or not a finite one.
     #[error("column `{column}`: `{value}` is not a finite number")]
-    NotNumber { column: String, value: String },
+    NotNumber {
+        /// The column's name.
+        column: String,
+        /// The offending text.
+        value: String,
+    },
+    /// A `timestamp` column's text is not an RFC 3339 time.
     #[error("column `{column}`: `{value}` is not an RFC 3339 time (e.g. 2016-01-01T00:03:12Z)")]
-    NotTime { column: String, value: String },
+    NotTime {
+        /// The column's name.
+        column: String,
+        /// The offending text.
+        value: String,
+    },
+    /// A JSON record has no key for a column that allows no missing value.
     #[error("column `{column}` is missing")]
-    MissingColumn { column: String },
+    MissingColumn {
+        /// The column's name.
+        column: String,
+    },
+    /// A JSON value's type cannot hold the column's type (a boolean, an
+    /// object or array, a number for a timestamp).
     #[error("column `{column}`: expected {expected}, found {found}")]
     WrongJsonType {
+        /// The column's name.
         column: String,
+        /// What the column takes, e.g. "an integer".
         expected: &'static str,
+        /// What the input held, e.g. "a boolean".
         found: &'static str,
     },
 }
@@ -196,12 +243,16 @@ pub fn parse_value(column: &Column, text: &str) -> Result<Value, ValueError> {
 /// A typed record: one value per spec column, in spec order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
+    /// The id column's value, as text.
     pub id: String,
     /// The spec's event-time column, nanoseconds since the epoch.
     pub event_time: Option<i64>,
+    /// One value per spec column, indexed like
+    /// [`Spec::columns`](crate::spec::Spec::columns).
     pub values: Vec<Value>,
     /// The raw input, kept so a later stage can still dead-letter it losslessly.
     pub raw: Vec<u8>,
+    /// Where the raw input came from.
     pub origin: Origin,
     /// When the source read it (see [`RawRecord::read_at`]).
     pub read_at: i64,
@@ -211,8 +262,12 @@ pub struct Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
+    /// Raw bytes → a typed record.
     Ingest,
+    /// A typed record → model features.
     Clean,
+    /// Features → a score. The predict stage refuses no record, so nothing
+    /// emits this yet.
     Predict,
 }
 
@@ -220,9 +275,13 @@ pub enum Stage {
 /// it, why, and where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// The record's raw input, byte for byte.
     pub raw: Vec<u8>,
+    /// The stage that refused it.
     pub stage: Stage,
+    /// Why, for a person (names the column and value when there is one).
     pub reason: String,
+    /// Where the raw input came from.
     pub origin: Origin,
 }
 

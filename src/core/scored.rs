@@ -9,12 +9,15 @@ use crate::spec::Spec;
 /// A scored application.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
+    /// The application's id (the spec's id column).
     pub id: String,
     /// The model's output (a probability for logistic models), exactly as XGBoost computes it.
     pub score: f32,
     /// `score >= threshold`.
     pub flagged: bool,
+    /// The application's event time (ns since the epoch), if it has one.
     pub event_time: Option<i64>,
+    /// Values of the spec's `passthrough` columns, in that list's order.
     pub passthrough: Vec<Value>,
     /// When the source read the application (ns since the epoch).
     pub read_at: i64,
@@ -35,6 +38,7 @@ pub struct OutputFormat {
 }
 
 impl OutputFormat {
+    /// The format of `spec`'s outputs scored by the model `model_id`; unstamped.
     pub fn new(spec: &Spec, model_id: &str) -> OutputFormat {
         OutputFormat {
             model_id: model_id.to_owned(),

@@ -18,34 +18,52 @@ use crate::spec::{Feature, Spec, Unknown};
 /// A record ready for the model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeatureRow {
+    /// The record's id.
     pub id: String,
+    /// The record's event time (ns since the epoch), if it has one.
     pub event_time: Option<i64>,
     /// `num_features` values; NaN = missing.
     pub features: Vec<f32>,
-    /// The spec's pass-through columns, in spec order.
+    /// Values of the spec's `passthrough` columns, in that list's order.
     pub passthrough: Vec<Value>,
+    /// Where the raw input came from.
     pub origin: Origin,
+    /// When the source read it (see [`Record::read_at`]).
     pub read_at: i64,
 }
 
+/// Why a record's values cannot become features; names the column and value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CleanError {
+    /// An ordinal column's level is in neither its table nor its `missing` list.
     #[error("column `{column}`: unknown level `{value}` (expected one of {expected})")]
     UnknownLevel {
+        /// The feature's column.
         column: String,
+        /// The level found.
         value: String,
+        /// The accepted levels, sorted (cut after 12).
         expected: String,
     },
+    /// A one-hot column's value is not listed, and the spec says `unknown = "error"`.
     #[error("column `{column}`: unknown value `{value}` (expected one of {expected})")]
     UnknownValue {
+        /// The feature's column.
         column: String,
+        /// The value found.
         value: String,
+        /// The listed values, sorted (cut after 12).
         expected: String,
     },
+    /// A value of a type the feature cannot use; a record typed by this
+    /// spec's ingest never has one.
     #[error("column `{column}`: a {found} value where the spec needs {needed}")]
     WrongType {
+        /// The feature's column.
         column: String,
+        /// What the record held, e.g. "text".
         found: &'static str,
+        /// What the feature needs, e.g. "a number".
         needed: &'static str,
     },
 }
@@ -76,6 +94,7 @@ pub struct Cleaner {
 }
 
 impl Cleaner {
+    /// Compiles a validated spec's `[[features]]`.
     pub fn new(spec: &Spec) -> Cleaner {
         let column = |name: &str| {
             spec.column(name)
@@ -128,6 +147,7 @@ impl Cleaner {
         }
     }
 
+    /// How many features each row has (the spec's expanded feature names).
     pub fn num_features(&self) -> usize {
         self.num_features
     }

@@ -26,15 +26,22 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
 /// run starts, with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
+    /// The CSV header lacks a column the spec reads and requires.
     #[error("{source_name}: the CSV header has no column `{column}`, which dataflow `{spec}` reads (add it, or give the spec's column `missing = [\"\"]` to allow it to be absent)")]
     MissingColumn {
+        /// The input's name, for the message (a path or a topic).
         source_name: String,
+        /// The missing column.
         column: String,
+        /// The dataflow spec's name.
         spec: String,
     },
+    /// There is no header line (empty input), or it is not UTF-8 or not CSV.
     #[error("{source_name}: the CSV header is not valid: {message}")]
     Invalid {
+        /// The input's name, for the message (a path or a topic).
         source_name: String,
+        /// What is wrong with the header.
         message: String,
     },
 }

@@ -6,7 +6,9 @@
 //!        └──────────────► dead letters ◄───────────────┘
 //! ```
 //! The stages never know which edge they run on: they take a stream of
-//! [`RawRecord`]s and give back streams of [`Scored`] and [`DeadLetter`].
+//! [`RawRecord`](crate::core::record::RawRecord)s and give back streams of
+//! [`Scored`](crate::core::scored::Scored) and
+//! [`DeadLetter`](crate::core::record::DeadLetter).
 //! Time is a `u64` epoch chosen by the source ([`Epoch`]).
 //!
 //! Operators only: each stage's logic is a plain struct free of timely

@@ -1,6 +1,6 @@
 //! The predict stage: feature rows → [`Scored`] applications, a batch at a
 //! time through the native scorer. A plain struct, free of timely: the
-//! operator that runs it is [`crate::dataflow::predict`](super::predict).
+//! operator that runs it is [`graph::predict`](crate::dataflow::graph::predict).
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ pub struct Predictor {
 }
 
 impl Predictor {
+    /// Scores with `forest`, flagging scores at or above `threshold`.
     pub fn new(forest: Arc<Forest>, threshold: f64) -> Predictor {
         Predictor {
             forest,

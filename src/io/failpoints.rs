@@ -87,4 +87,13 @@ mod tests {
         assert_eq!(passes, [true, false, true]);
         fail::remove("txn-add-offsets");
     }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[test]
+    fn a_build_without_failpoints_refuses_to_arm_them() {
+        std::env::set_var(ENV, "txn-add-offsets=return");
+        let e = setup().unwrap_err().to_string();
+        std::env::remove_var(ENV);
+        assert!(e.contains("built without failpoints"), "{e}");
+    }
 }

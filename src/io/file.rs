@@ -42,36 +42,61 @@ use crate::dataflow::Batches;
 use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
 use crate::spec::Spec;
 
+/// Why a file edge could not read its input or write an output.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The input could not be opened, sized or memory-mapped.
     #[error(
         "cannot read input {path}: {source} (pass an existing CSV or JSON Lines file with --input)"
     )]
     Open {
+        /// The input file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
+    /// No format was given and the extension names none (see [`format_of`]).
     #[error("cannot tell the format of {path} from its extension (use .csv, .jsonl, or pass --format csv|jsonl)")]
-    UnknownFormat { path: PathBuf },
+    UnknownFormat {
+        /// The file whose format is unknown.
+        path: PathBuf,
+    },
+    /// A CSV input has no bytes at all, so no header line.
     #[error("input {path} is empty: a CSV input needs at least its header line")]
-    NoHeader { path: PathBuf },
+    NoHeader {
+        /// The empty input.
+        path: PathBuf,
+    },
+    /// An output (or its folder) could not be created, or a file an earlier
+    /// run left there could not be removed.
     #[error("cannot write {path}: {source} (check the folder exists and is writable, or pick another path)")]
     Create {
+        /// The file or folder concerned.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
+    /// Writing, flushing or syncing an output's `.partial` file failed.
     #[error("cannot {what} {path}: {source}")]
     Write {
+        /// The step that failed: `write` or `sync`.
         what: &'static str,
+        /// The `.partial` file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
+    /// The CSV header is not valid or lacks a column the spec reads.
     #[error(transparent)]
     Header(#[from] HeaderError),
     #[error("cannot rename {from} to {to}: {source}")]
+    /// A finished `.partial` file could not be published under its final name.
     Rename {
+        /// The `.partial` file.
         from: PathBuf,
+        /// Its final name.
         to: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
 }
@@ -118,7 +143,9 @@ impl std::ops::Deref for Data {
 
 /// An input file, mapped once and shared by the workers of a process.
 pub struct FileInput {
+    /// The file, as given.
     pub path: PathBuf,
+    /// How its lines are parsed: CSV (with a header) or JSON Lines.
     pub format: Format,
     data: Data,
     /// The header line of a CSV (without its line end).
@@ -128,6 +155,8 @@ pub struct FileInput {
 }
 
 impl FileInput {
+    /// Maps `path` read-only and, for CSV, finds its header line; an empty
+    /// CSV is [`FileError::NoHeader`].
     pub fn open(path: &Path, format: Format) -> Result<FileInput, FileError> {
         let open_err = |source| FileError::Open {
             path: path.to_owned(),
@@ -173,6 +202,8 @@ impl FileInput {
         })
     }
 
+    /// The CSV header line (no line end, no UTF-8 byte-order mark); `None`
+    /// for JSON Lines.
     pub fn header(&self) -> Option<&[u8]> {
         self.header.clone().map(|r| &self.data[r])
     }
@@ -316,6 +347,9 @@ pub struct LineCursor {
 }
 
 impl LineCursor {
+    /// The next line of `data` (the file the cursor was made for): its
+    /// 1-based number and byte range without `\n` or `\r\n`; `None` once
+    /// the next line starts at or after the end of the range.
     pub fn next_line(&mut self, data: &[u8]) -> Option<(u64, Range<usize>)> {
         if self.pos >= self.end || self.pos >= data.len() {
             return None;
@@ -343,9 +377,13 @@ fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
 
 /// Reads a worker's share of a [`FileInput`], `batch` lines per epoch.
 pub struct FileSource {
+    /// The input, shared by every worker of the process.
     pub input: Arc<FileInput>,
+    /// Most lines per epoch.
     pub batch: usize,
+    /// Advanced by the bytes this worker reads, if shown.
     pub progress: Option<ProgressBar>,
+    /// The run's counters and first fault.
     pub stats: Arc<Stats>,
     /// Set on SIGINT/SIGTERM: stop reading; what was read is still written.
     pub stop: Arc<AtomicBool>,
@@ -594,9 +632,13 @@ const CHUNK: usize = 1 << 20;
 
 /// Writes scored applications and dead letters as JSON Lines.
 pub struct FileSink {
+    /// Where scored applications go (shared by the process's workers).
     pub scored: Arc<FileOutput>,
+    /// Where dead letters go (shared by the process's workers).
     pub dead: Arc<FileOutput>,
+    /// How a scored application is written.
     pub format: OutputFormat,
+    /// The run's counters and first fault.
     pub stats: Arc<Stats>,
 }
 
@@ -653,5 +695,93 @@ impl Sink for FileSink {
                 }
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CSV with a CRLF header, an empty line, a CRLF line and no final
+    /// line end: every shape of line end a split can fall next to.
+    const TEXT: &str = "id,x\r\na,1\nbb,22\r\n\nccc,333\nd,4";
+
+    fn input() -> (tempfile::TempDir, FileInput) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, TEXT).unwrap();
+        let input = FileInput::open(&path, Format::Csv).unwrap();
+        (dir, input)
+    }
+
+    fn read(input: &FileInput, range: Range<usize>) -> Vec<(u64, String)> {
+        input
+            .lines(range)
+            .map(|(n, b)| (n, String::from_utf8(b.to_vec()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_records_are_every_line_after_the_header_without_line_ends() {
+        let (_dir, input) = input();
+        assert_eq!(input.header(), Some(b"id,x".as_slice()));
+        let expected: Vec<(u64, String)> = [
+            (2, "a,1"),
+            (3, "bb,22"),
+            (4, ""),
+            (5, "ccc,333"),
+            (6, "d,4"),
+        ]
+        .into_iter()
+        .map(|(n, l)| (n, l.to_owned()))
+        .collect();
+        assert_eq!(read(&input, input.records()), expected);
+    }
+
+    /// Cut the records at any two byte positions (at, before and after
+    /// every line end): the three ranges read every line exactly once, in
+    /// order, with its line number.
+    #[test]
+    fn any_split_reads_every_line_once() {
+        let (_dir, input) = input();
+        let all = read(&input, input.records());
+        let (start, end) = (input.records().start, input.records().end);
+        for a in start..=end {
+            for b in a..=end {
+                let mut got = read(&input, start..a);
+                got.extend(read(&input, a..b));
+                got.extend(read(&input, b..end));
+                assert_eq!(got, all, "split at {a} and {b}");
+            }
+        }
+    }
+
+    /// The shares workers take ([`FileInput::share`]) cover the file for
+    /// any worker count, more workers than lines included.
+    #[test]
+    fn the_workers_shares_read_every_line_once() {
+        let (_dir, input) = input();
+        let all = read(&input, input.records());
+        for peers in 1..=12 {
+            let got: Vec<(u64, String)> = (0..peers)
+                .flat_map(|w| read(&input, input.share(w, peers)))
+                .collect();
+            assert_eq!(got, all, "{peers} workers");
+        }
+    }
+
+    #[test]
+    fn formats_follow_the_extension_and_an_explicit_one_wins() {
+        assert_eq!(format_of(Path::new("a.CSV")), Some(Format::Csv));
+        assert_eq!(format_of(Path::new("a.ndjson")), Some(Format::Jsonl));
+        assert_eq!(format_of(Path::new("a.txt")), None);
+        assert_eq!(
+            detect_format(Path::new("a.txt"), Some(Format::Jsonl)).unwrap(),
+            Format::Jsonl
+        );
+        assert!(detect_format(Path::new("a"), None)
+            .unwrap_err()
+            .to_string()
+            .contains("--format csv|jsonl"));
     }
 }

@@ -3,12 +3,12 @@
 //! [`RawRecord`]s on each worker; a [`Sink`] consumes the stages' two output
 //! streams. The stages in [`crate::dataflow`] never know which edge they run on.
 //!
-//! Owns [`file`] (a file split across workers, JSON Lines sinks), [`kafka`]
-//! (config, source, sink, readers), [`exactly_once`] (the protocol, shared
-//! with `verify`, and the transactional sink, built on [`kafka`]), the
-//! run-wide counters and first fault ([`Stats`]) and the failpoints tests
-//! arm ([`failpoints`]). May import [`crate::dataflow`] and below; never the
-//! pipeline or a command.
+//! Owns [`file`](mod@file) (a file split across workers, JSON Lines
+//! sinks), [`kafka`] (config, source, sink, readers), [`exactly_once`] (the
+//! protocol, shared with `verify`, and the transactional sink, built on
+//! [`kafka`]), the run-wide counters and first fault ([`Stats`]) and the
+//! failpoints tests arm ([`failpoints`]). May import [`crate::dataflow`] and
+//! below; never the pipeline or a command.
 
 pub mod exactly_once;
 pub mod failpoints;

@@ -62,10 +62,13 @@ enum BuilderNode {
 }
 
 impl TreeBuilder {
+    /// Appends a leaf with `value`.
     pub fn leaf(&mut self, value: f32) {
         self.nodes.push(BuilderNode::Leaf(value));
     }
 
+    /// Appends a split on feature `feature`: `x < threshold` goes to node
+    /// `left`, else to `right`; a missing value goes left if `default_left`.
     pub fn split(
         &mut self,
         feature: u32,
@@ -129,6 +132,8 @@ pub struct Forest {
 }
 
 impl Forest {
+    /// An empty forest over rows of `num_features` values, whose sum starts at
+    /// `base_margin` and ends transformed by `objective`.
     pub fn new(num_features: usize, base_margin: f32, objective: Objective) -> Forest {
         Forest {
             nodes: Vec::new(),
@@ -196,6 +201,7 @@ impl Forest {
         self.trees.push((root, depth));
     }
 
+    /// How many values each row has.
     pub fn num_features(&self) -> usize {
         self.num_features
     }
@@ -205,10 +211,12 @@ impl Forest {
         self.objective
     }
 
+    /// How many trees the forest holds.
     pub fn num_trees(&self) -> usize {
         self.trees.len()
     }
 
+    /// The depth of the deepest tree, in edges (0: only single leaves).
     pub fn max_depth(&self) -> usize {
         self.trees
             .iter()

@@ -1,6 +1,7 @@
 //! The model: an XGBoost JSON model file loaded into a native forest, with
 //! its identity (file name + content hash) and the check that it fits a
-//! dataflow spec. Scoring needs no Python and no C++ XGBoost.
+//! dataflow spec. Scoring needs no Python and no C++ XGBoost. May import
+//! nothing else of the crate.
 
 mod forest;
 mod xgboost;
@@ -12,19 +13,34 @@ use sha2::{Digest, Sha256};
 pub use forest::{Forest, Objective};
 pub use xgboost::LoadError;
 
+/// Why a model could not be used. Each message names the model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The model file cannot be read.
     #[error("cannot read model {path}: {source} (the spec's `model` or --model must name an XGBoost JSON file)")]
     Read {
+        /// The model file.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not an XGBoost JSON model that loanflow can score exactly.
     #[error("model {path}: {source}")]
-    Load { path: PathBuf, source: LoadError },
+    Load {
+        /// The model file.
+        path: PathBuf,
+        /// What the loader refused.
+        source: LoadError,
+    },
+    /// The model's features are not the spec's: another count, or another
+    /// name at some position.
     #[error("model {path} does not fit dataflow `{spec}`: {message}")]
     Mismatch {
+        /// The model file.
         path: PathBuf,
+        /// The dataflow spec's name.
         spec: String,
+        /// Which count or feature differs.
         message: String,
     },
 }
@@ -32,6 +48,7 @@ pub enum ModelError {
 /// A loaded model and who it is.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The trees, ready to score.
     pub forest: Forest,
     /// Feature names saved in the model file (empty if it saved none).
     pub feature_names: Vec<String>,
@@ -39,10 +56,12 @@ pub struct Model {
     pub id: String,
     /// Full SHA-256 of the model file, hex.
     pub sha256: String,
+    /// The path the model was loaded as (see [`Model::from_bytes`]).
     pub path: PathBuf,
 }
 
 impl Model {
+    /// Reads and loads the XGBoost JSON model file at `path`.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
             path: path.to_owned(),

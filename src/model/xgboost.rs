@@ -11,12 +11,18 @@ use serde::Deserialize;
 
 use super::forest::{Forest, Objective, TreeBuilder};
 
+/// Why an XGBoost JSON model was refused; the message says what.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The bytes are not JSON, or not of XGBoost's model layout.
     #[error("not an XGBoost JSON model: {0}")]
     Json(String),
+    /// A model loanflow cannot score exactly as XGBoost does (multiclass,
+    /// categorical splits, DART, an unknown objective, …).
     #[error("unsupported model: {0}")]
     Unsupported(String),
+    /// The model contradicts itself (a child outside its tree, a split on a
+    /// feature it lacks, a non-finite value, no trees, …).
     #[error("corrupt model: {0}")]
     Corrupt(String),
 }

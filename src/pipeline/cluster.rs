@@ -57,11 +57,15 @@ pub const STOPPED: i32 = 130;
 /// This process's place in a cluster of more than one process.
 #[derive(Debug, Clone)]
 pub struct Membership {
+    /// Processes in the cluster (more than one).
     pub processes: usize,
+    /// This process's index: 0 … processes - 1.
     pub process: usize,
     /// Worker threads per process.
     pub threads: usize,
+    /// Every process's `host:port`, in process order (from the hostfile).
     pub addresses: Vec<String>,
+    /// How long to wait for every process to connect (`--cluster-timeout`).
     pub timeout: Duration,
 }
 
@@ -159,11 +163,17 @@ pub fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>> {
 /// What every process of a cluster must agree on before any record moves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
+    /// The process's index.
     pub process: usize,
+    /// Its loanflow version.
     pub version: String,
+    /// Its spec's name.
     pub spec: String,
+    /// SHA-256 of its spec file, hex.
     pub spec_sha256: String,
+    /// Its model's id (`name@sha256:…`).
     pub model: String,
+    /// SHA-256 of its model file, hex.
     pub model_sha256: String,
     /// This process's exactly-once incarnation (the cluster uses process 0's).
     pub incarnation: String,
@@ -206,15 +216,22 @@ pub fn check_fingerprints(prints: &[Fingerprint]) -> Result<(), Fault> {
 /// One process's counts, for the cluster's summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessCounts {
+    /// The process's index.
     pub process: usize,
+    /// Records read.
     pub records_in: u64,
+    /// Bytes of those records.
     pub bytes_in: u64,
+    /// Scored applications delivered.
     pub scored: u64,
+    /// Of those, the flagged ones.
     pub flagged: u64,
+    /// Dead letters delivered.
     pub dead_letters: u64,
 }
 
 impl ProcessCounts {
+    /// Process `process`'s counts so far, read from its `stats`.
     pub fn of(process: usize, stats: &Stats) -> ProcessCounts {
         ProcessCounts {
             process,

@@ -16,10 +16,11 @@ use crate::core::position::From;
 use crate::core::record::Format;
 use crate::dataflow::ingest::Parser;
 use crate::io::exactly_once::protocol::new_incarnation;
-use crate::io::exactly_once::{committed_offsets, transactional_producer};
+use crate::io::exactly_once::transactional_producer;
 use crate::io::file::{
     create_parent, detect_format, part_path, remove_stale_parts, FileInput, FileOutput,
 };
+use crate::io::kafka::committed_offsets;
 use crate::io::kafka::{KafkaConfig, SinkContext};
 use crate::spec::Spec;
 
@@ -27,16 +28,25 @@ use crate::spec::Spec;
 pub enum SourcePlan {
     /// A file, split across the workers.
     File {
+        /// The input, mapped once and shared by the workers.
         input: Arc<FileInput>,
+        /// CSV or JSON Lines (`--format`, else the extension).
         format: Format,
+        /// The input path as given, naming it in header errors.
         name: String,
     },
     /// A topic, its partitions shared by the workers.
     Kafka {
+        /// How to reach the cluster.
         config: Arc<KafkaConfig>,
+        /// The input topic.
         topic: String,
+        /// The topic's partition count.
         partitions: i32,
+        /// The consumer group whose committed offsets track progress (without
+        /// `--group`, a fresh one for a bounded or positioned run).
         group: String,
+        /// Always JSON Lines: each message is one JSON object.
         format: Format,
     },
 }
@@ -45,7 +55,9 @@ pub enum SourcePlan {
 pub enum SinkPlan {
     /// JSON Lines files (one pair per process in a cluster).
     File {
+        /// Scored applications.
         scored: Arc<FileOutput>,
+        /// Dead letters (created at the first one).
         dead: Arc<FileOutput>,
         /// In a cluster: the paths given, under whose `.d` folders the
         /// processes write their parts (with how many processes there are).
@@ -53,17 +65,24 @@ pub enum SinkPlan {
     },
     /// Topics, at least once or (with a plan) exactly once.
     Kafka {
+        /// How to reach the cluster.
         config: Arc<KafkaConfig>,
+        /// The topic scored applications go to.
         topic: String,
+        /// The topic dead letters go to.
         dead_letter_topic: String,
+        /// With `--exactly-once`, the transactions' plan; `None`: at least once.
         exactly_once: Option<ExactlyOncePlan>,
     },
 }
 
 /// What `--exactly-once` adds to a Kafka sink.
 pub struct ExactlyOncePlan {
+    /// Where every transaction writes a progress record (for `loanflow verify`).
     pub progress_topic: String,
+    /// The input topic whose offsets the transactions commit.
     pub input_topic: String,
+    /// The consumer group those offsets are committed for (the source's).
     pub group: String,
     /// Fresh per start: names the run's transactions (a cluster uses process 0's).
     pub incarnation: String,
@@ -76,8 +95,11 @@ pub struct ExactlyOncePlan {
 /// This process's place: local workers, processes, its index.
 #[derive(Debug, Clone, Copy)]
 pub struct Placement {
+    /// Worker threads in this process.
     pub workers: usize,
+    /// Processes in the cluster (1: not a cluster).
     pub processes: usize,
+    /// This process's index: 0 … processes - 1.
     pub process: usize,
 }
 

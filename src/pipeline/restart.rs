@@ -12,12 +12,14 @@ use crate::cli::RunArgs;
 use crate::core::fault::RetryHint;
 
 /// [`run`], started again from the last committed transaction after a
-/// [`RunFault`] whose fault a restart can help ([`RetryHint::Restart`]), as a supervisor would restart the process (same
-/// fencing, a new incarnation, so the exactly-once rule holds unchanged):
-/// `loanflow run --exactly-once` rides out a broker outage that hits a
-/// transaction. Restarts (and the errors of a restart that cannot reach the
-/// broker yet) stop after `--max-outage` (see [`Restarts`]); a cluster
-/// process never restarts alone (its launcher stops the cluster).
+/// [`RunFault`] whose fault a restart can help ([`RetryHint::Restart`]), as a
+/// supervisor would restart the process (same fencing, a new incarnation, so
+/// the exactly-once rule holds unchanged): `loanflow run --exactly-once`
+/// rides out a broker outage that hits a transaction. Restarts (and the
+/// errors of a restart that cannot reach the broker yet) stop once an outage
+/// has lasted `--max-outage`; an outage ends only with a run that commits and
+/// keeps going that long. A cluster process never restarts alone (its
+/// launcher stops the cluster).
 pub fn run_restarting(args: &RunArgs, control: &Control) -> Result<Summary> {
     let mut restarts = Restarts::new(args.kafka.max_outage);
     loop {

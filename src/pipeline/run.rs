@@ -24,8 +24,10 @@ use crate::io::file::part_dir;
 use crate::io::Stats;
 
 /// How a run whose workers started ended in a fault: the first one
-/// recorded, and whether the run had committed anything before it (see
-/// [`Restarts`]). A run that could not start is a set-up error instead.
+/// recorded, and whether the run had committed anything before it (which
+/// [`run_restarting`](crate::pipeline::restart::run_restarting) uses to tell
+/// one outage from the next). A run that could not start is a set-up error
+/// instead.
 #[derive(Debug, thiserror::Error)]
 #[error("{fault}")]
 pub struct RunFault {

@@ -32,26 +32,42 @@ use crate::spec::Spec;
 /// Everything every worker of a process shares, read-only but for the
 /// counters, the once-only cells and the producers it takes.
 pub struct Shared {
+    /// The dataflow spec.
     pub spec: Arc<Spec>,
+    /// The model's trees, which every worker's predictor scores with.
     pub forest: Arc<Forest>,
+    /// How scored applications are written (stamped with `--stamp`).
     pub format: OutputFormat,
+    /// Where records come from.
     pub source: SourcePlan,
+    /// Where scored applications and dead letters go.
     pub sink: SinkPlan,
+    /// The process's counters and first fault.
     pub stats: Arc<Stats>,
+    /// The stop flag, and how to halt the process.
     pub control: Control,
+    /// The bar over the input file's bytes, if one is shown.
     pub progress: Option<ProgressBar>,
+    /// This process's place in a cluster; `None` for a single process.
     pub membership: Option<Membership>,
+    /// What this process brings to a cluster's start-up check.
     pub fingerprint: Fingerprint,
     /// The sink's preparation, done once per process (after a cluster's check).
     pub sink_ready: OnceLock<Result<(), Fault>>,
     /// Set by the first worker to start, so a cluster's connection time is not counted.
     pub started: OnceLock<Instant>,
+    /// How a replay into the pipeline is paced; `None`: as fast as it goes.
     pub pace: Option<Pace>,
     /// Local worker threads.
     pub workers: usize,
+    /// Most records per epoch per worker (`--batch`).
     pub batch: usize,
+    /// Where each Kafka partition starts (`--from`).
     pub from: From,
+    /// Where each Kafka partition stops (`--until`, or `end` with
+    /// `--until-caught-up`); `None`: run live until stopped.
     pub until: Option<Until>,
+    /// Records longer than this many bytes are dead letters.
     pub max_record_bytes: usize,
 }
 

@@ -4,7 +4,7 @@
 //! (partition EOF), never from a watermark query.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -27,7 +27,10 @@ pub fn loanflow_command(args: &[&str]) -> Command {
         .env(
             "RUST_LOG",
             std::env::var("LOANFLOW_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
+        )
+        // Every broker a test uses is named by --brokers, never by the
+        // environment (tests/bench.rs needs none at all).
+        .env_remove("LOANFLOW_BROKERS");
     command
 }
 
@@ -50,6 +53,38 @@ pub fn expected_scores() -> HashMap<String, f64> {
             (id.to_owned(), s.parse().unwrap())
         })
         .collect()
+}
+
+/// The lines of the file at `path`.
+pub fn lines(path: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// The lines of the file at `path`, sorted (an output's by id first: every
+/// line starts with it).
+pub fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = lines(path).collect();
+    lines.sort();
+    lines
+}
+
+/// Output lines (JSON with an `id`) by id; panics on a duplicate id.
+pub fn predictions(lines: impl Iterator<Item = String>) -> BTreeMap<String, String> {
+    let mut by_id = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert!(
+            by_id.insert(id, line.clone()).is_none(),
+            "duplicate output {line}"
+        );
+    }
+    by_id
 }
 
 /// Produces a file's applications into `topic` (created with `partitions`).

@@ -11,12 +11,16 @@ use crate::core::pace::Rate;
 /// Median, min and max of a few measurements.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Spread {
+    /// The middle value (the mean of the middle two for an even count).
     pub median: f64,
+    /// The smallest.
     pub min: f64,
+    /// The largest.
     pub max: f64,
 }
 
 impl Spread {
+    /// The spread of the finite `values` (all zero if there are none).
     pub fn of(values: &[f64]) -> Spread {
         let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
@@ -42,9 +46,13 @@ impl Spread {
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
+    /// The median.
     pub p50: f64,
+    /// The 99th percentile.
     pub p99: f64,
+    /// The largest.
     pub max: f64,
+    /// How many latencies were measured.
     pub samples: usize,
 }
 
@@ -71,14 +79,22 @@ impl Latency {
 /// One measured configuration (a pipeline) or limit.
 #[derive(Debug, Clone)]
 pub struct Measured {
+    /// Its row label in the table.
     pub name: String,
+    /// Its kind in the JSON: `file`, `file_paced`, `kafka`, `file_copy`,
+    /// `scorer` or `kafka_passthrough`.
     pub kind: &'static str,
+    /// Worker threads (threads, for a limit).
     pub workers: usize,
     /// records/s of each repetition.
     pub runs: Vec<f64>,
     /// Input MB/s (none for the scorer, which reads no bytes).
     pub mb_per_s: Option<f64>,
+    /// Median CPU time of the process per record, in microseconds (none
+    /// where it cannot be read, off Linux).
     pub cpu_us_per_record: Option<f64>,
+    /// Latency per record, pooled over the repetitions (none for the limits,
+    /// or if none was read).
     pub latency: Option<Latency>,
     /// Offered load (records/s), with --rate.
     pub offered: Option<f64>,
@@ -87,6 +103,7 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Median, min and max records/s over the repetitions.
     pub fn records_per_s(&self) -> Spread {
         Spread::of(&self.runs)
     }
@@ -137,10 +154,12 @@ pub struct LoadPoint {
 }
 
 impl LoadPoint {
+    /// The offered load as a percentage of the max.
     pub fn percent_of_max(&self) -> f64 {
         100.0 * self.offered / self.max.max(1e-9)
     }
 
+    /// The median records/s achieved as a percentage of the offered load.
     pub fn achieved_percent_of_offered(&self) -> f64 {
         100.0 * self.measured.records_per_s().median / self.offered.max(1e-9)
     }
@@ -164,13 +183,18 @@ impl LoadPoint {
 /// The p99 at 50 % load against the target, for one worker count.
 #[derive(Debug, Clone, Copy)]
 pub struct TargetCheck {
+    /// Worker threads.
     pub workers: usize,
+    /// Records/s offered.
     pub offered: f64,
+    /// The p99 latency measured, in milliseconds.
     pub p99_ms: f64,
+    /// `--p99-target-ms`.
     pub target_ms: f64,
 }
 
 impl TargetCheck {
+    /// Whether the p99 is within the target.
     pub fn met(&self) -> bool {
         self.p99_ms <= self.target_ms
     }
@@ -193,13 +217,19 @@ impl TargetCheck {
 /// Everything one `loanflow bench` measured.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The file every run read (generated, or `--input`).
     pub input: PathBuf,
+    /// Its records.
     pub rows: u64,
+    /// Its size in bytes.
     pub bytes: u64,
+    /// The pipeline, unpaced: file → file per worker count, then Kafka → Kafka.
     pub configurations: Vec<Measured>,
+    /// The limits: file copy, the scorer alone, Kafka passthrough.
     pub limits: Vec<Measured>,
     /// The paced runs of `--rate`, by worker count then rate.
     pub load: Vec<LoadPoint>,
+    /// `--p99-target-ms`.
     pub p99_target_ms: f64,
 }
 
@@ -221,6 +251,7 @@ impl Report {
             .collect()
     }
 
+    /// Everything, as `--json` writes it (with the machine's cores and CPU).
     pub fn to_json(&self) -> Json {
         json!({
             "input": self.input.display().to_string(),

@@ -58,9 +58,15 @@
 //!   begins a transaction only after the previous one committed (invariant 4);
 //! - a transaction after it (its outputs written, its progress record not)
 //!   was aborted, as is one of a writer with no progress record at all.
+//!
+//! # Layout
+//! [`protocol`] (headers, transaction ids, progress records and the rule
+//! above, shared with `verify`) and [`sink`] (the transactional producer
+//! and sink), built on [`crate::io::kafka`]. May import [`crate::io`] and
+//! [`crate::dataflow`] and below; never the pipeline or a command.
 
 pub mod protocol;
 pub mod sink;
 
-pub use protocol::{committed_offsets, Committed, ProgressRecord, TxnId};
+pub use protocol::{Committed, ProgressRecord, TxnId};
 pub use sink::{transactional_producer, TransactionalSink, TransactionalSinkConfig};

@@ -7,15 +7,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::io::kafka::{Context, KafkaConfig, KafkaSetupError};
-
-/// Header names every exactly-once message carries.
+/// Header every exactly-once message carries: its writer's incarnation
+/// ([`new_incarnation`]).
 pub const HEADER_INCARNATION: &str = "loanflow.incarnation";
+/// Header every exactly-once message carries: its writer's worker index.
 pub const HEADER_WORKER: &str = "loanflow.worker";
+/// Header every exactly-once message carries: its transaction's number
+/// ([`TxnId::epoch`]).
 pub const HEADER_EPOCH: &str = "loanflow.epoch";
 
 /// A fresh id for this process's writers: 16 hex digits.
@@ -26,8 +26,12 @@ pub fn new_incarnation() -> String {
 /// One transaction: which writer (incarnation, worker) and its number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TxnId {
+    /// The run that wrote it ([`new_incarnation`]), the same on every process.
     pub incarnation: String,
+    /// The writing worker's global index.
     pub worker: usize,
+    /// The transaction's number within its writer, from 0 (not a dataflow
+    /// epoch).
     pub epoch: u64,
 }
 
@@ -72,55 +76,29 @@ pub fn progress_key(group: &str, txn: &TxnId) -> String {
 /// [`progress_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressRecord {
+    /// The transaction, as [`TxnId`] text: `INCARNATION/WORKER/EPOCH`.
     pub txn: String,
+    /// The name of the dataflow spec that ran.
     pub dataflow: String,
+    /// The consumer group whose offsets the transaction commits.
     pub group: String,
+    /// The topic those offsets are of.
     pub input_topic: String,
+    /// How many workers the run had (`W` of the transactional id).
     pub workers: usize,
     /// Partition → the next offset to read: everything before it is covered.
     pub offsets: BTreeMap<i32, i64>,
     /// The group's committed offsets when this incarnation started.
     pub resumed_from: BTreeMap<i32, i64>,
+    /// Scored applications the transaction wrote.
     pub outputs: u64,
+    /// Dead letters the transaction wrote.
     pub dead_letters: u64,
 }
 
 /// The transactional.id of worker `worker` of `workers` (invariant 5).
 pub fn transactional_id(group: &str, worker: usize, workers: usize) -> String {
     format!("{group}.tx.{workers}-{worker}")
-}
-
-/// The group's committed offsets of `partitions` (partitions it never
-/// committed are left out).
-pub fn committed_offsets(
-    config: &KafkaConfig,
-    group: &str,
-    topic: &str,
-    partitions: impl IntoIterator<Item = i32>,
-) -> Result<BTreeMap<i32, i64>, KafkaSetupError> {
-    let consumer: BaseConsumer<Context> = config
-        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-        .create_with_context(config.context())
-        .map_err(|e| KafkaSetupError::Client(format!("cannot create a Kafka consumer: {e}")))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, config.connect_timeout)
-        .map_err(|e| {
-            KafkaSetupError::Client(format!(
-                "cannot read the committed offsets of group `{group}`: {e}"
-            ))
-        })?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
 }
 
 /// Which transactions committed (the rule in [`crate::io::exactly_once`]),
@@ -134,6 +112,8 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// Judges `progress` (in the progress topic's order) against `now`, the
+    /// group's committed offsets as they are now.
     pub fn new(progress: &[ProgressRecord], now: &BTreeMap<i32, i64>) -> Committed {
         // Incarnations in the order they ran, each with the committed
         // offsets it started from.

@@ -102,19 +102,35 @@ pub struct TransactionalSink {
 pub struct TransactionalSinkConfig<'a> {
     /// From [`transactional_producer`].
     pub producer: BaseProducer<SinkContext>,
+    /// The group's committed offsets when this incarnation started, read
+    /// after the fencing (invariant 5).
     pub resumed_from: Arc<BTreeMap<i32, i64>>,
+    /// How to reach the cluster.
     pub config: &'a Arc<KafkaConfig>,
+    /// Where scored applications go.
     pub topic: &'a str,
+    /// Where dead letters go.
     pub dead_letter_topic: &'a str,
+    /// Where progress records go (one partition, compacted).
     pub progress_topic: &'a str,
+    /// The topic read, whose offsets the transactions commit.
     pub input_topic: &'a str,
+    /// The dataflow spec's name, for the progress records.
     pub dataflow: &'a str,
+    /// The consumer group whose offsets the transactions commit.
     pub group: &'a str,
+    /// This run's id ([`new_incarnation`](super::protocol::new_incarnation)),
+    /// the same on every process.
     pub incarnation: &'a str,
+    /// This worker's global index.
     pub worker: usize,
+    /// Workers in the run, over every process.
     pub workers: usize,
+    /// The ledger this worker's source writes its offsets into.
     pub ledger: OffsetLedger,
+    /// How a scored application is written.
     pub format: OutputFormat,
+    /// The run's counters and first fault.
     pub stats: Arc<Stats>,
 }
 

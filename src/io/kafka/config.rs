@@ -21,20 +21,41 @@ fn is_secret(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
+/// Why reaching the cluster, or a topic on it, failed before any data moved.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
+    /// A `-X` argument is not `key=value` with a non-empty key.
     #[error("bad -X `{0}`: write -X key=value (a librdkafka property)")]
     BadProperty(String),
+    /// A metadata or topic-creation request failed, as when no broker
+    /// answers within `--connect-timeout`.
     #[error("cannot reach Kafka at {brokers} within {timeout:?}{why} (check --brokers, that the broker runs, and the -X security settings)")]
     Unreachable {
+        /// The bootstrap servers tried.
         brokers: String,
+        /// How long the request was given (`--connect-timeout`).
         timeout: Duration,
+        /// `: REASON`: librdkafka's last error, else the request's.
         why: String,
     },
+    /// The topic does not exist and creating it was not asked for.
     #[error("topic `{topic}` does not exist on {brokers} (create it, or pass --partitions N to have loanflow create it)")]
-    NoTopic { topic: String, brokers: String },
+    NoTopic {
+        /// The missing topic.
+        topic: String,
+        /// The bootstrap servers asked.
+        brokers: String,
+    },
+    /// The broker refused to create the topic, or it did not show in the
+    /// metadata within `--connect-timeout` after it was created.
     #[error("cannot create topic `{topic}`: {message}")]
-    Create { topic: String, message: String },
+    Create {
+        /// The topic.
+        topic: String,
+        /// The broker's error code, or what went wrong.
+        message: String,
+    },
+    /// A client could not be created or assigned, or a request of it failed.
     #[error("Kafka client: {0}")]
     Client(String),
 }
@@ -63,9 +84,12 @@ pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(300);
 /// How to reach the cluster: brokers, pass-through librdkafka properties.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` (`--brokers`).
     pub brokers: String,
     /// `-X key=value` properties, applied last (they win).
     pub properties: Vec<(String, String)>,
+    /// How long a metadata, topic-creation or committed-offsets request may
+    /// take (`--connect-timeout`).
     pub connect_timeout: Duration,
     /// How long a run waits for an unreachable broker before it gives up
     /// (see `--max-outage`).
@@ -76,6 +100,8 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Parses the `-X key=value` `properties`; waits out outages for
+    /// [`DEFAULT_MAX_OUTAGE`], on an outage clock of its own.
     pub fn new(
         brokers: &str,
         properties: &[String],

@@ -27,7 +27,6 @@
 //! partition EOF, from the high watermark in the fetch response), never from
 //! a ListOffsets query, which some brokers answer wrongly. For the same
 //! reason a partition's beginning is offset 0 ([`START`]), never asked for.
-
 //!
 //! # Layout
 //! [`config`] (reaching the cluster, topics, the client context and the
@@ -35,6 +34,8 @@
 //! operator steps), [`sink`] (the at-least-once sink and what every
 //! producer shares), [`readers`] (whole-topic readers outside a dataflow).
 //! [`crate::io::exactly_once`] builds on these; nothing here imports it.
+//! May import [`crate::io`]'s edge traits and [`Stats`](crate::io::Stats),
+//! and [`crate::dataflow`] and below; never the pipeline or a command.
 
 pub mod config;
 pub mod readers;
@@ -44,7 +45,7 @@ pub mod source;
 pub use config::{
     Context, KafkaConfig, KafkaSetupError, OutageClock, DEFAULT_MAX_OUTAGE, FROM_START, START,
 };
-pub use readers::PartitionReader;
+pub use readers::{committed_offsets, PartitionReader};
 pub use sink::{
     dead_letter_message, producer, send, DeliveryTracker, KafkaSink, SinkContext, PRODUCER_DEFAULTS,
 };

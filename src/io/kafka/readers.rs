@@ -5,7 +5,7 @@
 //! committed), partition EOF reported, a partition's beginning read from
 //! offset 0 ([`START`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -105,4 +105,37 @@ impl PartitionReader {
     pub fn partitions(&self) -> usize {
         self.partitions
     }
+}
+
+/// The group's committed offsets of `partitions` (partitions it never
+/// committed are left out).
+pub fn committed_offsets(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<BTreeMap<i32, i64>, KafkaSetupError> {
+    let consumer: BaseConsumer<Context> = config
+        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create_with_context(config.context())
+        .map_err(|e| KafkaSetupError::Client(format!("cannot create a Kafka consumer: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, config.connect_timeout)
+        .map_err(|e| {
+            KafkaSetupError::Client(format!(
+                "cannot read the committed offsets of group `{group}`: {e}"
+            ))
+        })?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }

@@ -151,7 +151,7 @@ pub struct Reader {
     /// `None` when it could not be created (the run's fault says why).
     consumer: Option<SourceConsumer>,
     owned: Vec<i32>,
-    /// next[p]: the offset after the last record read from p (invariant 1).
+    /// `next[p]`: the offset after the last record read from `p` (invariant 1).
     next: HashMap<i32, i64>,
     /// Partitions read to their bound: their end (EOF) or, with `--until
     /// time:`, their first record at or after that time.
@@ -641,5 +641,151 @@ fn commit(
                 "offset commit failed (will retry with the next epoch): {e}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::ClientConfig;
+
+    use super::*;
+    use crate::io::kafka::readers::committed_offsets;
+
+    const RECORDS: usize = 60;
+
+    /// A mock cluster (a fast stand-in for unit tests; the Tansu tests are
+    /// the proof) with RECORDS messages over three partitions of `in`.
+    fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("in", 3, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap();
+        for n in 0..RECORDS {
+            let payload = format!("{{\"n\":{n}}}");
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to("in")
+                        .partition((n % 3) as i32)
+                        .payload(payload.as_bytes()),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        mock
+    }
+
+    fn source(config: &Arc<KafkaConfig>, stats: &Arc<Stats>) -> KafkaSource {
+        KafkaSource {
+            config: Arc::clone(config),
+            topic: "in".into(),
+            group: "g".into(),
+            partitions: 3,
+            from: From::Committed,
+            until: Some(Until::End),
+            batch: 7,
+            stats: Arc::clone(stats),
+            stop: Arc::new(AtomicBool::new(false)),
+            ledger: None,
+        }
+    }
+
+    /// Steps until the reader finishes, the sinks delivering each epoch as
+    /// soon as it closes; returns what it read.
+    fn drive(reader: &mut Reader) -> Vec<RawRecord> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut read = Vec::new();
+        loop {
+            assert!(Instant::now() < deadline, "the reader never finished");
+            let done = Some(reader.epoch());
+            match reader.step(done, &mut read) {
+                Wake::Finished => return read,
+                Wake::Now => {}
+                Wake::After(d) => std::thread::sleep(d),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_reads_every_record_once_and_commits_what_was_delivered() {
+        let mock = cluster();
+        let config = Arc::new(
+            KafkaConfig::new(&mock.bootstrap_servers(), &[], Duration::from_secs(10)).unwrap(),
+        );
+        let stats = Arc::new(Stats::default());
+        let mut reader = Reader::new(source(&config, &stats), 0, 1);
+        let read = drive(&mut reader);
+        assert!(stats.failure().is_none(), "{:?}", stats.failure());
+        let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for r in &read {
+            let Origin::Kafka {
+                partition, offset, ..
+            } = r.origin
+            else {
+                panic!("a Kafka origin")
+            };
+            per_partition.entry(partition).or_default().push(offset);
+        }
+        // Every record once, in offset order within its partition.
+        assert_eq!(read.len(), RECORDS);
+        for offsets in per_partition.values() {
+            assert_eq!(*offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+        }
+        // What the reader committed is what the group now has: the end of
+        // every partition, everything read being delivered.
+        let expected: Vec<(i32, i64)> = (0..3).map(|p| (p, (RECORDS / 3) as i64)).collect();
+        assert_eq!(reader.committed(), Some(expected.as_slice()));
+        let group = committed_offsets(&config, "g", "in", 0..3).unwrap();
+        assert_eq!(group.into_iter().collect::<Vec<_>>(), expected);
+        assert_eq!(Stats::get(&stats.records_in), RECORDS as u64);
+
+        // A second reader of the same group resumes there: nothing to read.
+        let mut again = Reader::new(source(&config, &stats), 0, 1);
+        assert!(drive(&mut again).is_empty());
+    }
+
+    #[test]
+    fn a_reader_stops_reading_while_the_sinks_are_behind() {
+        let mock = cluster();
+        let config = Arc::new(
+            KafkaConfig::new(&mock.bootstrap_servers(), &[], Duration::from_secs(10)).unwrap(),
+        );
+        let stats = Arc::new(Stats::default());
+        let mut reader = Reader::new(source(&config, &stats), 0, 1);
+        let mut read = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read.is_empty() {
+            assert!(Instant::now() < deadline, "nothing read");
+            if let Wake::After(d) = reader.step(Some(reader.epoch()), &mut read) {
+                std::thread::sleep(d);
+            }
+        }
+        // From now on the sinks deliver nothing: the source may run at most
+        // MAX_EPOCHS_AHEAD epochs ahead, then it waits, reading nothing.
+        let frozen = reader.epoch();
+        let mut waits = 0;
+        while waits < 20 {
+            assert!(Instant::now() < deadline, "never held back");
+            match reader.step(Some(frozen), &mut read) {
+                Wake::After(d) if d == Duration::from_millis(1) => waits += 1,
+                Wake::After(d) => std::thread::sleep(d),
+                other => assert_ne!(other, Wake::Finished),
+            }
+        }
+        assert!(reader.epoch() <= frozen + MAX_EPOCHS_AHEAD + 1);
+        let held = read.len();
+        assert!(
+            held < RECORDS,
+            "read everything although the sinks were behind"
+        );
+        for _ in 0..20 {
+            reader.step(Some(frozen), &mut read);
+        }
+        assert_eq!(read.len(), held, "read on although the sinks were behind");
     }
 }
