@@ -159,6 +159,66 @@ pub enum Feature {
 }
 
 impl Feature {
+    /// Whether this feature can read `col`: a numeric one a number, an
+    /// ordinal or one-hot one a string, with levels or values given.
+    fn check_column(
+        &self,
+        col: &Column,
+        invalid: &dyn Fn(String) -> SpecError,
+    ) -> Result<(), SpecError> {
+        let (kind, needs_string) = match self {
+            Feature::Numeric { .. } => ("numeric", false),
+            Feature::Ordinal { .. } => ("ordinal", true),
+            Feature::OneHot { .. } => ("one_hot", true),
+        };
+        let fits = if needs_string {
+            col.ty == ColumnType::String
+        } else {
+            matches!(col.ty, ColumnType::Int | ColumnType::Float)
+        };
+        if !fits {
+            return Err(invalid(format!(
+                "{kind} feature on column `{}` needs {}, not {}",
+                col.name,
+                if needs_string {
+                    "a string column"
+                } else {
+                    "an int or float column"
+                },
+                col.ty.name()
+            )));
+        }
+        let problem = match self {
+            Feature::Numeric { .. } => None,
+            Feature::Ordinal {
+                levels, map, start, ..
+            } => {
+                let mut level_set = HashSet::new();
+                if levels.is_empty() && map.is_empty() {
+                    Some(" has neither `levels` nor `map`".to_owned())
+                } else if start.is_some() && levels.is_empty() {
+                    Some(": `start` applies to `levels`, which is empty".to_owned())
+                } else {
+                    levels
+                        .iter()
+                        .chain(map.keys())
+                        .find(|level| !level_set.insert(*level))
+                        .map(|level| format!(" lists level `{level}` twice"))
+                }
+            }
+            Feature::OneHot { values, .. } => {
+                values.is_empty().then(|| " has no `values`".to_owned())
+            }
+        };
+        match problem {
+            None => Ok(()),
+            Some(p) => Err(invalid(format!(
+                "{kind} feature on column `{}`{p}",
+                col.name
+            ))),
+        }
+    }
+
     /// The input column this entry reads.
     pub fn column(&self) -> &str {
         match self {
@@ -281,47 +341,14 @@ impl Spec {
     /// Parses and validates spec text; `path` names it in errors and anchors
     /// the relative model path.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| {
-            let at = e.span().map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!(" (line {line}, column {column})")
-            });
-            SpecError::Parse {
-                path: path.to_owned(),
-                message: e.message().trim().replace('\n', "; ") + &at.unwrap_or_default(),
-            }
-        })?;
+        let raw = parse_toml(path, text)?;
         let invalid = |message: String| SpecError::Invalid {
             path: path.to_owned(),
             message,
         };
-
-        // Column order follows the file (toml's `preserve_order`).
-        let mut columns = Vec::with_capacity(raw.columns.len());
-        for (name, value) in raw.columns {
-            let raw_col: RawColumn = value.try_into().map_err(|e: toml::de::Error| {
-                invalid(format!(
-                    "column `{name}`: {} (write `{name} = \"float\"` or `{name} = {{ type = \"float\", missing = [\"\"] }}`; types: string, int, float, timestamp)",
-                    e.message()
-                ))
-            })?;
-            let (ty, missing) = match raw_col {
-                RawColumn::Type(ty) => (ty, Vec::new()),
-                RawColumn::Full { ty, missing } => (ty, missing),
-            };
-            columns.push(Column { name, ty, missing });
-        }
-        let column_index = |name: &str, what: &str| -> Result<usize, SpecError> {
-            columns.iter().position(|c| c.name == name).ok_or_else(|| {
-                invalid(format!(
-                    "{what} names column `{name}`, which is not in [columns]"
-                ))
-            })
-        };
-
-        let id = column_index(&raw.id, "`id`")?;
+        let columns = parse_columns(raw.columns, &invalid)?;
+        let find = |name: &str, what: &str| column_index(&columns, name, what, &invalid);
+        let id = find(&raw.id, "`id`")?;
         if columns[id].nullable() {
             return Err(invalid(format!(
                 "the id column `{}` must not allow missing values",
@@ -330,7 +357,7 @@ impl Spec {
         }
         let event_time = match &raw.event_time {
             Some(name) => {
-                let i = column_index(name, "`event_time`")?;
+                let i = find(name, "`event_time`")?;
                 if columns[i].ty != ColumnType::Timestamp {
                     return Err(invalid(format!(
                         "`event_time` column `{name}` must have type timestamp, not {}",
@@ -342,12 +369,12 @@ impl Spec {
             None => None,
         };
         if let Some(label) = &raw.label {
-            column_index(&label.column, "`label`")?;
+            find(&label.column, "`label`")?;
         }
         let passthrough = raw
             .passthrough
             .iter()
-            .map(|name| column_index(name, "`passthrough`"))
+            .map(|name| find(name, "`passthrough`"))
             .collect::<Result<Vec<_>, _>>()?;
         for reserved in ["id", "score", "flagged", "model"] {
             if raw.passthrough.iter().any(|p| p == reserved) && columns[id].name != reserved {
@@ -361,80 +388,7 @@ impl Spec {
         if !raw.threshold.is_finite() {
             return Err(invalid("`threshold` must be a finite number".into()));
         }
-
-        if raw.features.is_empty() {
-            return Err(invalid(
-                "no [[features]]: the model needs at least one".into(),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for feature in &raw.features {
-            let col = &columns[column_index(feature.column(), "a feature")?];
-            match feature {
-                Feature::Numeric { .. } => {
-                    if !matches!(col.ty, ColumnType::Int | ColumnType::Float) {
-                        return Err(invalid(format!(
-                            "numeric feature on column `{}` needs an int or float column, not {}",
-                            col.name,
-                            col.ty.name()
-                        )));
-                    }
-                }
-                Feature::Ordinal {
-                    levels, map, start, ..
-                } => {
-                    if col.ty != ColumnType::String {
-                        return Err(invalid(format!(
-                            "ordinal feature on column `{}` needs a string column, not {}",
-                            col.name,
-                            col.ty.name()
-                        )));
-                    }
-                    if levels.is_empty() && map.is_empty() {
-                        return Err(invalid(format!(
-                            "ordinal feature on column `{}` has neither `levels` nor `map`",
-                            col.name
-                        )));
-                    }
-                    if start.is_some() && levels.is_empty() {
-                        return Err(invalid(format!(
-                            "ordinal feature on column `{}`: `start` applies to `levels`, which is empty",
-                            col.name
-                        )));
-                    }
-                    let mut level_set = HashSet::new();
-                    for level in levels.iter().chain(map.keys()) {
-                        if !level_set.insert(level) {
-                            return Err(invalid(format!(
-                                "ordinal feature on column `{}` lists level `{level}` twice",
-                                col.name
-                            )));
-                        }
-                    }
-                }
-                Feature::OneHot { values, .. } => {
-                    if col.ty != ColumnType::String {
-                        return Err(invalid(format!(
-                            "one_hot feature on column `{}` needs a string column, not {}",
-                            col.name,
-                            col.ty.name()
-                        )));
-                    }
-                    if values.is_empty() {
-                        return Err(invalid(format!(
-                            "one_hot feature on column `{}` has no `values`",
-                            col.name
-                        )));
-                    }
-                }
-            }
-            for name in feature.names() {
-                if !seen.insert(name.clone()) {
-                    return Err(invalid(format!("feature `{name}` appears twice")));
-                }
-            }
-        }
-
+        check_features(&raw.features, &columns, &invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Spec {
             path: path.to_owned(),
@@ -460,6 +414,82 @@ impl Spec {
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+}
+
+/// The spec's TOML, or a parse error with its line and column.
+fn parse_toml(path: &Path, text: &str) -> Result<RawSpec, SpecError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let at = e.span().map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        });
+        SpecError::Parse {
+            path: path.to_owned(),
+            message: e.message().trim().replace('\n', "; ") + &at.unwrap_or_default(),
+        }
+    })
+}
+
+/// The `[columns]` table, in file order (toml's `preserve_order`).
+fn parse_columns(
+    table: toml::Table,
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<Vec<Column>, SpecError> {
+    let mut columns = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        let raw_col: RawColumn = value.try_into().map_err(|e: toml::de::Error| {
+            invalid(format!(
+                "column `{name}`: {} (write `{name} = \"float\"` or `{name} = {{ type = \"float\", missing = [\"\"] }}`; types: string, int, float, timestamp)",
+                e.message()
+            ))
+        })?;
+        let (ty, missing) = match raw_col {
+            RawColumn::Type(ty) => (ty, Vec::new()),
+            RawColumn::Full { ty, missing } => (ty, missing),
+        };
+        columns.push(Column { name, ty, missing });
+    }
+    Ok(columns)
+}
+
+/// The index of the column `name`, which `what` names.
+fn column_index(
+    columns: &[Column],
+    name: &str,
+    what: &str,
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<usize, SpecError> {
+    columns.iter().position(|c| c.name == name).ok_or_else(|| {
+        invalid(format!(
+            "{what} names column `{name}`, which is not in [columns]"
+        ))
+    })
+}
+
+/// Every feature fits its column, and no feature name appears twice.
+fn check_features(
+    features: &[Feature],
+    columns: &[Column],
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<(), SpecError> {
+    if features.is_empty() {
+        return Err(invalid(
+            "no [[features]]: the model needs at least one".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for feature in features {
+        let col = &columns[column_index(columns, feature.column(), "a feature", invalid)?];
+        feature.check_column(col, invalid)?;
+        for name in feature.names() {
+            if !seen.insert(name.clone()) {
+                return Err(invalid(format!("feature `{name}` appears twice")));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,12 @@ use crate::dataflow::ingest::DEFAULT_MAX_RECORD_BYTES;
 use crate::io::kafka::KafkaConfig;
 use values::{format, positive, seconds};
 
+/// The real applications: the default input of every command that reads one.
+const DEFAULT_INPUT: &str = "data/lending_club.csv";
+
+/// The default dataflow spec.
+const DEFAULT_DATAFLOW: &str = "dataflows/lending_club.toml";
+
 const EXAMPLES: &str = "\
 Examples:
   loanflow run                                  score data/lending_club.csv into out/predictions.jsonl
@@ -208,11 +214,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The dataflow spec (names the default group).
-    #[arg(
-        long,
-        default_value = "dataflows/lending_club.toml",
-        value_name = "TOML"
-    )]
+    #[arg(long, default_value = DEFAULT_DATAFLOW, value_name = "TOML")]
     pub dataflow: PathBuf,
     /// The topic the run read.
     #[arg(long, value_name = "TOPIC")]
@@ -241,11 +243,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args, Clone)]
 pub struct PipelineArgs {
     /// The dataflow spec: columns, features, model.
-    #[arg(
-        long,
-        default_value = "dataflows/lending_club.toml",
-        value_name = "TOML"
-    )]
+    #[arg(long, default_value = DEFAULT_DATAFLOW, value_name = "TOML")]
     pub dataflow: PathBuf,
     /// Score with this XGBoost JSON model instead of the spec's.
     #[arg(long, value_name = "JSON")]
@@ -341,12 +339,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub stamp: bool,
     /// Applications to score: CSV with a header, or JSON Lines.
-    #[arg(
-        short,
-        long,
-        default_value = "data/lending_club.csv",
-        value_name = "FILE"
-    )]
+    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
     #[arg(long, value_parser = format())]
@@ -383,35 +376,19 @@ pub struct RunArgs {
 
 /// Where a process sits in a timely cluster (`run`), or how many to launch (`cluster`).
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Cluster")]
 pub struct ClusterFlags {
     /// Processes in the cluster, each running -w worker threads (timely's cluster mode).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024),
-          help_heading = "Cluster")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub processes: Option<u16>,
     /// This process's index in the cluster: 0 … N-1 (process 0 prints the cluster's summary).
-    #[arg(
-        long,
-        value_name = "I",
-        requires = "processes",
-        help_heading = "Cluster"
-    )]
+    #[arg(long, value_name = "I", requires = "processes")]
     pub process: Option<u16>,
     /// The cluster's addresses: one host:port per line, in process order (the same file everywhere).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "processes",
-        help_heading = "Cluster"
-    )]
+    #[arg(long, value_name = "FILE", requires = "processes")]
     pub hostfile: Option<PathBuf>,
     /// How long to wait for every process of the cluster to connect, in seconds.
-    #[arg(
-        long,
-        default_value = "60",
-        value_name = "SECONDS",
-        value_parser = seconds,
-        help_heading = "Cluster"
-    )]
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = seconds)]
     pub cluster_timeout: Duration,
 }
 
@@ -428,12 +405,7 @@ pub struct IngestArgs {
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
     /// Applications to send: CSV with a header, or JSON Lines.
-    #[arg(
-        short,
-        long,
-        default_value = "data/lending_club.csv",
-        value_name = "FILE"
-    )]
+    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
     #[arg(long, value_parser = format())]
@@ -517,12 +489,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 2016)]
     pub seed: u64,
     /// The real applications to resample (CSV).
-    #[arg(
-        short,
-        long,
-        default_value = "data/lending_club.csv",
-        value_name = "FILE"
-    )]
+    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
     pub input: PathBuf,
     /// Where to write: .csv, or .jsonl for JSON Lines; `-` for CSV on stdout.
     #[arg(short, long, default_value = "out/generated.csv", value_name = "FILE")]

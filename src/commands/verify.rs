@@ -132,35 +132,68 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
         anyhow!("verify reads Kafka: give --brokers HOST:PORT (or set LOANFLOW_BROKERS)")
     })?;
     let spec = Spec::load(&args.dataflow)?;
-    let group = args
-        .group
-        .clone()
-        .unwrap_or_else(|| names::group(&spec.name));
-    let dead_topic = args
-        .dead_letter_topic
-        .clone()
-        .unwrap_or_else(|| names::dead_letter_topic(&args.output_topic));
-    let progress_topic = args
-        .progress_topic
-        .clone()
-        .unwrap_or_else(|| names::progress_topic(&args.output_topic));
+    let topics = Topics::read(&config, args, &spec)?;
+    let report = judge(&topics, &args.input_topic);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(report)
+}
 
-    let input_partitions = config.ensure_topic(&args.input_topic, None)?;
-    let inputs = read_topic(&config, &args.input_topic)?;
-    let outputs = read_topic(&config, &args.output_topic)?;
-    let dead = read_optional(&config, &dead_topic)?;
-    // In the progress topic's order (one partition): incarnations in the order they ran.
-    let progress: Vec<ProgressRecord> = read_optional(&config, &progress_topic)?
-        .into_iter()
-        .filter_map(|m| serde_json::from_slice::<ProgressRecord>(&m.value).ok())
-        .collect();
-    let now = committed_offsets(&config, &group, &args.input_topic, 0..input_partitions)?;
+/// Everything a run left: its input, outputs, dead letters, progress
+/// records, and the group's committed offsets now.
+struct Topics {
+    inputs: Vec<Read>,
+    outputs: Vec<Read>,
+    dead: Vec<Read>,
+    /// In the progress topic's order (one partition): incarnations in the order they ran.
+    progress: Vec<ProgressRecord>,
+    committed_now: std::collections::BTreeMap<i32, i64>,
+}
 
+impl Topics {
+    /// Reads every topic of the run `args` names (default names from `spec`).
+    fn read(config: &KafkaConfig, args: &VerifyArgs, spec: &Spec) -> Result<Topics> {
+        let group = args
+            .group
+            .clone()
+            .unwrap_or_else(|| names::group(&spec.name));
+        let dead_topic = args
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| names::dead_letter_topic(&args.output_topic));
+        let progress_topic = args
+            .progress_topic
+            .clone()
+            .unwrap_or_else(|| names::progress_topic(&args.output_topic));
+        let input_partitions = config.ensure_topic(&args.input_topic, None)?;
+        Ok(Topics {
+            inputs: read_topic(config, &args.input_topic)?,
+            outputs: read_topic(config, &args.output_topic)?,
+            dead: read_optional(config, &dead_topic)?,
+            progress: read_optional(config, &progress_topic)?
+                .into_iter()
+                .filter_map(|m| serde_json::from_slice::<ProgressRecord>(&m.value).ok())
+                .collect(),
+            committed_now: committed_offsets(
+                config,
+                &group,
+                &args.input_topic,
+                0..input_partitions,
+            )?,
+        })
+    }
+}
+
+/// Counts, per input id of `input_topic`, its committed outputs and dead
+/// letters (the rule in [`Committed`] decides what is committed).
+fn judge(topics: &Topics, input_topic: &str) -> Report {
     let mut report = Report {
-        inputs: inputs.len() as u64,
+        inputs: topics.inputs.len() as u64,
         ..Report::default()
     };
-    let committed = Committed::new(&progress, &now);
+    let committed = Committed::new(&topics.progress, &topics.committed_now);
     let mut transactions: HashSet<TxnId> = HashSet::new();
     let mut aborted_outputs: Vec<&Read> = Vec::new();
     let mut counts = |m: &Read, report: &mut Report| -> bool {
@@ -179,80 +212,98 @@ pub fn verify(args: &VerifyArgs) -> Result<Report> {
             }
         }
     };
-
-    // Per input id: how many inputs carry it, and the committed outputs.
-    let mut expected: HashMap<Vec<u8>, u64> = HashMap::new();
-    let mut by_origin: HashMap<String, Vec<u8>> = HashMap::new();
-    for m in &inputs {
-        let id = m
-            .key
-            .clone()
-            .unwrap_or_else(|| origin(&args.input_topic, m).into_bytes());
-        *expected.entry(id.clone()).or_default() += 1;
-        by_origin.insert(origin(&args.input_topic, m), id);
-    }
-    let mut got: HashMap<Vec<u8>, (u64, Vec<u8>)> = HashMap::new();
-    let mut differing = 0u64;
-    let mut seen = |id: Vec<u8>, value: &[u8], report: &mut Report| {
-        if !expected.contains_key(&id) {
-            report.unexpected += 1;
-            return;
-        }
-        let entry = got.entry(id).or_insert_with(|| (0, value.to_vec()));
-        entry.0 += 1;
-        if entry.0 > 1 && entry.1 != value {
-            differing += 1;
-        }
-    };
-    for m in &outputs {
+    let mut ids = Ids::of(&topics.inputs, input_topic);
+    for m in &topics.outputs {
         if counts(m, &mut report) {
             report.outputs += 1;
-            seen(m.key.clone().unwrap_or_default(), &m.value, &mut report);
+            ids.seen(m.key.clone().unwrap_or_default(), &m.value, &mut report);
         } else {
             aborted_outputs.push(m);
         }
     }
-    for m in &dead {
+    for m in &topics.dead {
         if counts(m, &mut report) {
             report.dead_letters += 1;
             // A dead letter's key is its origin: map it back to the input's id.
             let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
-            match by_origin.get(&key) {
-                Some(id) => seen(id.clone(), &m.value, &mut report),
+            match ids.by_origin.get(&key) {
+                Some(id) => ids.seen(id.clone(), &m.value, &mut report),
                 None => report.unexpected += 1,
             }
         }
     }
     report.transactions = transactions.len() as u64;
-    report.differing_duplicates = differing;
     report.aborted_differing = aborted_outputs
         .iter()
         .filter(|m| {
             m.key
                 .as_ref()
-                .and_then(|k| got.get(k))
+                .and_then(|k| ids.got.get(k))
                 .is_some_and(|(_, first)| *first != m.value)
         })
         .count() as u64;
-    for (id, n) in &expected {
-        let have = got.get(id).map_or(0, |(k, _)| *k);
-        if have < *n {
-            report.lost += n - have;
-            if report.lost_examples.len() < 10 {
-                report
-                    .lost_examples
-                    .push(String::from_utf8_lossy(id).into_owned());
-            }
-        } else {
-            report.duplicated += have - n;
+    ids.tally(&mut report);
+    report
+}
+
+/// Per input id: how many inputs carry it, and the committed outputs (and
+/// dead letters) seen for it, with the first one's bytes.
+struct Ids {
+    expected: HashMap<Vec<u8>, u64>,
+    /// An input's origin (`topic/partition@offset`) → its id.
+    by_origin: HashMap<String, Vec<u8>>,
+    got: HashMap<Vec<u8>, (u64, Vec<u8>)>,
+}
+
+impl Ids {
+    fn of(inputs: &[Read], topic: &str) -> Ids {
+        let mut expected: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut by_origin = HashMap::new();
+        for m in inputs {
+            let id = m
+                .key
+                .clone()
+                .unwrap_or_else(|| origin(topic, m).into_bytes());
+            *expected.entry(id.clone()).or_default() += 1;
+            by_origin.insert(origin(topic, m), id);
+        }
+        Ids {
+            expected,
+            by_origin,
+            got: HashMap::new(),
         }
     }
-    report.lost_examples.sort();
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+
+    /// A committed output (or dead letter) of input `id`.
+    fn seen(&mut self, id: Vec<u8>, value: &[u8], report: &mut Report) {
+        if !self.expected.contains_key(&id) {
+            report.unexpected += 1;
+            return;
+        }
+        let entry = self.got.entry(id).or_insert_with(|| (0, value.to_vec()));
+        entry.0 += 1;
+        if entry.0 > 1 && entry.1 != value {
+            report.differing_duplicates += 1;
+        }
     }
-    Ok(report)
+
+    /// Lost and duplicated counts, with a few lost ids as examples.
+    fn tally(&self, report: &mut Report) {
+        for (id, n) in &self.expected {
+            let have = self.got.get(id).map_or(0, |(k, _)| *k);
+            if have < *n {
+                report.lost += n - have;
+                if report.lost_examples.len() < 10 {
+                    report
+                        .lost_examples
+                        .push(String::from_utf8_lossy(id).into_owned());
+                }
+            } else {
+                report.duplicated += have - n;
+            }
+        }
+        report.lost_examples.sort();
+    }
 }
 
 fn origin(topic: &str, m: &Read) -> String {

@@ -461,16 +461,25 @@ name = "t"
 model = "m.json"
 id = "id"
 event_time = "at"
-[columns]
-id = "string"
-at = "timestamp"
-x = "float"
-n = "int"
-g = { type = "string", missing = [""] }
-[[features]]
-kind = "numeric"
-column = "x"
+columns = { id = "string", at = "timestamp", x = "float", n = "int", g = { type = "string", missing = [""] } }
+features = [{ kind = "numeric", column = "x" }]
 "#;
+
+    /// Each input is a dead letter of the ingest stage, with the input as
+    /// its raw bytes and a reason containing the expected text.
+    fn assert_refused(p: &mut Parser, cases: &[(&[u8], &str)]) {
+        for &(input, reason) in cases {
+            let dl = p.parse(raw(input)).unwrap_err();
+            assert!(
+                dl.reason.contains(reason),
+                "{:?}: {}",
+                String::from_utf8_lossy(input),
+                dl.reason
+            );
+            assert_eq!(dl.raw, input);
+            assert_eq!(dl.stage, Stage::Ingest);
+        }
+    }
 
     fn spec() -> Spec {
         Spec::parse(Path::new("t.toml"), SPEC).unwrap()
@@ -535,17 +544,7 @@ column = "x"
             (b"", "empty record"),
             (b"a1,\xff,7,,x", "not UTF-8"),
         ];
-        for (input, reason) in cases {
-            let dl = p.parse(raw(input)).unwrap_err();
-            assert!(
-                dl.reason.contains(reason),
-                "{:?}: {}",
-                String::from_utf8_lossy(input),
-                dl.reason
-            );
-            assert_eq!(dl.raw, *input);
-            assert_eq!(dl.stage, Stage::Ingest);
-        }
+        assert_refused(&mut p, cases);
     }
 
     #[test]
@@ -618,14 +617,6 @@ column = "x"
                 "appears twice",
             ),
         ];
-        for (input, reason) in cases {
-            let dl = p.parse(raw(input)).unwrap_err();
-            assert!(
-                dl.reason.contains(reason),
-                "{:?}: {}",
-                String::from_utf8_lossy(input),
-                dl.reason
-            );
-        }
+        assert_refused(&mut p, cases);
     }
 }

@@ -31,15 +31,15 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::{ProbeHandle, Scope, Stream};
+use timely::dataflow::Scope;
 
 use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter, Format, Origin, RawRecord, Record};
-use crate::core::scored::{OutputFormat, Scored};
+use crate::core::scored::OutputFormat;
 use crate::core::Epoch;
 use crate::dataflow::ingest::{HeaderError, Parser};
 use crate::dataflow::Batches;
-use crate::io::{Sink, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::io::{Deads, Done, Scoreds, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
 use crate::spec::Spec;
 
 /// Why a file edge could not read its input or write an output.
@@ -390,11 +390,7 @@ pub struct FileSource {
 }
 
 impl Source for FileSource {
-    fn build<'s>(
-        self: Box<Self>,
-        scope: Scope<'s, Epoch>,
-        done: ProbeHandle<Epoch>,
-    ) -> Batches<'s, RawRecord> {
+    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord> {
         let FileSource {
             input,
             batch,
@@ -643,11 +639,7 @@ pub struct FileSink {
 }
 
 impl Sink for FileSink {
-    fn build<'s>(
-        self: Box<Self>,
-        scored: Batches<'s, Scored>,
-        dead: Batches<'s, DeadLetter>,
-    ) -> Stream<'s, Epoch, Vec<()>> {
+    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
         let FileSink {
             scored: scored_out,
             dead: dead_out,

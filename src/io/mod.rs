@@ -26,6 +26,19 @@ use crate::core::scored::Scored;
 use crate::core::Epoch;
 use crate::dataflow::Batches;
 
+/// The scored applications a sink takes.
+pub type Scoreds<'s> = Batches<'s, Scored>;
+
+/// The dead letters a sink takes.
+pub type Deads<'s> = Batches<'s, DeadLetter>;
+
+/// Which epochs every sink has finished: what a source is held back by.
+pub type Done = ProbeHandle<Epoch>;
+
+/// A sink's progress: its frontier passes an epoch once everything of that
+/// epoch is written.
+pub type Written<'s> = Stream<'s, Epoch, Vec<()>>;
+
 /// How far (in epochs) a source may run ahead of what the sinks have
 /// finished: bounds the records in flight, so memory stays flat.
 pub const MAX_EPOCHS_AHEAD: u64 = 4;
@@ -35,22 +48,14 @@ pub trait Source {
     /// Builds the source on `scope`. `done` shows which epochs the sinks have
     /// finished; the source must not open epoch `e` while `done` is still
     /// before `e - MAX_EPOCHS_AHEAD`.
-    fn build<'s>(
-        self: Box<Self>,
-        scope: Scope<'s, Epoch>,
-        done: ProbeHandle<Epoch>,
-    ) -> Batches<'s, RawRecord>;
+    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord>;
 }
 
 /// One worker's part of an output edge.
 pub trait Sink {
     /// Consumes scored applications and dead letters; the returned stream's
     /// frontier passes an epoch once everything of that epoch is written.
-    fn build<'s>(
-        self: Box<Self>,
-        scored: Batches<'s, Scored>,
-        dead: Batches<'s, DeadLetter>,
-    ) -> Stream<'s, Epoch, Vec<()>>;
+    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s>;
 }
 
 /// Counts shared by every worker of a process, and the first fault.

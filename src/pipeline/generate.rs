@@ -30,129 +30,145 @@ pub fn output_format(output: &Path) -> Format {
     format_of(output).unwrap_or(Format::Csv)
 }
 
-enum Output {
-    Csv(Box<csv::Writer<Box<dyn Write>>>),
-    Json(Box<dyn Write>, Parser),
+/// The real applications to resample: the source's rows, where its id and
+/// event time are, and the gaps between its arrival times.
+struct Source {
+    header: csv::ByteRecord,
+    rows: Vec<csv::ByteRecord>,
+    id_at: usize,
+    time_at: Option<usize>,
+    /// Gaps between consecutive arrival times (ns), to resample.
+    gaps: Vec<i64>,
+    /// The source's last arrival time (ns): the generated ones continue after it.
+    last: i64,
 }
 
-/// Writes `args.rows` resampled applications to `args.output`; returns how many.
-pub fn generate(args: &GenerateArgs) -> Result<u64> {
-    let spec = Spec::load(&args.pipeline.dataflow)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .from_path(&args.input)
-        .with_context(|| {
+impl Source {
+    /// Reads `path`, a CSV of applications that `spec` describes.
+    fn read(spec: &Spec, path: &Path) -> Result<Source> {
+        let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| {
             format!(
                 "cannot read {} (pass the real applications with --input)",
-                args.input.display()
+                path.display()
             )
         })?;
-    let header = reader.byte_headers()?.clone();
-    let position = |name: &str| header.iter().position(|h| h == name.as_bytes());
-    let id_name = &spec.columns[spec.id].name;
-    let id_at = position(id_name)
-        .ok_or_else(|| anyhow!("{} has no id column `{id_name}`", args.input.display()))?;
-    let time_at = spec.event_time.map(|i| &spec.columns[i].name).map(|name| {
-        position(name)
-            .ok_or_else(|| anyhow!("{} has no event-time column `{name}`", args.input.display()))
-    });
-    let time_at = time_at.transpose()?;
-    let rows: Vec<csv::ByteRecord> = reader
-        .byte_records()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot parse {}", args.input.display()))?;
-    if rows.is_empty() {
-        bail!("{} has no rows to resample", args.input.display());
+        let header = reader.byte_headers()?.clone();
+        let position = |name: &str| header.iter().position(|h| h == name.as_bytes());
+        let id_name = &spec.columns[spec.id].name;
+        let id_at = position(id_name)
+            .ok_or_else(|| anyhow!("{} has no id column `{id_name}`", path.display()))?;
+        let time_at = spec.event_time.map(|i| &spec.columns[i].name).map(|name| {
+            position(name)
+                .ok_or_else(|| anyhow!("{} has no event-time column `{name}`", path.display()))
+        });
+        let time_at = time_at.transpose()?;
+        let rows: Vec<csv::ByteRecord> = reader
+            .byte_records()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot parse {}", path.display()))?;
+        if rows.is_empty() {
+            bail!("{} has no rows to resample", path.display());
+        }
+        // Arrival times of the source, and the gaps between them.
+        let times: Vec<i64> = match time_at {
+            Some(at) => rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    std::str::from_utf8(&r[at])
+                        .ok()
+                        .and_then(parse_time)
+                        .ok_or_else(|| {
+                            anyhow!("{}: row {} has no valid time", path.display(), i + 2)
+                        })
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(Source {
+            gaps: times.windows(2).map(|w| (w[1] - w[0]).max(0)).collect(),
+            last: times.iter().copied().max().unwrap_or(0),
+            header,
+            rows,
+            id_at,
+            time_at,
+        })
     }
 
-    // Arrival times of the source, and the gaps between them.
-    let times: Vec<i64> = match time_at {
-        Some(at) => rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                std::str::from_utf8(&r[at])
-                    .ok()
-                    .and_then(parse_time)
-                    .ok_or_else(|| {
-                        anyhow!("{}: row {} has no valid time", args.input.display(), i + 2)
-                    })
-            })
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
-    let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).max(0)).collect();
-    let mut clock = times.iter().copied().max().unwrap_or(0);
-
-    let jsonl = output_format(&args.output) == Format::Jsonl;
-    let out: Box<dyn Write> = if args.output == Path::new("-") {
-        Box::new(BufWriter::new(std::io::stdout().lock()))
-    } else {
-        if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+    /// Row `n` of the stream: a real row drawn by `rng`, with a fresh id
+    /// and the next arrival time.
+    fn draw(&self, rng: &mut ChaCha8Rng, seed: u64, n: u64, clock: &mut i64) -> csv::ByteRecord {
+        let source = &self.rows[rng.gen_range(0..self.rows.len())];
+        if !self.gaps.is_empty() {
+            *clock += self.gaps[rng.gen_range(0..self.gaps.len())];
         }
-        Box::new(BufWriter::with_capacity(
-            1 << 20,
-            File::create(&args.output)
-                .with_context(|| format!("cannot write {}", args.output.display()))?,
-        ))
-    };
-    let mut header_line = csv::Writer::from_writer(Vec::new());
-    header_line.write_byte_record(&header)?;
-    let header_line = header_line.into_inner().map_err(|e| anyhow!("{e}"))?;
-    // JSON Lines: type each row with the spec, exactly as ingest will read it back.
-    let mut sink = if jsonl {
-        let parser = Parser::new(
-            &spec,
-            Format::Csv,
-            Some(header_line.trim_ascii_end()),
-            "generate",
-            usize::MAX,
-        )?;
-        Output::Json(out, parser)
-    } else {
-        let mut csv_out = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(out);
-        csv_out.write_byte_record(&header)?;
-        Output::Csv(Box::new(csv_out))
-    };
-
-    let progress = progress_bar(args.rows, args.quiet);
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let mut json = Vec::with_capacity(1024);
-    for n in 0..args.rows {
-        let source = &rows[rng.gen_range(0..rows.len())];
-        if !gaps.is_empty() {
-            clock += gaps[rng.gen_range(0..gaps.len())];
-        }
-        let id = format!("g{}-{n:010}", args.seed);
-        let time = format_time(clock);
-        let row: csv::ByteRecord = source
+        let id = format!("g{seed}-{n:010}");
+        let time = format_time(*clock);
+        source
             .iter()
             .enumerate()
             .map(|(i, field)| {
-                if i == id_at {
+                if i == self.id_at {
                     id.as_bytes()
-                } else if Some(i) == time_at {
+                } else if Some(i) == self.time_at {
                     time.as_bytes()
                 } else {
                     field
                 }
             })
-            .collect();
-        match &mut sink {
-            Output::Csv(csv_out) => csv_out.write_byte_record(&row)?,
-            Output::Json(out, parser) => {
-                let mut line = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(Vec::new());
-                line.write_byte_record(&row)?;
-                let bytes = line.into_inner().map_err(|e| anyhow!("{e}"))?;
+            .collect()
+    }
+}
+
+/// Where the generated rows go: CSV as they are, or JSON Lines typed by the
+/// spec exactly as ingest will read them back.
+enum Output {
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
+    Json(Box<dyn Write>, Parser, Vec<u8>),
+}
+
+impl Output {
+    /// The output `path` names (`-`: stdout), its header written for CSV.
+    fn create(spec: &Spec, path: &Path, header: &csv::ByteRecord) -> Result<Output> {
+        let out: Box<dyn Write> = if path == Path::new("-") {
+            Box::new(BufWriter::new(std::io::stdout().lock()))
+        } else {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            Box::new(BufWriter::with_capacity(
+                1 << 20,
+                File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            ))
+        };
+        if output_format(path) == Format::Csv {
+            let mut csv_out = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            csv_out.write_byte_record(header)?;
+            return Ok(Output::Csv(Box::new(csv_out)));
+        }
+        let header_line = csv_line(header)?;
+        let parser = Parser::new(
+            spec,
+            Format::Csv,
+            Some(header_line.trim_ascii_end()),
+            "generate",
+            usize::MAX,
+        )?;
+        Ok(Output::Json(out, parser, Vec::with_capacity(1024)))
+    }
+
+    /// Writes row `n` (its line number counts a header).
+    fn write(&mut self, spec: &Spec, row: &csv::ByteRecord, n: u64) -> Result<()> {
+        match self {
+            Output::Csv(csv_out) => csv_out.write_byte_record(row)?,
+            Output::Json(out, parser, json) => {
                 let record = parser
                     .parse(RawRecord {
                         read_at: 0,
-                        bytes: bytes.trim_ascii_end().to_vec(),
+                        bytes: csv_line(row)?.trim_ascii_end().to_vec(),
                         origin: Origin::File {
                             path: "generate".into(),
                             line: n + 2,
@@ -160,22 +176,51 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
                     })
                     .map_err(|d| anyhow!("a source row does not fit the spec: {}", d.reason))?;
                 json.clear();
-                write_record_json(&spec.columns, &record.values, &mut json);
+                write_record_json(&spec.columns, &record.values, json);
                 json.push(b'\n');
-                out.write_all(&json)?;
+                out.write_all(json)?;
             }
         }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Csv(w) => w.flush(),
+            Output::Json(w, _, _) => w.flush(),
+        }
+    }
+}
+
+/// One CSV line (with its line end) holding `row`.
+fn csv_line(row: &csv::ByteRecord) -> Result<Vec<u8>> {
+    let mut line = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    line.write_byte_record(row)?;
+    line.into_inner().map_err(|e| anyhow!("{e}"))
+}
+
+/// Writes `args.rows` resampled applications to `args.output`; returns how many.
+pub fn generate(args: &GenerateArgs) -> Result<u64> {
+    let spec = Spec::load(&args.pipeline.dataflow)?;
+    let source = Source::read(&spec, &args.input)?;
+    let mut output = Output::create(&spec, &args.output, &source.header)?;
+    let progress = progress_bar(args.rows, args.quiet);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let mut clock = source.last;
+    for n in 0..args.rows {
+        let row = source.draw(&mut rng, args.seed, n, &mut clock);
+        output.write(&spec, &row, n)?;
         if let Some(bar) = &progress {
             if n % 4096 == 0 {
                 bar.set_position(n);
             }
         }
     }
-    match &mut sink {
-        Output::Csv(w) => w.flush(),
-        Output::Json(w, _) => w.flush(),
-    }
-    .with_context(|| format!("cannot write {}", args.output.display()))?;
+    output
+        .flush()
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }

@@ -136,40 +136,60 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// A failure for [`Restarts::next`]: aborted (having committed or
+    /// not), or any other error.
+    enum F {
+        Aborted { committed: bool },
+        Other,
+    }
+
+    /// Feeds `steps` (failure, seconds the run lasted, seconds since t0,
+    /// expected decision) to a fresh clock of `max_outage` seconds.
+    fn decide(max_outage: u64, steps: &[(F, u64, u64, Next)]) {
+        let t0 = Instant::now();
+        let mut r = Restarts::new(s(max_outage));
+        for (i, (failure, ran, at, expected)) in steps.iter().enumerate() {
+            let failure = match failure {
+                F::Aborted { committed } => aborted(*committed),
+                F::Other => anyhow!("unreachable"),
+            };
+            assert_eq!(
+                &r.next(&failure, s(*ran), t0 + s(*at)),
+                expected,
+                "step {i}"
+            );
+        }
+    }
+
     #[test]
     fn restarts_within_an_outage_and_gives_up_after_max_outage() {
-        let t0 = Instant::now();
-        let mut r = Restarts::new(s(10));
-        // Not restartable, no outage going on: the error stands.
-        assert_eq!(r.next(&anyhow!("bad spec"), s(1), t0), Next::Exit);
-        assert_eq!(r.next(&aborted(false), s(60), t0), Next::Restart);
-        // The restarts' own errors (broker still away) are waited out...
-        assert_eq!(
-            r.next(&anyhow!("unreachable"), s(0), t0 + s(5)),
-            Next::Restart
-        );
-        // ...for --max-outage from the first failure.
-        assert_eq!(
-            r.next(&anyhow!("unreachable"), s(0), t0 + s(10)),
-            Next::GiveUp
+        let aborted = F::Aborted { committed: false };
+        decide(
+            10,
+            &[
+                // Not restartable, no outage going on: the error stands.
+                (F::Other, 1, 0, Next::Exit),
+                (aborted, 60, 0, Next::Restart),
+                // The restarts' own errors (broker still away) are waited out...
+                (F::Other, 0, 5, Next::Restart),
+                // ...for --max-outage from the first failure.
+                (F::Other, 0, 10, Next::GiveUp),
+            ],
         );
     }
 
     #[test]
     fn a_run_that_kept_committing_starts_a_new_outage() {
-        let t0 = Instant::now();
-        let mut r = Restarts::new(s(10));
-        assert_eq!(r.next(&aborted(false), s(60), t0), Next::Restart);
-        // The restarted run committed for an hour, then failed again: a new
-        // outage with the whole --max-outage, not the first one's clock.
-        assert_eq!(r.next(&aborted(true), s(3600), t0 + s(3601)), Next::Restart);
-        assert_eq!(
-            r.next(&anyhow!("unreachable"), s(1), t0 + s(3610)),
-            Next::Restart
-        );
-        assert_eq!(
-            r.next(&anyhow!("unreachable"), s(1), t0 + s(3611)),
-            Next::GiveUp
+        decide(
+            10,
+            &[
+                (F::Aborted { committed: false }, 60, 0, Next::Restart),
+                // The restarted run committed for an hour, then failed again: a
+                // new outage with the whole --max-outage, not the first one's clock.
+                (F::Aborted { committed: true }, 3600, 3601, Next::Restart),
+                (F::Other, 1, 3610, Next::Restart),
+                (F::Other, 1, 3611, Next::GiveUp),
+            ],
         );
     }
 

@@ -20,6 +20,7 @@ pub mod report;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -30,6 +31,7 @@ use crate::core::pace::Pacer;
 use crate::core::position::{Speed, Window};
 use crate::dataflow::pace::Pace;
 use crate::io::file::{detect_format, FileInput};
+use crate::io::kafka::KafkaConfig;
 use crate::pipeline::copy::{copy, Copy};
 use crate::pipeline::load::{load, Loaded};
 use crate::pipeline::produce::{produce_file, ProduceJob};
@@ -257,17 +259,14 @@ impl<'a> Sitting<'a> {
                 rows as f64 / secs
             ));
         }
-        Ok(Measured {
-            name: "limit: file copy (read + write, no processing)".to_owned(),
-            kind: "file_copy",
-            workers: 1,
+        Ok(Measured::limit(
+            "limit: file copy (read + write, no processing)".to_owned(),
+            "file_copy",
+            1,
             runs,
-            mb_per_s: Some(Spread::of(&mbs).median),
-            cpu_us_per_record: median_opt(&cpu),
-            latency: None,
-            offered: None,
-            vs: Vec::new(),
-        })
+            Some(Spread::of(&mbs).median),
+            median_opt(&cpu),
+        ))
     }
 
     /// The scorer alone on 1…W threads, on the input's own features.
@@ -289,17 +288,14 @@ impl<'a> Sitting<'a> {
                     rows as f64 / secs
                 ));
             }
-            limits.push(Measured {
-                name: format!("limit: scorer alone, {w} thread{}", plural(w)),
-                kind: "scorer",
-                workers: w,
+            limits.push(Measured::limit(
+                format!("limit: scorer alone, {w} thread{}", plural(w)),
+                "scorer",
+                w,
                 runs,
-                mb_per_s: None,
-                cpu_us_per_record: median_opt(&cpu),
-                latency: None,
-                offered: None,
-                vs: Vec::new(),
-            });
+                None,
+                median_opt(&cpu),
+            ));
         }
         Ok(limits)
     }
@@ -431,45 +427,8 @@ impl<'a> Sitting<'a> {
             self.control,
         )?;
         progress.line(format_args!("{ingested}"));
-        let repeat = self.repeat;
         for &w in &self.workers {
-            let mut runs = Vec::new();
-            let mut mbs = Vec::new();
-            let mut cpu = Vec::new();
-            for r in 1..=repeat {
-                let output = format!("{topic}.copy-{w}-{r}");
-                let cpu0 = process_cpu_time();
-                let s = copy(&Copy {
-                    config: &config,
-                    input: &topic,
-                    output: &output,
-                    partitions: Some(partitions),
-                    workers: w,
-                })?;
-                let secs = s.elapsed.as_secs_f64().max(1e-9);
-                cpu.push(cpu_per_record(cpu0, s.messages));
-                runs.push(s.messages as f64 / secs);
-                mbs.push(s.bytes as f64 / 1e6 / secs);
-                progress.line(format_args!(
-                    "Kafka passthrough, {w} thread{}, run {r}/{repeat}: {:.0} messages/s",
-                    plural(w),
-                    s.messages as f64 / secs
-                ));
-            }
-            let pass = Measured {
-                name: format!(
-                    "limit: Kafka passthrough (consume → produce), {w} thread{}",
-                    plural(w)
-                ),
-                kind: "kafka_passthrough",
-                workers: w,
-                runs,
-                mb_per_s: Some(Spread::of(&mbs).median),
-                cpu_us_per_record: median_opt(&cpu),
-                latency: None,
-                offered: None,
-                vs: Vec::new(),
-            };
+            let pass = self.kafka_passthrough(&config, &topic, partitions, w)?;
             let pass_rate = pass.records_per_s().median;
             limits.push(pass);
 
@@ -506,6 +465,51 @@ impl<'a> Sitting<'a> {
             configurations.push(m);
         }
         Ok(())
+    }
+
+    /// The broker's limit: `topic` copied with no processing on `w` threads.
+    fn kafka_passthrough(
+        &self,
+        config: &Arc<KafkaConfig>,
+        topic: &str,
+        partitions: i32,
+        w: usize,
+    ) -> Result<Measured> {
+        let repeat = self.repeat;
+        let mut runs = Vec::new();
+        let mut mbs = Vec::new();
+        let mut cpu = Vec::new();
+        for r in 1..=repeat {
+            let output = format!("{topic}.copy-{w}-{r}");
+            let cpu0 = process_cpu_time();
+            let s = copy(&Copy {
+                config,
+                input: topic,
+                output: &output,
+                partitions: Some(partitions),
+                workers: w,
+            })?;
+            let secs = s.elapsed.as_secs_f64().max(1e-9);
+            cpu.push(cpu_per_record(cpu0, s.messages));
+            runs.push(s.messages as f64 / secs);
+            mbs.push(s.bytes as f64 / 1e6 / secs);
+            self.progress.line(format_args!(
+                "Kafka passthrough, {w} thread{}, run {r}/{repeat}: {:.0} messages/s",
+                plural(w),
+                s.messages as f64 / secs
+            ));
+        }
+        Ok(Measured::limit(
+            format!(
+                "limit: Kafka passthrough (consume → produce), {w} thread{}",
+                plural(w)
+            ),
+            "kafka_passthrough",
+            w,
+            runs,
+            Some(Spread::of(&mbs).median),
+            median_opt(&cpu),
+        ))
     }
 
     /// Runs `once` `--repeat` times and gathers what the runs measured.

@@ -103,6 +103,28 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// A limit: no latency, no offered load, compared with nothing.
+    pub fn limit(
+        name: String,
+        kind: &'static str,
+        workers: usize,
+        runs: Vec<f64>,
+        mb_per_s: Option<f64>,
+        cpu_us_per_record: Option<f64>,
+    ) -> Measured {
+        Measured {
+            name,
+            kind,
+            workers,
+            runs,
+            mb_per_s,
+            cpu_us_per_record,
+            latency: None,
+            offered: None,
+            vs: Vec::new(),
+        }
+    }
+
     /// Median, min and max records/s over the repetitions.
     pub fn records_per_s(&self) -> Spread {
         Spread::of(&self.runs)

@@ -17,7 +17,6 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Exchange};
-use timely::dataflow::Stream;
 
 use super::protocol::{
     progress_key, transactional_id, ProgressRecord, TxnId, HEADER_EPOCH, HEADER_INCARNATION,
@@ -27,11 +26,10 @@ use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter};
 use crate::core::scored::{OutputFormat, Scored};
 use crate::core::Epoch;
-use crate::dataflow::Batches;
 use crate::io::kafka::{
     dead_letter_message, send, KafkaConfig, OffsetLedger, SinkContext, PRODUCER_DEFAULTS,
 };
-use crate::io::{Sink, Stats};
+use crate::io::{Deads, Scoreds, Sink, Stats, Written};
 
 /// Whether a fresh start recovers from this error of a transaction call: a
 /// transaction error librdkafka does not call fatal leaves the transaction
@@ -325,11 +323,7 @@ struct Stash {
 }
 
 impl Sink for TransactionalSink {
-    fn build<'s>(
-        self: Box<Self>,
-        scored: Batches<'s, Scored>,
-        dead: Batches<'s, DeadLetter>,
-    ) -> Stream<'s, Epoch, Vec<()>> {
+    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
         let mut this = *self;
         // To the worker that read the record's partition (invariant 2).
         let scored = scored.exchange(|s: &Scored| s.origin.partition() as u64);

@@ -16,15 +16,13 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::Stream;
 
 use super::config::{Context, KafkaConfig};
 use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter, Stage};
-use crate::core::scored::{OutputFormat, Scored};
+use crate::core::scored::OutputFormat;
 use crate::core::Epoch;
-use crate::dataflow::Batches;
-use crate::io::{Sink, Stats};
+use crate::io::{Deads, Scoreds, Sink, Stats, Written};
 
 /// Counts unacknowledged messages per epoch from the producer's delivery reports.
 #[derive(Default)]
@@ -212,11 +210,7 @@ pub struct KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn build<'s>(
-        self: Box<Self>,
-        scored: Batches<'s, Scored>,
-        dead: Batches<'s, DeadLetter>,
-    ) -> Stream<'s, Epoch, Vec<()>> {
+    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
         let this = *self;
         let scope = scored.scope();
         scored.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(

@@ -20,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::dataflow::Scope;
 
 use super::config::{Context, KafkaConfig, START};
 use crate::core::fault::Fault;
@@ -28,7 +28,7 @@ use crate::core::position::{From, Until};
 use crate::core::record::{now_ns, Origin, RawRecord};
 use crate::core::Epoch;
 use crate::dataflow::Batches;
-use crate::io::{Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::io::{Done, Source, Stats, MAX_EPOCHS_AHEAD};
 
 /// (partition, next offset) pairs, sorted by partition.
 pub type Offsets = Vec<(i32, i64)>;
@@ -84,11 +84,7 @@ pub struct KafkaSource {
 }
 
 impl Source for KafkaSource {
-    fn build<'s>(
-        self: Box<Self>,
-        scope: Scope<'s, Epoch>,
-        done: ProbeHandle<Epoch>,
-    ) -> Batches<'s, RawRecord> {
+    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord> {
         let (index, peers) = (scope.index(), scope.peers());
         source(scope, "KafkaSource", move |capability, info| {
             let activator = scope.activator_for(info.address);
@@ -680,6 +676,12 @@ mod tests {
         mock
     }
 
+    fn config(
+        mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    ) -> Arc<KafkaConfig> {
+        Arc::new(KafkaConfig::new(&mock.bootstrap_servers(), &[], Duration::from_secs(10)).unwrap())
+    }
+
     fn source(config: &Arc<KafkaConfig>, stats: &Arc<Stats>) -> KafkaSource {
         KafkaSource {
             config: Arc::clone(config),
@@ -714,9 +716,7 @@ mod tests {
     #[test]
     fn a_reader_reads_every_record_once_and_commits_what_was_delivered() {
         let mock = cluster();
-        let config = Arc::new(
-            KafkaConfig::new(&mock.bootstrap_servers(), &[], Duration::from_secs(10)).unwrap(),
-        );
+        let config = config(&mock);
         let stats = Arc::new(Stats::default());
         let mut reader = Reader::new(source(&config, &stats), 0, 1);
         let read = drive(&mut reader);
@@ -752,9 +752,7 @@ mod tests {
     #[test]
     fn a_reader_stops_reading_while_the_sinks_are_behind() {
         let mock = cluster();
-        let config = Arc::new(
-            KafkaConfig::new(&mock.bootstrap_servers(), &[], Duration::from_secs(10)).unwrap(),
-        );
+        let config = config(&mock);
         let stats = Arc::new(Stats::default());
         let mut reader = Reader::new(source(&config, &stats), 0, 1);
         let mut read = Vec::new();
