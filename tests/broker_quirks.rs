@@ -1,6 +1,6 @@
 //! The broker quirks loanflow is designed around, measured on the test broker
 //! (Tansu). Each test pins the quirk as observed, so the design notes in
-//! src/io/kafka.rs and README stay true; the tests of loanflow's own
+//! src/io/kafka/ and README stay true; the tests of loanflow's own
 //! behaviour under each quirk are in tests/kafka.rs.
 
 mod common;

@@ -97,8 +97,7 @@ impl Parser {
                 let mut names = Vec::new();
                 split_csv(&mut csv_core::Reader::new(), header.as_bytes(), &mut |f| {
                     names.push(String::from_utf8_lossy(f).trim().to_owned())
-                })
-                .map_err(invalid)?;
+                });
                 let mut field_of = Vec::with_capacity(spec.columns.len());
                 for column in &spec.columns {
                     let pos = names.iter().position(|n| *n == column.name);
@@ -156,22 +155,22 @@ impl Parser {
                     read_at: raw.read_at,
                 })
             }
-            Err(reason) => Err(dead(raw, reason)),
+            Err(Refusal(reason)) => Err(dead(raw, reason)),
         }
     }
 
-    fn parse_values(&mut self, bytes: &[u8]) -> Result<Vec<Value>, String> {
+    fn parse_values(&mut self, bytes: &[u8]) -> Result<Vec<Value>, Refusal> {
         if bytes.len() > self.max_record_bytes {
-            return Err(format!(
+            return Err(Refusal(format!(
                 "record is {} bytes, over the limit of {} (raise --max-record-bytes if it is genuine)",
                 bytes.len(),
                 self.max_record_bytes
-            ));
+            )));
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|e| format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
         if text.trim().is_empty() {
-            return Err("empty record".into());
+            return Err(Refusal::from("empty record"));
         }
         let columns = &self.columns;
         match &mut self.format {
@@ -191,22 +190,22 @@ impl Parser {
                     text
                 } else {
                     if quotes % 2 == 1 {
-                        return Err("broken CSV quoting: a quote is not closed".into());
+                        return Err(Refusal::from("broken CSV quoting: a quote is not closed"));
                     }
                     // Unquote with csv-core into `buf`; each end is then a field's end.
                     buf.clear();
                     split_csv(reader, text.as_bytes(), &mut |f| {
                         buf.extend_from_slice(f);
                         ends.push(buf.len());
-                    })?;
+                    });
                     std::str::from_utf8(buf).map_err(|e| e.to_string())?
                 };
                 if ends.len() != *fields {
-                    return Err(format!(
+                    return Err(Refusal(format!(
                         "expected {} fields (as in the header), found {}",
                         fields,
                         ends.len()
-                    ));
+                    )));
                 }
                 // In the fast path each end is a comma, so a field starts one byte later.
                 let skip = usize::from(quotes == 0);
@@ -246,11 +245,28 @@ impl Parser {
                         None => Err(ValueError::MissingColumn {
                             column: column.name.clone(),
                         }
-                        .to_string()),
+                        .to_string()
+                        .into()),
                     })
                     .collect()
             }
         }
+    }
+}
+
+/// Why ingest refuses one record: the reason its dead letter carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal(String);
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Refusal {
+        Refusal(reason.to_owned())
     }
 }
 
@@ -264,11 +280,7 @@ fn dead(raw: RawRecord, reason: String) -> DeadLetter {
 }
 
 /// Splits one CSV record into fields with csv-core, calling `field` for each.
-fn split_csv(
-    reader: &mut csv_core::Reader,
-    mut input: &[u8],
-    field: &mut dyn FnMut(&[u8]),
-) -> Result<(), String> {
+fn split_csv(reader: &mut csv_core::Reader, mut input: &[u8], field: &mut dyn FnMut(&[u8])) {
     use csv_core::ReadFieldResult;
     let mut out = [0u8; 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -297,7 +309,6 @@ fn split_csv(
         }
     }
     reader.reset();
-    Ok(())
 }
 
 /// A JSON scalar as found in the input, before the column's type is applied.

@@ -88,10 +88,10 @@ impl TreeBuilder {
 
     /// Checks that the nodes form one tree rooted at node 0: every node reached
     /// exactly once, so no cycles and nothing shared. Returns the depth.
-    pub fn check(&self) -> Result<usize, String> {
+    pub fn check(&self) -> Result<usize, TreeError> {
         let n = self.nodes.len();
         if n == 0 {
-            return Err("no nodes".into());
+            return Err(TreeError("no nodes".into()));
         }
         let mut seen = vec![false; n];
         let mut stack = vec![(0u32, 0usize)];
@@ -100,7 +100,9 @@ impl TreeBuilder {
         while let Some((i, d)) = stack.pop() {
             let i = i as usize;
             if i >= n || seen[i] {
-                return Err(format!("node {i} is reached twice or does not exist"));
+                return Err(TreeError(format!(
+                    "node {i} is reached twice or does not exist"
+                )));
             }
             seen[i] = true;
             count += 1;
@@ -111,14 +113,19 @@ impl TreeBuilder {
             }
         }
         if count != n {
-            return Err(format!(
+            return Err(TreeError(format!(
                 "{} of its {n} nodes are not reachable from the root",
                 n - count
-            ));
+            )));
         }
         Ok(depth)
     }
 }
+
+/// Why a tree's nodes do not form one tree rooted at node 0.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TreeError(String);
 
 /// A scoring-ready forest.
 #[derive(Debug, Clone)]

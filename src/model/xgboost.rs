@@ -299,7 +299,7 @@ fn build_tree(t: usize, tree: &TreeDoc, num_feature: usize) -> Result<TreeBuilde
             r as u32,
         );
     }
-    let depth = builder.check().map_err(corrupt)?;
+    let depth = builder.check().map_err(|e| corrupt(e.to_string()))?;
     if depth > MAX_TREE_DEPTH {
         return Err(LoadError::Unsupported(format!(
             "tree {t} is {depth} levels deep (loanflow scores trees up to {MAX_TREE_DEPTH} levels)"

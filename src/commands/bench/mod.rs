@@ -221,8 +221,13 @@ impl<'a> Sitting<'a> {
         }
         std::fs::create_dir_all(&args.dir)
             .with_context(|| format!("cannot create {}", args.dir.display()))?;
-        let mut workers: Vec<usize> = args.workers.iter().map(|&w| w as usize).collect();
-        workers.dedup();
+        // Each worker count once, in the order given (`--workers 1,2,1` is 1,2).
+        let mut workers: Vec<usize> = Vec::new();
+        for w in args.workers.iter().map(|&w| w as usize) {
+            if !workers.contains(&w) {
+                workers.push(w);
+            }
+        }
         Ok(Sitting {
             args,
             control,
