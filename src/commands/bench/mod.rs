@@ -14,8 +14,14 @@
 //! load (records/s, or a percentage of that worker count's median records/s
 //! measured just before): the latency under load, and whether the p99 at
 //! 50 % load meets `--p99-target-ms`.
+//!
+//! Owns the sitting (this module), the measuring ([`measure`]: CPU time,
+//! latencies read back, the scorer alone) and the report ([`report`]:
+//! tables, JSON, the p99 check). Like every command it may import every
+//! layer below, never another command: the jobs it measures are
+//! [`crate::pipeline`]'s.
 
-mod measure;
+pub mod measure;
 pub mod report;
 
 use std::collections::HashMap;
