@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ use crate::core::scored::OutputFormat;
 use crate::core::Epoch;
 use crate::dataflow::ingest::{HeaderError, Parser};
 use crate::dataflow::Batches;
-use crate::io::{Deads, Done, Scoreds, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
+use crate::io::{Deads, Done, Feed, Scoreds, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
 use crate::spec::Spec;
 
 /// Why a file edge could not read its input or write an output.
@@ -379,25 +378,20 @@ fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
 pub struct FileSource {
     /// The input, shared by every worker of the process.
     pub input: Arc<FileInput>,
-    /// Most lines per epoch.
-    pub batch: usize,
     /// Advanced by the bytes this worker reads, if shown.
     pub progress: Option<ProgressBar>,
-    /// The run's counters and first fault.
-    pub stats: Arc<Stats>,
-    /// Set on SIGINT/SIGTERM: stop reading; what was read is still written.
-    pub stop: Arc<AtomicBool>,
+    /// Lines per epoch, counters, the stop flag.
+    pub feed: Feed,
 }
 
 impl Source for FileSource {
     fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord> {
         let FileSource {
             input,
-            batch,
             progress,
-            stats,
-            stop,
+            feed,
         } = *self;
+        let (batch, stats) = (feed.batch, Arc::clone(&feed.stats));
         let mut cursor = input.cursor(input.share(scope.index(), scope.peers()));
         // One Arc per worker: workers never contend on its reference count.
         let path: Arc<str> = Arc::from(input.path.display().to_string());
@@ -440,7 +434,7 @@ impl Source for FileSource {
                     bar.inc(read);
                 }
                 let finished = count < batch;
-                if finished || stop.load(Ordering::Relaxed) || stats.failed() {
+                if finished || feed.stopping() {
                     capability = None;
                 } else {
                     epoch += 1;

@@ -16,7 +16,7 @@ pub mod file;
 pub mod kafka;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
@@ -42,6 +42,25 @@ pub type Written<'s> = Stream<'s, Epoch, Vec<()>>;
 /// How far (in epochs) a source may run ahead of what the sinks have
 /// finished: bounds the records in flight, so memory stays flat.
 pub const MAX_EPOCHS_AHEAD: u64 = 4;
+
+/// What every source takes from the run: how much to read per epoch,
+/// where to count it, and when to stop.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// Most records per epoch.
+    pub batch: usize,
+    /// The run's counters and first fault (a fault stops reading too).
+    pub stats: Arc<Stats>,
+    /// Set on SIGINT/SIGTERM: stop reading; what was read is still delivered.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// Whether reading should end now: a signal or a fault.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.stats.failed()
+    }
+}
 
 /// One worker's part of an input edge.
 pub trait Source {

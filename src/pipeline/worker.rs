@@ -2,7 +2,6 @@
 //! sink and source from the plan, the dataflow between them, and stepping
 //! until every epoch is delivered (or the run failed).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use crate::dataflow::predict::Predictor;
 use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
-use crate::io::{Sink, Source, Stats};
+use crate::io::{Feed, Sink, Source, Stats};
 use crate::model::Forest;
 use crate::spec::Spec;
 
@@ -194,8 +193,11 @@ fn sink(
 
 /// This worker's source and the parser of what it reads, from the plan.
 fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Parser) {
-    let stats = Arc::clone(&shared.stats);
-    let stop: Arc<AtomicBool> = shared.control.stop_flag();
+    let feed = Feed {
+        batch: shared.batch,
+        stats: Arc::clone(&shared.stats),
+        stop: shared.control.stop_flag(),
+    };
     match &shared.source {
         SourcePlan::File {
             input,
@@ -204,10 +206,8 @@ fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Pa
         } => (
             Box::new(FileSource {
                 input: Arc::clone(input),
-                batch: shared.batch,
                 progress: shared.progress.clone(),
-                stats,
-                stop,
+                feed,
             }),
             Parser::new(
                 &shared.spec,
@@ -232,9 +232,7 @@ fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Pa
                 partitions: *partitions,
                 from: shared.from,
                 until: shared.until,
-                batch: shared.batch,
-                stats,
-                stop,
+                feed,
                 ledger,
             }),
             Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)

@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use crate::core::position::{From, Until};
 use crate::core::record::{now_ns, Origin, RawRecord};
 use crate::core::Epoch;
 use crate::dataflow::Batches;
-use crate::io::{Done, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::io::{Done, Feed, Source, Stats, MAX_EPOCHS_AHEAD};
 
 /// (partition, next offset) pairs, sorted by partition.
 pub type Offsets = Vec<(i32, i64)>;
@@ -72,12 +71,9 @@ pub struct KafkaSource {
     pub from: From,
     /// Where each owned partition stops; `None`: run live until stopped.
     pub until: Option<Until>,
-    /// Most records per epoch.
-    pub batch: usize,
-    /// The run's counters and first fault.
-    pub stats: Arc<Stats>,
-    /// Set on SIGINT/SIGTERM: finish the open epochs, commit, stop.
-    pub stop: Arc<AtomicBool>,
+    /// Records per epoch, counters, the stop flag (on a stop the source
+    /// finishes its open epochs and commits them, then stops).
+    pub feed: Feed,
     /// Exactly-once: the offsets go to this worker's transactional sink
     /// (see [`crate::io::exactly_once`]) instead of being committed here.
     pub ledger: Option<OffsetLedger>,
@@ -178,7 +174,7 @@ impl Reader {
         let consumer = match assign(&source, &owned) {
             Ok(c) => Some(SourceConsumer(Some(c))),
             Err(e) => {
-                source.stats.fail(Fault::fatal(format!(
+                source.feed.stats.fail(Fault::fatal(format!(
                     "cannot read topic `{}`: {e}",
                     source.topic
                 )));
@@ -254,7 +250,13 @@ impl Reader {
             // Everything read is delivered: commit it for sure
             // (synchronously: the process may exit next).
             if let (Some(offsets), None) = (&self.committed, &self.source.ledger) {
-                commit(consumer, &self.topic, offsets, true, &self.source.stats);
+                commit(
+                    consumer,
+                    &self.topic,
+                    offsets,
+                    true,
+                    &self.source.feed.stats,
+                );
             }
             return Wake::Finished;
         }
@@ -287,7 +289,13 @@ impl Reader {
         }
         if let Some((e, offsets)) = ready {
             if self.source.ledger.is_none() {
-                commit(consumer, &self.topic, &offsets, false, &self.source.stats);
+                commit(
+                    consumer,
+                    &self.topic,
+                    &offsets,
+                    false,
+                    &self.source.feed.stats,
+                );
                 tracing::debug!(epoch = e, ?offsets, "committed");
             }
             self.committed = Some(offsets);
@@ -310,7 +318,7 @@ impl Reader {
             }
             (true, Some(since)) => since.elapsed() >= CAUGHT_UP_GRACE,
         };
-        self.source.stop.load(Ordering::Relaxed) || self.source.stats.failed() || caught_up
+        self.source.feed.stopping() || caught_up
     }
 
     /// Reads up to a batch of records into `out`, moving `next` (invariant 1).
@@ -325,7 +333,7 @@ impl Reader {
         };
         let (mut count, mut bytes) = (0, 0);
         let read_at = now_ns();
-        while count < self.source.batch {
+        while count < self.source.feed.batch {
             match consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(message)) => {
@@ -349,7 +357,7 @@ impl Reader {
                     self.next.insert(partition, message.offset() + 1);
                     if let (Some(t), Some(from)) = (time, skip_before) {
                         if t < from {
-                            Stats::add(&self.source.stats.skipped, 1);
+                            Stats::add(&self.source.feed.stats.skipped, 1);
                             continue;
                         }
                     }
@@ -376,8 +384,8 @@ impl Reader {
                 }
             }
         }
-        Stats::add(&self.source.stats.records_in, count as u64);
-        Stats::add(&self.source.stats.bytes_in, bytes as u64);
+        Stats::add(&self.source.feed.stats.records_in, count as u64);
+        Stats::add(&self.source.feed.stats.bytes_in, bytes as u64);
     }
 
     /// Closes the epoch if the offsets moved (a snapshot, for the ledger
@@ -412,7 +420,7 @@ impl Reader {
         let config = &self.source.config;
         let max = config.max_outage;
         if outage > max {
-            self.source.stats.fail(Fault::fatal(format!(
+            self.source.feed.stats.fail(Fault::fatal(format!(
                 "the broker at {} has been unreachable for {} s, longer than --max-outage {} s; nothing undelivered was committed: start it again and re-run (the run resumes from the committed offsets)",
                 config.brokers,
                 outage.as_secs(),
@@ -643,6 +651,7 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
 
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -690,9 +699,11 @@ mod tests {
             partitions: 3,
             from: From::Committed,
             until: Some(Until::End),
-            batch: 7,
-            stats: Arc::clone(stats),
-            stop: Arc::new(AtomicBool::new(false)),
+            feed: Feed {
+                batch: 7,
+                stats: Arc::clone(stats),
+                stop: Arc::new(AtomicBool::new(false)),
+            },
             ledger: None,
         }
     }
