@@ -46,11 +46,6 @@ impl Fault {
         }
     }
 
-    /// What happened, for a person.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
     /// Whether a restart can help.
     pub fn hint(&self) -> RetryHint {
         self.hint
@@ -60,14 +55,6 @@ impl Fault {
     pub fn never_retried(self) -> Fault {
         Fault {
             hint: RetryHint::Never,
-            ..self
-        }
-    }
-
-    /// The same fault with `context` before its message.
-    pub fn context(self, context: impl fmt::Display) -> Fault {
-        Fault {
-            message: format!("{context}: {}", self.message),
             ..self
         }
     }
@@ -86,9 +73,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fault_keeps_its_hint_through_context_and_loses_it_when_told() {
-        let f = Fault::restartable("aborted").context("transaction a/0/1");
-        assert_eq!(f.to_string(), "transaction a/0/1: aborted");
+    fn a_fault_says_whether_a_restart_helps_and_forgets_it_when_told() {
+        let f = Fault::restartable("transaction a/0/1 aborted");
+        assert_eq!(f.to_string(), "transaction a/0/1 aborted");
         assert_eq!(f.hint(), RetryHint::Restart);
         assert_eq!(f.never_retried().hint(), RetryHint::Never);
         assert_eq!(Fault::fatal("fenced").hint(), RetryHint::Never);

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::core::fault::{Fault, RetryHint};
+use crate::core::fault::Fault;
 use crate::core::record::{DeadLetter, RawRecord};
 use crate::core::scored::Scored;
 use crate::core::Epoch;
@@ -124,12 +124,6 @@ impl Stats {
         self.failed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the first fault was one a restart recovers from.
-    pub fn restartable(&self) -> bool {
-        self.failure()
-            .is_some_and(|f| f.hint() == RetryHint::Restart)
-    }
-
     /// Whether a fatal error has been recorded (cheap: workers ask every step).
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
@@ -147,7 +141,13 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::Stats;
-    use crate::core::fault::Fault;
+    use crate::core::fault::{Fault, RetryHint};
+
+    fn restartable(stats: &Stats) -> bool {
+        stats
+            .failure()
+            .is_some_and(|f| f.hint() == RetryHint::Restart)
+    }
 
     #[test]
     fn the_first_failure_decides_whether_a_run_may_start_again() {
@@ -155,7 +155,7 @@ mod tests {
         assert!(!stats.failed());
         stats.fail(Fault::restartable("transaction aborted"));
         stats.fail(Fault::fatal("fenced"));
-        assert!(stats.failed() && stats.restartable());
+        assert!(stats.failed() && restartable(&stats));
         assert_eq!(
             stats.failure().map(|f| f.to_string()).as_deref(),
             Some("transaction aborted")
@@ -164,7 +164,7 @@ mod tests {
         let stats = Stats::default();
         stats.fail(Fault::fatal("fenced"));
         stats.fail(Fault::restartable("transaction aborted"));
-        assert!(stats.failed() && !stats.restartable());
+        assert!(stats.failed() && !restartable(&stats));
         assert_eq!(
             stats.failure().map(|f| f.to_string()).as_deref(),
             Some("fenced")

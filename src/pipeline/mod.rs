@@ -33,5 +33,5 @@ pub mod worker;
 
 pub use control::{Control, Halt};
 pub use restart::run_restarting;
-pub use run::{run, run_paced, timely_config, RunFault};
+pub use run::{run, run_paced, RunFault};
 pub use summary::Summary;

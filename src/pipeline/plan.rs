@@ -175,16 +175,10 @@ impl SinkPlan {
                     .unwrap_or_else(|| names::dead_letter_topic(topic));
                 config.ensure_topic(topic, args.kafka.partitions)?;
                 config.ensure_topic(&dead_letter_topic, args.kafka.partitions)?;
-                let exactly_once = match (source, args.exactly_once) {
-                    (SourcePlan::Kafka { .. }, true) => {
-                        Some(ExactlyOncePlan::new(args, source, config, at)?)
-                    }
-                    (_, true) => {
-                        return Err(anyhow!(
-                            "--exactly-once needs --input-topic and --output-topic"
-                        ))
-                    }
-                    (_, false) => None,
+                let exactly_once = if args.exactly_once {
+                    Some(ExactlyOncePlan::new(args, source, config, at)?)
+                } else {
+                    None
                 };
                 Ok(SinkPlan::Kafka {
                     config: Arc::clone(config),

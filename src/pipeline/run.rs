@@ -38,7 +38,7 @@ pub struct RunFault {
 }
 
 /// The timely configuration of `workers` threads in one process.
-pub fn timely_config(workers: usize) -> timely::Config {
+fn timely_config(workers: usize) -> timely::Config {
     timely::Config {
         communication: if workers == 1 {
             CommunicationConfig::Thread
@@ -59,9 +59,12 @@ pub fn run(args: &RunArgs, control: &Control) -> Result<Summary> {
 pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Summary> {
     let shared = Arc::new(prepare(args, pace, control)?);
     let Shared {
-        membership, stats, ..
+        membership,
+        stats,
+        at,
+        ..
     } = &*shared;
-    let at = placement(args, membership.as_ref());
+    let at = *at;
     tracing::info!(dataflow = %shared.spec.name, model = %shared.fingerprint.model, workers = at.workers, processes = at.processes, process = at.process, "starting");
     let connected = Arc::new(AtomicBool::new(false));
     if let Some(m) = membership {
@@ -163,7 +166,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         sink_ready: OnceLock::new(),
         started: OnceLock::new(),
         pace,
-        workers,
+        at,
         batch: args.batch as usize,
         from: args.from,
         until,

@@ -12,7 +12,7 @@ use timely::worker::Worker;
 
 use super::cluster::{self, Fingerprint, Membership, ProcessCounts};
 use super::control::Control;
-use super::plan::{SinkPlan, SourcePlan};
+use super::plan::{Placement, SinkPlan, SourcePlan};
 use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
 use crate::core::scored::OutputFormat;
@@ -57,8 +57,8 @@ pub struct Shared {
     pub started: OnceLock<Instant>,
     /// How a replay into the pipeline is paced; `None`: as fast as it goes.
     pub pace: Option<Pace>,
-    /// Local worker threads.
-    pub workers: usize,
+    /// Local workers, processes, this process's index.
+    pub at: Placement,
     /// Most records per epoch per worker (`--batch`).
     pub batch: usize,
     /// Where each Kafka partition starts (`--from`).
@@ -77,7 +77,7 @@ pub type WorkerResult = Result<Option<Vec<ProcessCounts>>, Fault>;
 pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     shared.started.get_or_init(Instant::now);
     let incarnation = match &shared.membership {
-        Some(m) => Some(start_up_check(worker, shared, m)?),
+        Some(m) => start_up_check(worker, shared, m)?,
         None => None,
     };
     // The sink first: an exactly-once sink fences the previous incarnation
@@ -124,7 +124,11 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
 /// A cluster's start-up check: every worker sees every process's
 /// fingerprint, so every process reaches the same verdict and stops by
 /// itself. Returns the incarnation the cluster writes under: process 0's.
-fn start_up_check(worker: &mut Worker, shared: &Shared, m: &Membership) -> Result<String, Fault> {
+fn start_up_check(
+    worker: &mut Worker,
+    shared: &Shared,
+    m: &Membership,
+) -> Result<Option<String>, Fault> {
     let first = m.is_first_of_process(worker.index());
     let prints = cluster::gather(worker, first.then(|| shared.fingerprint.clone()));
     cluster::check_fingerprints(&prints)?;
@@ -134,8 +138,7 @@ fn start_up_check(worker: &mut Worker, shared: &Shared, m: &Membership) -> Resul
     Ok(prints
         .iter()
         .min_by_key(|p| p.process)
-        .map(|p| p.incarnation.clone())
-        .unwrap_or_default())
+        .map(|p| p.incarnation.clone()))
 }
 
 /// This worker's sink, from the plan.
@@ -160,7 +163,7 @@ fn sink(
             dead_letter_topic,
             exactly_once: Some(eo),
         } => Box::new(TransactionalSink::new(TransactionalSinkConfig {
-            producer: eo.take_producer(worker.index() % shared.workers)?,
+            producer: eo.take_producer(worker.index() % shared.at.workers)?,
             resumed_from: Arc::clone(&eo.resumed_from),
             config,
             topic,

@@ -100,11 +100,6 @@ impl PartitionReader {
     pub fn all_at_end(&self) -> bool {
         self.at_end.len() >= self.partitions
     }
-
-    /// How many partitions are assigned.
-    pub fn partitions(&self) -> usize {
-        self.partitions
-    }
 }
 
 /// The group's committed offsets of `partitions` (partitions it never
