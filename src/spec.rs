@@ -326,6 +326,8 @@ pub struct Spec {
     pub passthrough: Vec<usize>,
     /// The `[[features]]` entries, in the order the model expects.
     pub features: Vec<Feature>,
+    /// SHA-256 (hex) of the spec's text: what a cleaned row names its spec by.
+    pub sha256: String,
 }
 
 impl Spec {
@@ -402,7 +404,16 @@ impl Spec {
             label: raw.label,
             passthrough,
             features: raw.features,
+            sha256: format!(
+                "{:x}",
+                <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())
+            ),
         })
+    }
+
+    /// `name@sha256:first-12-hex`: names exactly which spec made a feature row.
+    pub fn identity(&self) -> String {
+        format!("{}@sha256:{}", self.name, &self.sha256[..12])
     }
 
     /// The model's feature names in order, as the spec expands them.

@@ -7,6 +7,7 @@
 //! layer below them; never [`crate::pipeline`] or [`crate::commands`], which
 //! take these types.
 
+mod stages;
 pub mod values;
 
 use std::path::PathBuf;
@@ -22,18 +23,28 @@ use crate::io::kafka::KafkaConfig;
 use values::{format, positive, seconds};
 
 /// The real applications: the default input of every command that reads one.
-const DEFAULT_INPUT: &str = "data/lending_club.csv";
+pub const DEFAULT_INPUT: &str = "data/lending_club.csv";
 
 /// The default dataflow spec.
-const DEFAULT_DATAFLOW: &str = "dataflows/lending_club.toml";
+pub const DEFAULT_DATAFLOW: &str = "dataflows/lending_club.toml";
 
+/// Every `Examples:` block of the help has one shape, so that a test can run
+/// each command as it is written: a command starts with `  loanflow ` (or
+/// `  RUST_LOG=… loanflow `), goes on over lines ending in ` \` (continued
+/// lines indented further), and a comment is a line of its own above it,
+/// starting with `  #`. Paths are the repository's (run from its root);
+/// the broker is `127.0.0.1:9092`.
 const EXAMPLES: &str = "\
 Examples:
-  loanflow run                                  score data/lending_club.csv into out/predictions.jsonl
-  loanflow run -w 4 --input big.csv --output out/big.jsonl
-  loanflow cluster --processes 2 -w 2           a 2-process cluster on this machine
+  # score data/lending_club.csv into out/predictions.jsonl
+  loanflow run
+  # a bigger stream, resampled from the real applications, scored on 4 threads
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
-  RUST_LOG=debug loanflow run                   with logs";
+  loanflow run -w 4 --input out/1m.csv --output out/1m.jsonl
+  # a 2-process cluster on this machine
+  loanflow cluster --processes 2 -w 2
+  # with logs
+  RUST_LOG=debug loanflow run";
 
 /// The whole command line: `loanflow <COMMAND>`.
 #[derive(Debug, Parser)]
@@ -56,24 +67,66 @@ pub struct Cli {
 /// The subcommands, one per module of [`crate::commands`].
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Score applications from a file through the dataflow.
+    /// Score applications from a file or a topic through the dataflow, into a
+    /// file or a topic.
     #[command(after_help = "\
 Examples:
-  loanflow run                                      the embedded default: data/lending_club.csv → out/predictions.jsonl
-  loanflow run -w 2                                 the same on two worker threads
-  loanflow run --input apps.jsonl --output scored.jsonl --dead-letters bad.jsonl
-  loanflow run --dataflow dataflows/quix_fraud.toml --input homecredit.csv
-  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored -w 2
-  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --until-caught-up
-  loanflow run --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored --exactly-once -w 2
-  loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt     on host A (process 1 on host B)
-  loanflow run --brokers broker:9093 --input-topic loans --output-topic scored \\
-      -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p
+  # the embedded default: data/lending_club.csv → out/predictions.jsonl
+  loanflow run
+  # the same on two worker threads
+  loanflow run -w 2
+  loanflow run --input data/lending_club.csv --output out/scored.jsonl \\
+      --dead-letters out/bad.jsonl
+  # a topic into a topic, live: says when it has caught up; Ctrl-C stops it
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored -w 2
+  # the same, ending by itself once caught up
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored --until-caught-up
+  # exactly once: outputs and offsets committed together
+  loanflow run --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored --exactly-once --until-caught-up -w 2
+  # the tutorial's services apart: clean into a topic, then predict from it
+  loanflow run --stages clean --brokers 127.0.0.1:9092 --input-topic loans \\
+      --cleaned-topic loans.cleaned --until-caught-up
+  loanflow run --stages predict --brokers 127.0.0.1:9092 \\
+      --cleaned-topic loans.cleaned --output-topic loans.scored \\
+      --until-caught-up
+  # the same on files
+  loanflow run --stages clean --output out/rows.jsonl
+  loanflow run --stages predict --input out/rows.jsonl \\
+      --output out/scored.jsonl
+
+--stages clean|predict runs one stage as its own service, as the tutorial deployed
+them: a clean stage writes a feature row per application (JSON keyed by id: the
+carried columns, every model feature by name, and the spec's name and SHA-256) to
+--cleaned-topic (or --output); a predict stage scores them, byte for byte as one
+dataflow would, and stops with one line, writing nothing, on rows of another spec.
+Each stage has its own group (loanflow.DATAFLOW.clean / .predict). The default runs
+all stages in one dataflow; --cleaned-topic beside --output-topic also publishes
+the feature rows.
+
+Another spec and its model: --dataflow dataflows/quix_fraud.toml --input FILE.
+A managed Kafka takes librdkafka properties, as kcat does: -X security.protocol=SASL_SSL
+-X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=USER -X sasl.password=PASSWORD, or
+-X security.protocol=SSL -X ssl.ca.location=ca.pem (a missing file is named at once).
+
+A file run stopped by SIGINT/SIGTERM delivers what it read, leaves its outputs as
+OUTPUT.partial (the final names appear only when a run completes) and exits 130
+(SIGINT) or 143 (SIGTERM), as does a run bounded by --until. A live topic run is a
+service: SIGINT/SIGTERM is how it ends, so it finishes its open epochs, commits,
+and exits 0. A live run says on stderr when it has caught up and waits for more;
+on a terminal a spinner shows records/s and lag (-q: none), and with RUST_LOG=info
+a line every 10 s says the same.
 
 With --input-topic, records come from Kafka (JSON objects, or --format csv lines);
 with --output-topic, scored applications go to Kafka keyed by id and dead letters
 to --dead-letter-topic. Offsets are committed (group --group) only after every
 output they cover is acknowledged: a restart resumes there, nothing is lost.
+Missing output and dead-letter topics are created with the input topic's partition
+count (1 for a file input; --partitions N to choose), one line on stderr each;
+--no-create-topics makes a missing topic an error instead. A missing input topic
+is an error unless --partitions N asks for it to be created.
 
 With --exactly-once, each worker's outputs, dead letters and the offsets they cover
 are committed in one Kafka transaction (transactional.id GROUP.tx.W-w, so keep the
@@ -87,11 +140,13 @@ logging what it waits for; after --max-outage seconds it exits non-zero, and
 nothing undelivered is committed.
 
 With --processes N --process I --hostfile FILE, this process is process I of a
-timely cluster of N (FILE: one host:port per line, in process order); every
-process must run the same binary, spec and model (checked at start-up). Workers
-are numbered across the cluster, so file lines and Kafka partitions are shared
-by all N × W workers; file outputs become OUTPUT.d/part-0000I.jsonl.")]
-    Run(RunArgs),
+timely cluster of N (FILE: one host:port per line, in process order), e.g. on host
+A `loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt` and the same
+with --process 1 on host B; every process must run the same binary, spec and model
+(checked at start-up). Workers are numbered across the cluster, so file lines and
+Kafka partitions are shared by all N × W workers; file outputs become
+OUTPUT.d/part-0000I.jsonl.")]
+    Run(RunCommandArgs),
     /// Try a cluster on this machine: launch N `loanflow run` processes connected on loopback.
     #[command(after_help = "\
 Starts --processes N copies of `loanflow run` with every run option given here,
@@ -106,25 +161,34 @@ File outputs are written one file per process, sorted by process index:
 
 Examples:
   loanflow cluster --processes 2 --workers 2
-  loanflow cluster --processes 2 -w 2 --input out/1m.csv --output out/1m.jsonl -q
-  loanflow cluster --processes 2 -w 1 --brokers 127.0.0.1:9092 --input-topic loans \\
-      --output-topic loans.scored --until-caught-up")]
-    Cluster(RunArgs),
+  loanflow cluster --processes 2 -w 2 --input data/lending_club.csv \\
+      --output out/cluster.jsonl -q
+  loanflow cluster --processes 2 -w 1 --brokers 127.0.0.1:9092 \\
+      --input-topic loans --output-topic loans.scored --until-caught-up")]
+    Cluster(RunCommandArgs),
     /// Produce applications from a file into a Kafka topic (the tutorial's ingest service).
     #[command(after_help = "\
 Each valid record becomes a JSON object keyed by its id, with its event time
 (the spec's event_time column) as the Kafka message timestamp. A line that is not
 a valid record is sent as it is (no key): the pipeline dead-letters it. Exits
-non-zero if any message was not acknowledged by the broker.
+non-zero if any message was not acknowledged by the broker. A missing topic is
+created with --partitions N partitions (default 1: pass more to read it with more
+workers), said in one line; --no-create-topics makes it an error instead.
 
 Examples:
   loanflow ingest --brokers 127.0.0.1:9092 --topic loans --partitions 4
-  loanflow ingest --brokers 127.0.0.1:9092 --topic loans --input out/1m.csv --rate 5000")]
+  # paced: 5000 records per second
+  loanflow ingest --brokers 127.0.0.1:9092 --topic loans \\
+      --input data/lending_club.csv --rate 5000")]
     Ingest(IngestArgs),
     /// Print scored applications from a topic as they arrive (the tutorial's stream reader).
     #[command(after_help = "\
+A topic that does not exist yet is waited for (said once on stderr), then read from
+its first message. -n COUNT or Ctrl-C ends it, with exit status 0.
+
 Examples:
-  loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored --from-beginning
+  loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored \\
+      --from-beginning
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored -n 10 --json")]
     Tail(TailArgs),
     /// Replay history: a file of applications paced by their own event time, into a
@@ -136,10 +200,16 @@ replay by event time (from inclusive, until exclusive). Without --topic the reco
 straight into the pipeline and every `run` flag applies (--output, -w, --output-topic…).
 
 Examples:
-  loanflow replay data/lending_club.csv --brokers 127.0.0.1:9092 --topic loans --speed 86400
-  loanflow replay data/lending_club.csv --speed max --from time:2016-02-01T00:00:00Z \\
-      --until time:2016-03-01T00:00:00Z --output out/february.jsonl
-  loanflow replay out/1m.csv --rate 5000 --brokers 127.0.0.1:9092 --output-topic scored")]
+  # a file into a topic, one week of applied_at per second
+  loanflow replay data/lending_club.csv --brokers 127.0.0.1:9092 \\
+      --topic loans --speed 604800
+  # February only, straight into the pipeline, as fast as it goes
+  loanflow replay data/lending_club.csv --speed max \\
+      --from time:2016-02-01T00:00:00Z --until time:2016-03-01T00:00:00Z \\
+      --output out/february.jsonl
+  # 5000 records per second into the pipeline, scores to a topic
+  loanflow replay data/lending_club.csv --rate 5000 --brokers 127.0.0.1:9092 \\
+      --output-topic scored")]
     Replay(ReplayArgs),
     /// Copy a topic to another with no processing: the raw consume → produce
     /// limit of a broker, to measure the pipeline against.
@@ -147,9 +217,12 @@ Examples:
 Reads every partition of --input-topic from the beginning to its end (partition EOF)
 and writes each message (key and value) to --output-topic with the same producer
 settings as `loanflow run`; -w threads own disjoint partitions, as run's workers do.
+A missing --output-topic is created with the input's partition count (or
+--partitions N), said in one line; --no-create-topics makes it an error instead.
 
 Examples:
-  loanflow passthrough --brokers 127.0.0.1:9092 --input-topic loans --output-topic copy -w 2")]
+  loanflow passthrough --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic copy -w 2")]
     Passthrough(PassthroughArgs),
     /// Write a larger stream for benchmarks by resampling the real applications.
     #[command(after_help = "\
@@ -160,7 +233,8 @@ seed gives the same file.
 
 Examples:
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
-  loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl     JSON Lines, by extension")]
+  # JSON Lines, by the extension
+  loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl")]
     Generate(GenerateArgs),
     /// Measure the pipeline: records/s, MB/s, CPU per record and latency per
     /// configuration, next to the raw limits (file copy, the scorer alone).
@@ -180,10 +254,15 @@ e.g. --rate 10%,50%,90%) each worker count is also offered each load (paced like
 from when each record was due, and the p99 at 50 % load against --p99-target-ms.
 
 Examples:
-  loanflow bench                                        1,000,000 rows, -w 1 and -w 2, 3 runs each
-  loanflow bench --rows 200000 --workers 1,2,4 --repeat 5 --json out/bench.json
-  loanflow bench --input out/1m.csv --workers 2 --rate 200000     latency at 200k records/s
-  loanflow bench --rows 1000000 --rate 10%,50%,90% --json out/bench.json   latency vs load
+  # 1,000,000 rows, -w 1 and -w 2, 3 runs each
+  loanflow bench
+  loanflow bench --rows 200000 --workers 1,2,4 --repeat 5 \\
+      --json out/bench.json
+  # latency at 200k records/s
+  loanflow bench --input data/lending_club.csv --workers 2 --rate 200000
+  # latency against load
+  loanflow bench --rows 1000000 --rate 10%,50%,90% --json out/bench.json
+  # with the Kafka runs and the broker's raw limit
   loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4")]
     Bench(BenchArgs),
     /// Check a Kafka → Kafka run: every input scored (or dead-lettered) exactly
@@ -201,9 +280,10 @@ Exits 1 if any is lost, any duplicate differs, or (with --exactly-once) any is
 duplicated.
 
 Examples:
-  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored
-  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans --output-topic loans.scored \\
-      --exactly-once --json out/verify.json")]
+  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored
+  loanflow verify --brokers 127.0.0.1:9092 --input-topic loans \\
+      --output-topic loans.scored --exactly-once --json out/verify.json")]
     Verify(VerifyArgs),
 }
 
@@ -212,7 +292,7 @@ Examples:
 pub struct VerifyArgs {
     /// The broker the run used.
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaConnectArgs,
     /// The dataflow spec (names the default group).
     #[arg(long, default_value = DEFAULT_DATAFLOW, value_name = "TOML")]
     pub dataflow: PathBuf,
@@ -250,7 +330,51 @@ pub struct PipelineArgs {
     pub model: Option<PathBuf>,
 }
 
-/// Kafka connection flags, shared by every command that talks to a broker.
+/// The dataflow spec alone, for the commands that read records with it but
+/// never score them (`ingest`, `generate`): they take no `--model`.
+#[derive(Debug, Args, Clone)]
+pub struct SpecArgs {
+    /// The dataflow spec the records are read with (its model is not read).
+    #[arg(long, default_value = DEFAULT_DATAFLOW, value_name = "TOML")]
+    pub dataflow: PathBuf,
+}
+
+/// The Kafka flags of the commands that only read (`tail`, `verify`): how to
+/// reach the broker, nothing about creating topics or waiting out outages.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaConnectArgs {
+    /// Kafka bootstrap servers (any Kafka-API broker: Apache Kafka, Redpanda, Tansu, …).
+    #[arg(long, env = "LOANFLOW_BROKERS", value_name = "HOST:PORT,…")]
+    pub brokers: Option<String>,
+    /// A librdkafka property, as kcat takes it (repeat): -X security.protocol=SSL
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// How long to wait for the broker before giving up, in seconds (a refused
+    /// connection, an unknown host or a certificate error fails at once).
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub connect_timeout: Duration,
+}
+
+impl KafkaConnectArgs {
+    /// The Kafka configuration these flags give, if they name brokers.
+    pub fn config(&self) -> Result<Option<Arc<KafkaConfig>>> {
+        let Some(brokers) = &self.brokers else {
+            return Ok(None);
+        };
+        let config = KafkaConfig::new(brokers, &self.properties, self.connect_timeout)?;
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// [`Self::config`], for a command that cannot do without a broker.
+    pub fn required(&self) -> Result<Arc<KafkaConfig>> {
+        self.config()?
+            .ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
+    }
+}
+
+/// Kafka flags of the commands that write topics (`run`, `cluster`,
+/// `replay`, `ingest`, `passthrough`, `bench`): the connection, creating
+/// missing topics, waiting out outages.
 #[derive(Debug, Args, Clone)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (any Kafka-API broker: Apache Kafka, Redpanda, Tansu, …).
@@ -259,12 +383,18 @@ pub struct KafkaArgs {
     /// A librdkafka property, as kcat takes it (repeat): -X security.protocol=SSL
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
-    /// How long to wait for the broker before giving up, in seconds.
+    /// How long to wait for the broker before giving up, in seconds (a refused
+    /// connection, an unknown host or a certificate error fails at once).
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub connect_timeout: Duration,
-    /// Create missing topics with this many partitions (else a missing topic is an error).
+    /// Partitions of the topics loanflow creates: a missing input topic (else an
+    /// error) and the missing topics it writes (default: the input topic's count, or 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: Option<i32>,
+    /// Never create a topic: a missing topic this command writes is an error
+    /// (by default loanflow creates it and says so in one line on stderr).
+    #[arg(long, conflicts_with = "partitions")]
+    pub no_create_topics: bool,
     /// How long a running job waits for a broker that went away (retrying, and
     /// logging what it waits for) before it exits non-zero, in seconds. Nothing
     /// undelivered is committed either way.
@@ -279,7 +409,8 @@ impl KafkaArgs {
             return Ok(None);
         };
         let config = KafkaConfig::new(brokers, &self.properties, self.connect_timeout)?
-            .with_max_outage(self.max_outage);
+            .with_max_outage(self.max_outage)
+            .with_create_topics(!self.no_create_topics);
         Ok(Some(Arc::new(config)))
     }
 
@@ -300,28 +431,41 @@ pub struct RunArgs {
     /// The broker, for a topic source or sink.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Read applications from this topic instead of --input.
-    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    /// The topic to read instead of the input file: `--input-topic` of `run`
+    /// and `cluster` ([`RunCommandArgs`]); `replay` reads its FILE.
+    #[arg(skip)]
     pub input_topic: Option<String>,
     /// Write scored applications to this topic instead of --output.
     #[arg(long, value_name = "TOPIC", requires = "brokers")]
     pub output_topic: Option<String>,
-    /// Dead letters topic (with --output-topic; default: OUTPUT_TOPIC.dead-letters).
-    #[arg(long, value_name = "TOPIC", requires = "output_topic")]
+    /// Dead letters topic (with a topic output; default: OUTPUT_TOPIC.dead-letters,
+    /// or CLEANED_TOPIC.dead-letters for --stages clean).
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
     pub dead_letter_topic: Option<String>,
+    /// Which stages this process runs: `all` (ingest → clean → predict, one
+    /// dataflow), `clean` (ingest → clean: feature rows to --cleaned-topic, or to
+    /// --output) or `predict` (feature rows from --cleaned-topic, or from --input,
+    /// → scores): the tutorial's services, deployed and scaled apart.
+    #[arg(long, default_value = "all", value_name = "STAGES", value_parser = values::stages())]
+    pub stages: crate::dataflow::graph::Stages,
+    /// The middle topic of the tutorial's chain: feature rows as JSON keyed by id.
+    /// `--stages clean` writes it, `--stages predict` reads it, and the default
+    /// (all stages) also publishes it beside --output-topic.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub cleaned_topic: Option<String>,
     /// Consumer group whose committed offsets track progress (default: loanflow.DATAFLOW).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Exactly once (Kafka → Kafka): each worker commits its outputs and the input
     /// offsets they cover in one Kafka transaction. Default: at least once.
-    #[arg(long, requires_all = ["input_topic", "output_topic"])]
+    #[arg(long, requires = "brokers")]
     pub exactly_once: bool,
     /// Where --exactly-once writes a progress record per transaction (default:
     /// OUTPUT_TOPIC.progress); `loanflow verify` reads it.
     #[arg(long, value_name = "TOPIC", requires = "exactly_once")]
     pub progress_topic: Option<String>,
-    /// Stop once every owned partition is read to its end and everything read is delivered and committed (= --until end).
-    #[arg(long, requires = "input_topic", conflicts_with = "until")]
+    /// `--until-caught-up` of `run` and `cluster` ([`RunCommandArgs`]).
+    #[arg(skip)]
     pub until_caught_up: bool,
     /// Where each partition starts: committed (the group's offset, else the beginning),
     /// earliest, latest, offset:N, or time:RFC3339 (records before it are skipped).
@@ -338,8 +482,9 @@ pub struct RunArgs {
     /// so the one field that differs between two replays of the same history).
     #[arg(long)]
     pub stamp: bool,
-    /// Applications to score: CSV with a header, or JSON Lines.
-    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
+    /// The input file: `--input` of `run` and `cluster` ([`RunCommandArgs`]),
+    /// the FILE `replay` replays.
+    #[arg(skip = PathBuf::from(DEFAULT_INPUT))]
     pub input: PathBuf,
     /// Input format (default: from the file extension).
     #[arg(long, value_parser = format())]
@@ -369,9 +514,48 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,
+    /// This process's place in a timely cluster: the cluster flags of `run`
+    /// and `cluster` ([`RunCommandArgs`]); none for `replay`.
+    #[arg(skip)]
+    pub cluster: ClusterFlags,
+}
+
+/// The flags of `loanflow run` and `loanflow cluster`: a run's flags, its
+/// input (a file or a topic, read to its end or live), and its place in a
+/// timely cluster (`cluster`: how many processes to launch). `replay` takes
+/// the run's flags without these (its input is FILE; it never runs as a
+/// cluster).
+#[derive(Debug, Args, Clone)]
+pub struct RunCommandArgs {
+    /// Applications to score: CSV with a header, or JSON Lines.
+    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Read applications from this topic instead of --input.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub input_topic: Option<String>,
+    /// Everything else about the run.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Stop once every owned partition is read to its end and everything read
+    /// is delivered and committed (= --until end).
+    #[arg(long, requires = "brokers", conflicts_with = "until")]
+    pub until_caught_up: bool,
     /// This process's place in a timely cluster (`cluster`: how many to launch).
     #[command(flatten)]
     pub cluster: ClusterFlags,
+}
+
+impl RunCommandArgs {
+    /// The run these flags describe, input file and cluster place included.
+    pub fn resolved(&self) -> RunArgs {
+        RunArgs {
+            input: self.input.clone(),
+            input_topic: self.input_topic.clone(),
+            until_caught_up: self.until_caught_up,
+            cluster: self.cluster.clone(),
+            ..self.run.clone()
+        }
+    }
 }
 
 /// Where a process sits in a timely cluster (`run`), or how many to launch (`cluster`).
@@ -397,11 +581,11 @@ pub struct ClusterFlags {
 pub struct IngestArgs {
     /// The spec the records are parsed with (the model is not read).
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub pipeline: SpecArgs,
     /// The broker to produce to.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The topic to produce to.
+    /// The topic to produce to (created if missing: --partitions N, default 1).
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
     /// Applications to send: CSV with a header, or JSON Lines.
@@ -430,7 +614,8 @@ pub struct ReplayArgs {
     /// Records per second instead of event-time pacing (per worker, into the pipeline).
     #[arg(long, value_name = "N", conflicts_with = "speed", value_parser = positive)]
     pub rate: Option<f64>,
-    /// Produce into this topic (with --brokers) instead of running the pipeline.
+    /// Produce into this topic (with --brokers) instead of running the pipeline
+    /// (created if missing: --partitions N, default 1).
     #[arg(long, value_name = "TOPIC", requires = "brokers")]
     pub topic: Option<String>,
     /// The run the records go into without `--topic`; with it, its spec, Kafka
@@ -448,7 +633,7 @@ pub struct PassthroughArgs {
     /// The topic to copy, every partition from the beginning to its end.
     #[arg(long, value_name = "TOPIC")]
     pub input_topic: String,
-    /// The topic to copy into (created with --partitions if missing).
+    /// The topic to copy into (created if missing: the input's partition count, or --partitions N).
     #[arg(long, value_name = "TOPIC")]
     pub output_topic: String,
     /// Threads, each owning the partitions p with p % threads == its index.
@@ -461,7 +646,7 @@ pub struct PassthroughArgs {
 pub struct TailArgs {
     /// The broker to read from.
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaConnectArgs,
     /// The topic to read.
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
@@ -481,7 +666,7 @@ pub struct TailArgs {
 pub struct GenerateArgs {
     /// The spec the rows are read and written with (the model is not read).
     #[command(flatten)]
-    pub pipeline: PipelineArgs,
+    pub pipeline: SpecArgs,
     /// How many applications to write.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use crate::core::record::Format;
+use crate::dataflow::graph::Stages;
 
 /// A flag value that is not a positive, finite number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,15 @@ pub fn format() -> impl TypedValueParser<Value = Format> {
     PossibleValuesParser::new(["csv", "jsonl"]).map(|s| match s.as_str() {
         "csv" => Format::Csv,
         _ => Format::Jsonl,
+    })
+}
+
+/// `--stages`: `all`, `clean` or `predict`, listed as such in `--help`.
+pub fn stages() -> impl TypedValueParser<Value = Stages> {
+    PossibleValuesParser::new(["all", "clean", "predict"]).map(|s| match s.as_str() {
+        "clean" => Stages::Clean,
+        "predict" => Stages::Predict,
+        _ => Stages::All,
     })
 }
 

@@ -2,7 +2,9 @@
 //! as one timely cluster on loopback, to try cluster mode on one machine
 //! (what a process of a cluster does is [`crate::pipeline::cluster`]).
 //! Passes signals on, prefixes each process's lines with `[pI]`, and if a
-//! process dies stops the others and names the one to blame.
+//! process dies stops the others and names the one to blame. Processes
+//! that a passed-on signal stopped before the end of their input exit
+//! 128 + the signal after their summaries, and so does the launcher.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +21,7 @@ use anyhow::{anyhow, Context as _, Result};
 use crate::cli::RunArgs;
 use crate::pipeline::cluster::{PEER_LOST, STOPPED};
 use crate::pipeline::load::load;
+use crate::pipeline::Interrupted;
 
 extern "C" {
     /// POSIX kill(2); std has no portable way to send SIGTERM to a child.
@@ -139,13 +142,22 @@ fn describe(status: ExitStatus) -> String {
 
 /// How much a failed process is to blame for the cluster's failure: killed
 /// by a signal the launcher did not send > failed by itself > stopped
-/// because a peer was lost or it was told to stop.
+/// because a peer was lost or it was told to stop (exit 128 + the signal
+/// the launcher sent it).
 fn blame(status: ExitStatus, signalled_by_us: Option<i32>) -> u8 {
+    let stopped_by_us = |code: i32| signalled_by_us.is_some_and(|sig| code == 128 + sig);
     match (status.code(), status.signal()) {
         (None, Some(sig)) if Some(sig) != signalled_by_us => 3,
-        (Some(code), _) if code != PEER_LOST && code != STOPPED => 2,
+        (Some(code), _) if code != PEER_LOST && code != STOPPED && !stopped_by_us(code) => 2,
         _ => 1,
     }
+}
+
+/// Whether `status` is a process's answer to the signal `passed_on` (from
+/// the user, passed on by the launcher): it stopped before the end of its
+/// input and exited 128 + the signal after its summary.
+fn stopped_as_asked(status: ExitStatus, passed_on: Option<i32>) -> bool {
+    passed_on.is_some_and(|sig| status.code() == Some(128 + sig))
 }
 
 /// `loanflow cluster`: launches `--processes N` local `loanflow run`
@@ -178,11 +190,16 @@ pub fn execute(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
     let (hostfile, ports) = write_hostfile(&dir, processes)?;
     tracing::info!(processes, hostfile = %hostfile.display(), "launching");
     let mut children = spawn(run_args, &hostfile, &ports, &signalled_early)?;
-    let failures = supervise(&mut children, &mut signals);
+    let (failures, stopped) = supervise(&mut children, &mut signals);
     // Let the pumps print the last lines.
     std::thread::sleep(Duration::from_millis(50));
     match culprit(&failures) {
-        None => Ok(()),
+        // Stopped by the user's signal before the end of the input: the
+        // processes printed their summaries; exit as they did.
+        None => match stopped {
+            Some(signal) => Err(Interrupted { signal }.into()),
+            None => Ok(()),
+        },
         Some((i, status)) => {
             let others = if processes == 2 {
                 "the other process was stopped"
@@ -261,20 +278,26 @@ fn spawn(
     Ok(children)
 }
 
+/// What [`supervise`] saw: (process, status, blame) of every process that
+/// failed, and the user's signal if processes stopped early because of it.
+type Outcome = (Vec<(usize, ExitStatus, u8)>, Option<i32>);
+
 /// Passes signals on, collects exits, and once one process failed stops the
-/// others (SIGTERM, then SIGKILL after [`STOP_GRACE`]). Returns (process,
-/// status, blame) of every process that did not exit 0.
+/// others (SIGTERM, then SIGKILL after [`STOP_GRACE`]). A process that exits
+/// 128 + the user's signal passed on to it stopped as asked, not failed.
 fn supervise(
     children: &mut [Option<Child>],
     signals: &mut signal_hook::iterator::Signals,
-) -> Vec<(usize, ExitStatus, u8)> {
+) -> Outcome {
     use signal_hook::consts::{SIGKILL, SIGTERM};
     let mut failures: Vec<(usize, ExitStatus, u8)> = Vec::new();
     let mut signalled: Vec<Option<i32>> = vec![None; children.len()];
     let mut stopping_since: Option<Instant> = None;
     let mut killed = false;
+    let (mut passed_on, mut stopped) = (None, None);
     while children.iter().any(Option::is_some) {
         for sig in signals.pending() {
+            passed_on.get_or_insert(sig);
             for (i, child) in children.iter().enumerate() {
                 if let Some(child) = child {
                     signal(child, sig);
@@ -288,7 +311,9 @@ fn supervise(
                 Ok(None) => {}
                 Ok(Some(status)) => {
                     *slot = None;
-                    if !status.success() {
+                    if stopped_as_asked(status, passed_on) && stopping_since.is_none() {
+                        stopped = passed_on;
+                    } else if !status.success() {
                         failures.push((i, status, blame(status, signalled[i])));
                     }
                 }
@@ -317,7 +342,7 @@ fn supervise(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    failures
+    (failures, stopped)
 }
 
 /// The process most to blame, earliest first among equals.
@@ -342,5 +367,19 @@ mod tests {
         assert!(blame(failed, None) > blame(lost, None));
         assert_eq!(blame(ExitStatus::from_raw(15), Some(15)), 1);
         assert_eq!(describe(killed), "died (killed by signal 9)");
+    }
+
+    #[test]
+    fn a_process_that_stopped_at_a_passed_on_signal_did_not_fail() {
+        let stopped_by_term = ExitStatus::from_raw(143 << 8);
+        assert_eq!(
+            blame(stopped_by_term, Some(15)),
+            1,
+            "the launcher's own SIGTERM"
+        );
+        assert_eq!(blame(stopped_by_term, None), 2, "nobody asked it to stop");
+        assert!(stopped_as_asked(stopped_by_term, Some(15)));
+        assert!(!stopped_as_asked(stopped_by_term, Some(2)));
+        assert!(!stopped_as_asked(ExitStatus::from_raw(0), Some(2)));
     }
 }

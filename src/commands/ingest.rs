@@ -1,5 +1,7 @@
 //! `loanflow ingest`: a file's applications into a topic (the tutorial's
-//! ingest service), as fast as the broker takes them or at `--rate`.
+//! ingest service), as fast as the broker takes them or at `--rate`. A
+//! signal stops it: what was sent is acknowledged, the summary says so, and
+//! it exits 130 (SIGINT) or 143 (SIGTERM).
 
 use anyhow::Result;
 
@@ -29,5 +31,8 @@ pub fn execute(args: &IngestArgs, control: &Control) -> Result<()> {
         control,
     )?;
     eprintln!("{summary}");
+    if summary.interrupted {
+        return Err(control.interrupted().into());
+    }
     Ok(())
 }

@@ -33,11 +33,41 @@ impl fmt::Display for Replayed {
     }
 }
 
-/// Runs `loanflow replay` and prints its summary.
+/// Runs `loanflow replay` and prints its summary; stopped by a signal
+/// before the end of its file, it exits non-zero after it (as `run` and
+/// `ingest` do).
 pub fn execute(args: &ReplayArgs, control: &Control) -> Result<()> {
     let replayed = replay(args, control)?;
     eprintln!("{replayed}");
+    let stopped = match &replayed {
+        Replayed::Topic(s) => s.interrupted,
+        Replayed::Pipeline(s) => s.unfinished,
+    };
+    if stopped {
+        return Err(control.interrupted().into());
+    }
     Ok(())
+}
+
+/// The FILE to replay, checked first: a missing one is named as FILE (the
+/// argument `replay` takes), not as a flag.
+fn check_file(args: &ReplayArgs) -> Result<()> {
+    match std::fs::metadata(&args.file) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(anyhow!(
+            "{} is not a file: give `loanflow replay` the CSV or JSON Lines file to replay",
+            args.file.display()
+        )),
+        Err(e) => Err(anyhow!(
+            "cannot read {}: {} (give `loanflow replay` an existing CSV or JSON Lines file: \
+             loanflow replay FILE)",
+            args.file.display(),
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "not found".to_owned(),
+                _ => e.to_string(),
+            }
+        )),
+    }
 }
 
 /// The event-time window `--from`/`--until` give a file replay.
@@ -61,6 +91,7 @@ fn window(args: &ReplayArgs) -> Result<Window> {
 
 /// `loanflow replay FILE`.
 pub fn replay(args: &ReplayArgs, control: &Control) -> Result<Replayed> {
+    check_file(args)?;
     let window = window(args)?;
     let speed = if args.rate.is_some() {
         Speed::Max

@@ -1,22 +1,34 @@
 //! `loanflow tail`: scored applications from a topic as they arrive, one
 //! line each (the tutorial's stream reader).
+//!
+//! A topic that does not exist yet is waited for (said once on stderr, its
+//! metadata polled; tail never creates it), then read from its first
+//! offset: everything in a topic created after tail started is new to it.
+//! `-n COUNT`, a signal (SIGINT/SIGTERM) and a closed stdout all end it
+//! with success; only a set-up error (an unreachable broker, a bad flag)
+//! fails it.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rdkafka::message::Message;
 use rdkafka::Offset;
 
 use crate::cli::TailArgs;
-use crate::io::kafka::{PartitionReader, START};
+use crate::io::kafka::{KafkaConfig, PartitionReader, START};
 use crate::pipeline::Control;
+
+/// How often a missing topic's metadata is asked for.
+const TOPIC_POLL: Duration = Duration::from_millis(500);
 
 /// Runs `loanflow tail` until `-n` messages, a signal, or a closed stdout.
 pub fn execute(args: &TailArgs, control: &Control) -> Result<()> {
     let config = args.kafka.required()?;
-    let partitions = config.ensure_topic(&args.topic, None)?;
-    let start = if args.from_beginning {
+    let Some((partitions, waited)) = wait_for_topic(&config, &args.topic, control)? else {
+        return Ok(()); // stopped while waiting
+    };
+    let start = if args.from_beginning || waited {
         START
     } else {
         Offset::End
@@ -49,6 +61,33 @@ pub fn execute(args: &TailArgs, control: &Control) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The partition count of `topic`, and whether it had to be waited for;
+/// `None` if a signal stopped the wait.
+fn wait_for_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    control: &Control,
+) -> Result<Option<(i32, bool)>> {
+    let lookup = config.lookup()?;
+    if let Some(partitions) = lookup.partitions(topic)? {
+        return Ok(Some((partitions, false)));
+    }
+    eprintln!("loanflow: waiting for topic {topic} to be created (Ctrl-C stops)");
+    loop {
+        let next = Instant::now() + TOPIC_POLL;
+        while Instant::now() < next {
+            if control.stopped() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(partitions) = lookup.partitions(topic)? {
+            tracing::info!(topic, partitions, "topic created");
+            return Ok(Some((partitions, true)));
+        }
+    }
 }
 
 /// One line for a person: id, score, flag (or the raw value if it is not a scored application).

@@ -1,14 +1,16 @@
 //! Plain data: what flows through a run and the rules on it, free of timely,
 //! Kafka and the command line.
 //!
-//! Owns the records ([`record`]), the scored output and its one JSON shape
-//! ([`scored`]), where a stream starts and stops and the event-time window
+//! Owns the records ([`record`]), the feature rows between the clean and
+//! predict stages and their JSON shape ([`features`]), the scored output, what
+//! a sink takes, and its one JSON shape ([`scored`]), where a stream starts and stops and the event-time window
 //! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
 //! fault with its retry hint ([`fault`]). May import only [`crate::spec`] and
 //! [`crate::model`].
 
 pub mod fault;
+pub mod features;
 pub mod names;
 pub mod pace;
 pub mod position;

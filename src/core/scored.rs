@@ -1,10 +1,74 @@
-//! A scored application and the one JSON shape every sink writes it in
-//! (file and Kafka alike), so two edges never disagree on an output's bytes.
+//! A scored application, what a sink takes ([`Output`]: a scored
+//! application or, from a clean stage, a feature row) and the one JSON shape
+//! every sink writes each in (file and Kafka alike), so two edges never
+//! disagree on an output's bytes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::record::{write_json_str, Origin, Value};
+use super::features::{FeatureRow, RowFormat};
+use super::record::{write_json_str, Origin, Value};
 use crate::spec::Spec;
+
+/// What a sink writes besides dead letters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    /// A scored application (the predict stage's output).
+    Scored(Scored),
+    /// A feature row (the clean stage's output, for the middle topic).
+    Cleaned(FeatureRow),
+}
+
+impl Output {
+    /// The application's id: the message key.
+    pub fn id(&self) -> &str {
+        match self {
+            Output::Scored(s) => &s.id,
+            Output::Cleaned(r) => &r.id,
+        }
+    }
+
+    /// Where the application was read.
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Output::Scored(s) => &s.origin,
+            Output::Cleaned(r) => &r.origin,
+        }
+    }
+
+    /// Its event time (ns since the epoch), if it has one.
+    pub fn event_time(&self) -> Option<i64> {
+        match self {
+            Output::Scored(s) => s.event_time,
+            Output::Cleaned(r) => r.event_time,
+        }
+    }
+}
+
+/// What a sink counts of the outputs it delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Scored applications.
+    pub scored: u64,
+    /// Of those, flagged.
+    pub flagged: u64,
+    /// Feature rows.
+    pub cleaned: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+impl Tally {
+    /// Counts one output.
+    pub fn count(&mut self, output: &Output) {
+        match output {
+            Output::Scored(s) => {
+                self.scored += 1;
+                self.flagged += u64::from(s.flagged);
+            }
+            Output::Cleaned(_) => self.cleaned += 1,
+        }
+    }
+}
 
 /// A scored application.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +95,7 @@ pub struct Scored {
 /// the spec's pass-through columns.
 #[derive(Debug, Clone)]
 pub struct OutputFormat {
+    rows: RowFormat,
     model_id: String,
     passthrough: Vec<String>,
     /// Also write `event_time` and `latency_ms` (read → written, wall clock).
@@ -41,6 +106,7 @@ impl OutputFormat {
     /// The format of `spec`'s outputs scored by the model `model_id`; unstamped.
     pub fn new(spec: &Spec, model_id: &str) -> OutputFormat {
         OutputFormat {
+            rows: RowFormat::new(spec),
             model_id: model_id.to_owned(),
             passthrough: spec
                 .passthrough
@@ -57,9 +123,17 @@ impl OutputFormat {
         self
     }
 
-    /// Appends `scored` as one JSON object (no newline); `now` (ns since the
-    /// epoch) is when it is written, for `latency_ms`.
-    pub fn write(&self, scored: &Scored, now: i64, out: &mut Vec<u8>) {
+    /// Appends `output` as one JSON object (no newline); `now` (ns since the
+    /// epoch) is when it is written, for a scored application's `latency_ms`.
+    pub fn write(&self, output: &Output, now: i64, out: &mut Vec<u8>) {
+        match output {
+            Output::Scored(s) => self.write_scored(s, now, out),
+            Output::Cleaned(r) => self.rows.write(r, out),
+        }
+    }
+
+    /// Appends `scored` as one JSON object (no newline).
+    pub fn write_scored(&self, scored: &Scored, now: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"id\":");
         write_json_str(out, &scored.id);
         out.extend_from_slice(b",\"score\":");
@@ -127,7 +201,7 @@ mod tests {
             ],
         };
         let mut out = Vec::new();
-        format.write(&scored, 0, &mut out);
+        format.write_scored(&scored, 0, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["id"], "lc-\"1");
         assert_eq!(v["score"], 0.125);

@@ -10,27 +10,9 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use crate::core::record::{DeadLetter, Origin, Record, Stage, Value};
+use crate::core::features::FeatureRow;
+use crate::core::record::{DeadLetter, Record, Stage, Value};
 use crate::spec::{Feature, Spec, Unknown};
-
-/// A record ready for the model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FeatureRow {
-    /// The record's id.
-    pub id: String,
-    /// The record's event time (ns since the epoch), if it has one.
-    pub event_time: Option<i64>,
-    /// `num_features` values; NaN = missing.
-    pub features: Vec<f32>,
-    /// Values of the spec's `passthrough` columns, in that list's order.
-    pub passthrough: Vec<Value>,
-    /// Where the raw input came from.
-    pub origin: Origin,
-    /// When the source read it (see [`Record::read_at`]).
-    pub read_at: i64,
-}
 
 /// Why a record's values cannot become features; names the column and value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -265,6 +247,7 @@ fn expected<'a>(values: impl Iterator<Item = &'a String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::record::Origin;
     use std::path::{Path, PathBuf};
 
     fn lending_club() -> Spec {

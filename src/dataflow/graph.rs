@@ -1,37 +1,181 @@
 //! The graph: ingest → exchange by id → clean → predict, each stage's plain
-//! struct wired into an operator.
+//! struct wired into an operator; or one part of it, when the stages run
+//! as separate services (`--stages clean`, `--stages predict`).
 
 use std::hash::{Hash, Hasher};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Capability, Concat};
 
-use super::clean::{Cleaner, FeatureRow};
+use super::clean::Cleaner;
 use super::fallible::fallible;
 use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
+use super::rows::{RowReader, RowRefusal};
 use super::Batches;
+use crate::core::fault::Fault;
+use crate::core::features::FeatureRow;
 use crate::core::record::{DeadLetter, RawRecord, Record};
-use crate::core::scored::Scored;
+use crate::core::scored::{Output, Scored};
 
-/// Builds the three stages on `raw`, returning scored applications and dead letters.
+/// Which stages one run has: all three in one dataflow (the default), or
+/// one service of the tutorial's chain, meeting the other at the cleaned topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stages {
+    /// ingest → clean → predict.
+    #[default]
+    All,
+    /// ingest → clean: feature rows out.
+    Clean,
+    /// Feature rows in → predict.
+    Predict,
+}
+
+/// The stages of a run and the plain struct of each.
+pub enum Graph {
+    /// ingest → clean → predict; with `cleaned`, the feature rows are
+    /// outputs too (the middle topic of a one-process run).
+    All {
+        /// Raw bytes → typed records.
+        parser: Parser,
+        /// Typed records → features.
+        cleaner: Cleaner,
+        /// Features → scores.
+        predictor: Predictor,
+        /// Also emit every feature row.
+        cleaned: bool,
+    },
+    /// ingest → clean: every feature row is an output.
+    Clean {
+        /// Raw bytes → typed records.
+        parser: Parser,
+        /// Typed records → features.
+        cleaner: Cleaner,
+    },
+    /// Feature rows (as the clean stage wrote them) → scores.
+    Predict {
+        /// Raw bytes → feature rows.
+        rows: RowReader,
+        /// Features → scores.
+        predictor: Predictor,
+        /// Called with the fault that stops the run (a row of another spec).
+        fail: Box<dyn Fn(Fault)>,
+    },
+}
+
+/// Builds `graph` on `raw`, returning its outputs and dead letters; `pace`
+/// holds each record (a predict stage: each row) until it is due.
 pub fn build<'s>(
+    raw: Batches<'s, RawRecord>,
+    pace: Option<Pace>,
+    graph: Graph,
+) -> (Batches<'s, Output>, Batches<'s, DeadLetter>) {
+    match graph {
+        Graph::All {
+            parser,
+            cleaner,
+            predictor,
+            cleaned,
+        } => {
+            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
+            let scored = predict(rows.clone(), predictor).map(Output::Scored);
+            let outputs = if cleaned {
+                scored.concat(rows.map(Output::Cleaned))
+            } else {
+                scored
+            };
+            (outputs, dead)
+        }
+        Graph::Clean { parser, cleaner } => {
+            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
+            (rows.map(Output::Cleaned), dead)
+        }
+        Graph::Predict {
+            rows,
+            predictor,
+            fail,
+        } => {
+            let (rows, dead) = read_rows(raw, rows, fail);
+            let rows = match pace {
+                Some(p) => super::pace::pace(rows, p),
+                None => rows,
+            };
+            (predict(rows, predictor).map(Output::Scored), dead)
+        }
+    }
+}
+
+fn ingest_and_clean<'s>(
     raw: Batches<'s, RawRecord>,
     pace: Option<Pace>,
     parser: Parser,
     cleaner: Cleaner,
-    predictor: Predictor,
-) -> (Batches<'s, Scored>, Batches<'s, DeadLetter>) {
+) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
     let (records, ingest_dead) = ingest(raw, parser);
     let records = match pace {
         Some(p) => super::pace::pace(records, p),
         None => records,
     };
     let (rows, clean_dead) = clean(records, cleaner);
-    let scored = predict(rows, predictor);
-    (scored, ingest_dead.concat(clean_dead))
+    (rows, ingest_dead.concat(clean_dead))
+}
+
+/// A predict stage's input: rows read where they were read (a cleaned topic
+/// is keyed by id already). A row of another spec stops the run: `fail` is
+/// told, and its epoch is held for good, so nothing of it or after it is
+/// delivered or committed (rows module, invariant 1).
+pub fn read_rows<'s>(
+    raw: Batches<'s, RawRecord>,
+    mut reader: RowReader,
+    fail: Box<dyn Fn(Fault)>,
+) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
+    let mut builder = OperatorBuilder::new("ReadRows".to_owned(), raw.scope());
+    let mut input = builder.new_input(raw, Pipeline);
+    let (ok, ok_stream) = builder.new_output();
+    let (dead, dead_stream) = builder.new_output();
+    let mut ok =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<FeatureRow>>>::from(ok);
+    let mut dead =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>::from(
+            dead,
+        );
+    builder.build(move |_| {
+        let mut held: Vec<Capability<u64>> = Vec::new();
+        move |_frontiers| {
+            let mut ok = ok.activate();
+            let mut dead = dead.activate();
+            input.for_each(|cap, batch| {
+                if !held.is_empty() {
+                    return; // stopped: read nothing more
+                }
+                let mut ok = ok.session(&cap);
+                let mut dead = dead.session(&cap);
+                for raw in batch.drain(..) {
+                    match reader.read(raw) {
+                        Ok(row) => ok.give(row),
+                        Err(RowRefusal::Dead(d)) => dead.give(d),
+                        Err(RowRefusal::Foreign {
+                            found,
+                            expected,
+                            origin,
+                        }) => {
+                            fail(Fault::fatal(format!(
+                                "{origin} is a feature row of spec {found}, but this predict stage runs spec {expected}: \
+                                 point it at the cleaned topic its own spec's clean stage writes"
+                            )));
+                            held.push(cap.retain_least(0).expect("a time"));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (ok_stream, dead_stream)
 }
 
 /// Ingest runs where the bytes were read (no exchange: the id is not known yet).

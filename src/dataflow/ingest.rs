@@ -128,6 +128,30 @@ impl Parser {
         })
     }
 
+    /// A JSON Lines parser over `columns` (a selection of a spec's, with the
+    /// id and event-time column at `id` and `event_time`): how the predict
+    /// stage reads the columns a feature row carries.
+    pub fn json_columns(
+        columns: Vec<Column>,
+        id: usize,
+        event_time: Option<usize>,
+        max_record_bytes: usize,
+    ) -> Parser {
+        Parser {
+            format: FormatParser::Json {
+                slot_of: columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.clone(), i))
+                    .collect(),
+            },
+            columns,
+            id,
+            event_time,
+            max_record_bytes,
+        }
+    }
+
     /// Parses one raw record; a failure is a dead letter carrying the raw bytes.
     pub fn parse(&mut self, raw: RawRecord) -> Result<Record, DeadLetter> {
         match self.parse_values(&raw.bytes) {

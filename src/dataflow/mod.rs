@@ -23,6 +23,7 @@ pub mod graph;
 pub mod ingest;
 pub mod pace;
 pub mod predict;
+pub mod rows;
 
 use timely::dataflow::Stream;
 

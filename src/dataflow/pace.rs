@@ -14,6 +14,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
+use crate::core::features::FeatureRow;
 use crate::core::pace::Pacer;
 use crate::core::position::Window;
 use crate::core::record::{now_ns, Record};
@@ -30,9 +31,36 @@ pub struct Pace {
     pub window: Window,
 }
 
+/// What the pace operator paces: typed records (a run, a clean stage) or
+/// feature rows (a predict stage replayed on its own).
+pub trait Paced: 'static {
+    /// The event time (ns since the epoch), if there is one.
+    fn event_time(&self) -> Option<i64>;
+    /// When the source read it; moved to when it was due (for `--stamp`).
+    fn read_at(&mut self) -> &mut i64;
+}
+
+impl Paced for Record {
+    fn event_time(&self) -> Option<i64> {
+        self.event_time
+    }
+    fn read_at(&mut self) -> &mut i64 {
+        &mut self.read_at
+    }
+}
+
+impl Paced for FeatureRow {
+    fn event_time(&self) -> Option<i64> {
+        self.event_time
+    }
+    fn read_at(&mut self) -> &mut i64 {
+        &mut self.read_at
+    }
+}
+
 /// Paces `records`; records without an event time pass at once when the
 /// window is open-ended, and are dropped when it is bounded.
-pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record> {
+pub fn pace<'s, R: Paced>(records: Batches<'s, R>, pace: Pace) -> Batches<'s, R> {
     let scope = records.scope();
     records.unary(Pipeline, "Pace", move |_, info| {
         let activator = scope.activator_for(info.address);
@@ -41,19 +69,19 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
         // Ties in due time keep the order records arrived in.
         let mut index = 0u64;
         // Held records by due time, each with the capability of its epoch.
-        let mut held: BTreeMap<(Instant, u64), (Capability<Epoch>, Record)> = BTreeMap::new();
+        let mut held: BTreeMap<(Instant, u64), (Capability<Epoch>, R)> = BTreeMap::new();
         move |input, output| {
             input.for_each(|cap, batch| {
                 let Some(cap) = cap.retain_least(output.output_index()) else {
                     return;
                 };
                 for record in batch.drain(..) {
-                    let inside = match record.event_time {
+                    let inside = match record.event_time() {
                         Some(t) => pace.window.contains(t),
                         None => pace.window == Window::default(),
                     };
                     if inside {
-                        let due = pacer.due(record.event_time).unwrap_or(start);
+                        let due = pacer.due(record.event_time()).unwrap_or(start);
                         held.insert((due, index), (cap.clone(), record));
                         index += 1;
                     }
@@ -62,7 +90,7 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
             let now = Instant::now();
             // Everything due goes out together, one batch per epoch (a
             // session per record would cap a paced run near 100k records/s).
-            let mut due_now: Option<(Capability<Epoch>, Vec<Record>)> = None;
+            let mut due_now: Option<(Capability<Epoch>, Vec<R>)> = None;
             while let Some(entry) = held.first_entry() {
                 if entry.key().0 > now {
                     activator.activate_after(entry.key().0 - now);
@@ -74,7 +102,8 @@ pub fn pace<'s>(records: Batches<'s, Record>, pace: Pace) -> Batches<'s, Record>
                     // A paced record arrives when it is due: its latency
                     // (`--stamp`) counts from then, not from the read-ahead.
                     let late = now.saturating_duration_since(due).as_nanos() as i64;
-                    record.read_at = record.read_at.max(now_ns() - late);
+                    let read_at = record.read_at();
+                    *read_at = (*read_at).max(now_ns() - late);
                 }
                 match &mut due_now {
                     Some((c, batch)) if c.time() == cap.time() => batch.push(record),

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::core::features::FeatureRow;
 use crate::core::scored::Scored;
-use crate::dataflow::clean::FeatureRow;
 use crate::model::Forest;
 
 /// Scores batches of rows with one forest.

@@ -10,7 +10,9 @@
 //!
 //! Sinks: every worker of a process appends large chunks of whole lines to
 //! one shared file, written as `PATH.partial` and renamed to `PATH` only when
-//! the run succeeds, so a failed run never leaves a file that looks complete.
+//! the run succeeds, so a failed run never leaves a file that looks complete;
+//! nor does a file run stopped by a signal ([`FileOutput::keep_partial`]):
+//! the final name appears only when a run read its input to the end.
 //!
 //! In a cluster of N > 1 processes each process writes its own files, named
 //! by [`part_path`]: `--output out/p.jsonl` becomes `out/p.jsonl.d/part-00000.jsonl`,
@@ -34,11 +36,11 @@ use timely::dataflow::Scope;
 
 use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter, Format, Origin, RawRecord, Record};
-use crate::core::scored::OutputFormat;
+use crate::core::scored::{OutputFormat, Tally};
 use crate::core::Epoch;
 use crate::dataflow::ingest::{HeaderError, Parser};
 use crate::dataflow::Batches;
-use crate::io::{Deads, Done, Feed, Scoreds, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
+use crate::io::{Deads, Done, Feed, Outputs, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
 use crate::spec::Spec;
 
 /// Why a file edge could not read its input or write an output.
@@ -532,22 +534,36 @@ impl FileOutput {
     /// Flushes and publishes the file under its final name. Returns whether a
     /// file was written.
     pub fn finish(&self) -> Result<bool, FileError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        match writer.take() {
-            None => Ok(false),
-            Some(w) => {
-                let file = w
-                    .into_inner()
-                    .map_err(|e| self.failed("write")(e.into_error()))?;
-                file.sync_data().map_err(self.failed("sync"))?;
-                std::fs::rename(&self.partial, &self.path).map_err(|source| FileError::Rename {
-                    from: self.partial.clone(),
-                    to: self.path.clone(),
-                    source,
-                })?;
-                Ok(true)
-            }
+        if !self.flush()? {
+            return Ok(false);
         }
+        std::fs::rename(&self.partial, &self.path).map_err(|source| FileError::Rename {
+            from: self.partial.clone(),
+            to: self.path.clone(),
+            source,
+        })?;
+        Ok(true)
+    }
+
+    /// Flushes what was written and leaves it as `PATH.partial`, never
+    /// under the final name: the run did not reach the end of its input (a
+    /// signal stopped it). Returns the `.partial` file, if one was written.
+    pub fn keep_partial(&self) -> Result<Option<&Path>, FileError> {
+        Ok(self.flush()?.then_some(self.partial.as_path()))
+    }
+
+    /// Writes out and syncs the `.partial` file, closing it; whether there
+    /// was one.
+    fn flush(&self) -> Result<bool, FileError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = writer.take() else {
+            return Ok(false);
+        };
+        let file = w
+            .into_inner()
+            .map_err(|e| self.failed("write")(e.into_error()))?;
+        file.sync_data().map_err(self.failed("sync"))?;
+        Ok(true)
     }
 
     /// Where the file is published when the run succeeds.
@@ -620,9 +636,10 @@ pub fn remove_stale_parts(path: &Path, processes: usize) -> Result<(), FileError
 /// Chunk size at which a worker hands its lines to the shared file.
 const CHUNK: usize = 1 << 20;
 
-/// Writes scored applications and dead letters as JSON Lines.
+/// Writes outputs (scored applications, or a clean stage's feature rows) and
+/// dead letters as JSON Lines.
 pub struct FileSink {
-    /// Where scored applications go (shared by the process's workers).
+    /// Where outputs go (shared by the process's workers).
     pub scored: Arc<FileOutput>,
     /// Where dead letters go (shared by the process's workers).
     pub dead: Arc<FileOutput>,
@@ -633,7 +650,7 @@ pub struct FileSink {
 }
 
 impl Sink for FileSink {
-    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
+    fn build<'s>(self: Box<Self>, scored: Outputs<'s>, dead: Deads<'s>) -> Written<'s> {
         let FileSink {
             scored: scored_out,
             dead: dead_out,
@@ -657,24 +674,23 @@ impl Sink for FileSink {
                     }
                 };
                 move |(scored, scored_frontier), (dead, dead_frontier), _output| {
-                    let (mut n, mut flagged, mut n_dead) = (0, 0, 0);
+                    let mut tally = Tally::default();
                     let now = now_ns();
                     scored.for_each(|_, batch| {
                         for s in batch.drain(..) {
                             format.write(&s, now, &mut lines);
                             lines.push(b'\n');
-                            n += 1;
-                            flagged += s.flagged as u64;
+                            tally.count(&s);
                         }
                     });
                     dead.for_each(|_, batch| {
                         for d in batch.drain(..) {
                             dead_lines.extend_from_slice(&d.to_json());
                             dead_lines.push(b'\n');
-                            n_dead += 1;
+                            tally.dead_letters += 1;
                         }
                     });
-                    stats.outputs(n, flagged, n_dead);
+                    stats.outputs(tally);
                     let finished = scored_frontier.is_empty() && dead_frontier.is_empty();
                     write(&scored_out, &mut lines, finished, &stats);
                     write(&dead_out, &mut dead_lines, finished, &stats);

@@ -22,12 +22,13 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::core::fault::Fault;
 use crate::core::record::{DeadLetter, RawRecord};
-use crate::core::scored::Scored;
+use crate::core::scored::{Output, Tally};
 use crate::core::Epoch;
 use crate::dataflow::Batches;
 
-/// The scored applications a sink takes.
-pub type Scoreds<'s> = Batches<'s, Scored>;
+/// What a sink takes besides dead letters: scored applications and (from a
+/// clean stage, or with a cleaned topic) feature rows.
+pub type Outputs<'s> = Batches<'s, Output>;
 
 /// The dead letters a sink takes.
 pub type Deads<'s> = Batches<'s, DeadLetter>;
@@ -72,9 +73,9 @@ pub trait Source {
 
 /// One worker's part of an output edge.
 pub trait Sink {
-    /// Consumes scored applications and dead letters; the returned stream's
-    /// frontier passes an epoch once everything of that epoch is written.
-    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s>;
+    /// Consumes outputs and dead letters; the returned stream's frontier
+    /// passes an epoch once everything of that epoch is written.
+    fn build<'s>(self: Box<Self>, outputs: Outputs<'s>, dead: Deads<'s>) -> Written<'s>;
 }
 
 /// Counts shared by every worker of a process, and the first fault.
@@ -88,10 +89,21 @@ pub struct Stats {
     pub scored: AtomicU64,
     /// Of those, the flagged ones.
     pub flagged: AtomicU64,
+    /// Feature rows delivered (a clean stage's outputs, or a cleaned topic's).
+    pub cleaned: AtomicU64,
     /// Dead letters delivered.
     pub dead_letters: AtomicU64,
     /// Records a replay passed over: before `--from`.
     pub skipped: AtomicU64,
+    /// Kafka partitions this process's sources own.
+    pub partitions: AtomicU64,
+    /// Of those, the ones read to their end (partition EOF, or their
+    /// `--until` bound) with nothing read from them since: all of them means
+    /// this process has caught up.
+    pub partitions_at_end: AtomicU64,
+    /// Nanoseconds of the run during which nothing moved (caught up and
+    /// waiting, say), kept by the run's watcher: the run was busy the rest.
+    pub idle_ns: AtomicU64,
     failed: AtomicBool,
     /// The first fault; it decides whether the run may start again.
     failure: Mutex<Option<Fault>>,
@@ -108,11 +120,12 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// What a sink wrote in one activation.
-    pub fn outputs(&self, scored: u64, flagged: u64, dead_letters: u64) {
-        Stats::add(&self.scored, scored);
-        Stats::add(&self.flagged, flagged);
-        Stats::add(&self.dead_letters, dead_letters);
+    /// What a sink delivered in one activation.
+    pub fn outputs(&self, tally: Tally) {
+        Stats::add(&self.scored, tally.scored);
+        Stats::add(&self.flagged, tally.flagged);
+        Stats::add(&self.cleaned, tally.cleaned);
+        Stats::add(&self.dead_letters, tally.dead_letters);
     }
 
     /// Records a fault (the first one wins); workers stop soon after.

@@ -5,9 +5,13 @@
 //!
 //! # How a cluster run goes
 //! 1. Every process reads the same hostfile (`host:port` per line, process
-//!    order) and connects to every other: timely's `try_build`. A process
-//!    whose peers do not all come up within `--cluster-timeout` stops with a
-//!    clear error instead of waiting for ever.
+//!    order) and connects to every other as timely's own cluster set-up
+//!    does (process I connects to the processes before it and accepts the
+//!    ones after it), but quietly ([`Membership::connect`]): timely's
+//!    prints "awaiting connections" on stdout every second, and stdout is
+//!    for data. A process still waiting after a second says once on
+//!    stderr whom it waits for; one whose peers do not all come up within
+//!    `--cluster-timeout` stops with a clear error instead of waiting for ever.
 //! 2. Start-up check: a tiny dataflow broadcasts each process's
 //!    [`Fingerprint`] (binary version, spec and model SHA-256) to every
 //!    worker. Every worker sees the same set, so every process reaches the
@@ -29,14 +33,17 @@
 //! re-run resumes without loss.
 
 use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
+use timely::communication::AllocatorBuilder;
 use timely::dataflow::operators::vec::{Broadcast, ToStream};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
@@ -105,7 +112,8 @@ impl Membership {
         }))
     }
 
-    /// timely's configuration for this process.
+    /// timely's configuration for this process (what [`Membership::connect`]
+    /// builds, quietly).
     pub fn config(&self) -> timely::Config {
         timely::Config {
             communication: CommunicationConfig::Cluster {
@@ -117,6 +125,89 @@ impl Membership {
             },
             worker: WorkerConfig::default(),
         }
+    }
+
+    /// Connects this process to every other and returns timely's
+    /// allocators for its workers (for `timely::execute::execute_from`):
+    /// what `timely::execute` does for [`Membership::config`], without
+    /// timely's lines on stdout. Blocks until every peer is connected; the
+    /// [`watchdog`] stops the process if that takes `--cluster-timeout`.
+    pub fn connect(&self) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>)> {
+        use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+        use timely::communication::allocator::ProcessBuilder;
+        let sockets = self.sockets()?;
+        let hooks = timely::communication::Hooks::default();
+        let local = ProcessBuilder::new_typed_vector(
+            self.threads,
+            hooks.refill.clone(),
+            hooks.spill.clone(),
+        );
+        let (builders, guard) =
+            initialize_networking_from_sockets(local, sockets, self.process, self.threads, hooks)
+                .map_err(|e| anyhow!("cannot start the cluster's network threads: {e}"))?;
+        Ok((
+            builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            Box::new(guard),
+        ))
+    }
+
+    /// One socket per other process, in process order (`None` at this
+    /// process's own place), each told this process's index first: timely's
+    /// handshake (a big-endian u64).
+    fn sockets(&self) -> Result<Vec<Option<TcpStream>>> {
+        let n = self.addresses.len();
+        let me = self.process;
+        let connected = Arc::new(Mutex::new(vec![false; n]));
+        connected.lock().unwrap_or_else(|e| e.into_inner())[me] = true;
+        let listeners = self.addresses[me]
+            .split_whitespace()
+            .map(|a| {
+                TcpListener::bind(a)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| anyhow!("process {me} cannot listen on {a}: {e} (is that address one of this machine's, and the port free?)"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let before = {
+            let (addresses, connected) = (self.addresses.clone(), Arc::clone(&connected));
+            std::thread::spawn(move || connect_to_earlier(&addresses, me, &connected))
+        };
+        let after = {
+            let connected = Arc::clone(&connected);
+            std::thread::spawn(move || accept_later(&listeners, me, n, &connected))
+        };
+        let started = Instant::now();
+        let mut said = false;
+        while !(before.is_finished() && after.is_finished()) {
+            if !said && started.elapsed() >= Duration::from_secs(1) {
+                said = true;
+                let missing: Vec<String> = connected
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !**c)
+                    .map(|(i, _)| format!("process {i} ({})", self.addresses[i]))
+                    .collect();
+                if !missing.is_empty() {
+                    eprintln!(
+                        "loanflow: process {me} of {n}: waiting for {} to connect (up to --cluster-timeout {} s)",
+                        missing.join(", "),
+                        self.timeout.as_secs()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut sockets = before
+            .join()
+            .map_err(|_| anyhow!("connecting to the cluster failed"))?;
+        sockets.push(None);
+        sockets.extend(
+            after
+                .join()
+                .map_err(|_| anyhow!("connecting to the cluster failed"))??,
+        );
+        Ok(sockets)
     }
 
     /// Whether the worker with this global index is its process's first.
@@ -158,6 +249,75 @@ pub fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>> {
     }
     addresses.truncate(processes);
     Ok(addresses)
+}
+
+/// Connects to every process before `me`, retrying until it listens, and
+/// says who this is. Never fails (the watchdog ends a wait that is too long).
+fn connect_to_earlier(
+    addresses: &[String],
+    me: usize,
+    connected: &Mutex<Vec<bool>>,
+) -> Vec<Option<TcpStream>> {
+    (0..me)
+        .map(|i| loop {
+            let attempt = TcpStream::connect(&addresses[i]).and_then(|mut stream| {
+                stream.set_nodelay(true)?;
+                stream.write_all(&(me as u64).to_be_bytes())?;
+                Ok(stream)
+            });
+            match attempt {
+                Ok(stream) => {
+                    connected.lock().unwrap_or_else(|e| e.into_inner())[i] = true;
+                    break Some(stream);
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "process {me}: connecting to process {i} ({}): {e}; retrying",
+                        addresses[i]
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .collect()
+}
+
+/// Accepts a connection from every process after `me` (of `n`), each
+/// placed by the index it sends.
+fn accept_later(
+    listeners: &[TcpListener],
+    me: usize,
+    n: usize,
+    connected: &Mutex<Vec<bool>>,
+) -> Result<Vec<Option<TcpStream>>> {
+    let mut sockets: Vec<Option<TcpStream>> = (me + 1..n).map(|_| None).collect();
+    while sockets.iter().any(Option::is_none) {
+        let mut accepted = false;
+        for listener in listeners {
+            match listener.accept() {
+                Ok((mut stream, from)) => {
+                    stream.set_nonblocking(false)?;
+                    stream.set_nodelay(true)?;
+                    let mut index = [0u8; 8];
+                    stream.read_exact(&mut index)?;
+                    let index = u64::from_be_bytes(index) as usize;
+                    if index <= me || index >= n {
+                        tracing::warn!("process {me}: a connection from {from} says it is process {index}; ignored");
+                        continue;
+                    }
+                    connected.lock().unwrap_or_else(|e| e.into_inner())[index] = true;
+                    sockets[index - me - 1] = Some(stream);
+                    accepted = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(anyhow!("process {me}: accepting a peer's connection: {e}")),
+            }
+        }
+        if !accepted {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(sockets)
 }
 
 /// What every process of a cluster must agree on before any record moves.
@@ -226,8 +386,14 @@ pub struct ProcessCounts {
     pub scored: u64,
     /// Of those, the flagged ones.
     pub flagged: u64,
+    /// Feature rows delivered.
+    pub cleaned: u64,
     /// Dead letters delivered.
     pub dead_letters: u64,
+    /// Records passed over before `--from`.
+    pub skipped: u64,
+    /// Nanoseconds the process had nothing to do (see `pipeline::progress`).
+    pub idle_ns: u64,
 }
 
 impl ProcessCounts {
@@ -239,7 +405,10 @@ impl ProcessCounts {
             bytes_in: Stats::get(&stats.bytes_in),
             scored: Stats::get(&stats.scored),
             flagged: Stats::get(&stats.flagged),
+            cleaned: Stats::get(&stats.cleaned),
             dead_letters: Stats::get(&stats.dead_letters),
+            skipped: Stats::get(&stats.skipped),
+            idle_ns: Stats::get(&stats.idle_ns),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Copying a topic to another with no processing: the raw consume →
 //! produce limit of a broker (`loanflow passthrough`, and the benchmark's
-//! Kafka limit).
+//! Kafka limit). A signal stops the copy: what was read is still delivered.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use anyhow::{anyhow, Result};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 
+use super::plan::announce;
 use crate::io::kafka::{self, KafkaConfig, PartitionReader, START};
 
 /// What `loanflow passthrough` did.
@@ -23,6 +25,8 @@ pub struct PassthroughSummary {
     pub elapsed: Duration,
     /// Threads.
     pub workers: usize,
+    /// Stopped by a signal before every partition's end.
+    pub interrupted: bool,
 }
 
 impl fmt::Display for PassthroughSummary {
@@ -37,7 +41,14 @@ impl fmt::Display for PassthroughSummary {
             self.bytes as f64 / 1e6 / secs,
             self.workers,
             if self.workers == 1 { "" } else { "s" }
-        )
+        )?;
+        if self.interrupted {
+            write!(
+                f,
+                "\n  (stopped by a signal before the end of the input topic; every message read was delivered)"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -51,16 +62,29 @@ pub struct Copy<'a> {
     pub input: &'a str,
     /// The topic written.
     pub output: &'a str,
-    /// Create the output with this many partitions if it is missing.
+    /// Partitions of the output if it is missing and loanflow creates it
+    /// (default: the input's count).
     pub partitions: Option<i32>,
     /// Threads.
     pub workers: usize,
+    /// Set on SIGINT/SIGTERM: stop reading, deliver what was read.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Consume → produce with no processing, every partition to its end.
 pub fn copy(job: &Copy<'_>) -> Result<PassthroughSummary> {
-    let partitions = job.config.ensure_topic(job.input, None)?;
-    job.config.ensure_topic(job.output, job.partitions)?;
+    let partitions = job.config.lookup()?.partitions(job.input)?.ok_or_else(|| {
+        anyhow!(
+            "topic `{}` does not exist on {}: nothing to copy",
+            job.input,
+            job.config.brokers
+        )
+    })?;
+    announce(&job.config.ensure_output_topic(
+        job.output,
+        job.partitions.unwrap_or(partitions),
+        &[],
+    )?);
     let workers = job.workers;
     let started = Instant::now();
     let results: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
@@ -86,6 +110,7 @@ pub fn copy(job: &Copy<'_>) -> Result<PassthroughSummary> {
         bytes,
         elapsed: started.elapsed(),
         workers,
+        interrupted: job.stop.load(Ordering::Relaxed),
     })
 }
 
@@ -107,7 +132,7 @@ fn copy_partitions(job: &Copy<'_>, partitions: i32, index: usize) -> Result<(u64
     )?;
     let producer = kafka::producer(job.config)?;
     let (mut messages, mut bytes) = (0u64, 0u64);
-    while !reader.all_at_end() {
+    while !reader.all_at_end() && !job.stop.load(Ordering::Relaxed) {
         let Some(m) = reader.poll(Duration::from_millis(100)) else {
             continue;
         };

@@ -3,11 +3,14 @@
 //! drawn with replacement (seeded ChaCha8, so a seed always gives the same
 //! file), with a fresh id `g<seed>-<n>` and an arrival time continuing after
 //! the source's last one, the gaps themselves resampled from the real
-//! inter-arrival gaps.
+//! inter-arrival gaps. The file is written as `PATH.partial` and renamed to
+//! `PATH` once every row is written: one stopped by a signal (or failed)
+//! never looks complete.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{Rng, SeedableRng};
@@ -128,19 +131,27 @@ enum Output {
 }
 
 impl Output {
-    /// The output `path` names (`-`: stdout), its header written for CSV.
-    fn create(spec: &Spec, path: &Path, header: &csv::ByteRecord) -> Result<Output> {
-        let out: Box<dyn Write> = if path == Path::new("-") {
-            Box::new(BufWriter::new(std::io::stdout().lock()))
-        } else {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+    /// The output `path` names (`-`: stdout), written at `partial` (a file
+    /// output's `.partial`), its header written for CSV.
+    fn create(
+        spec: &Spec,
+        path: &Path,
+        partial: Option<&Path>,
+        header: &csv::ByteRecord,
+    ) -> Result<Output> {
+        let out: Box<dyn Write> = match partial {
+            None => Box::new(BufWriter::new(std::io::stdout().lock())),
+            Some(partial) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                Box::new(BufWriter::with_capacity(
+                    1 << 20,
+                    File::create(partial)
+                        .with_context(|| format!("cannot write {}", partial.display()))?,
+                ))
             }
-            Box::new(BufWriter::with_capacity(
-                1 << 20,
-                File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
-            ))
         };
         if output_format(path) == Format::Csv {
             let mut csv_out = csv::WriterBuilder::new()
@@ -201,15 +212,38 @@ fn csv_line(row: &csv::ByteRecord) -> Result<Vec<u8>> {
     line.into_inner().map_err(|e| anyhow!("{e}"))
 }
 
-/// Writes `args.rows` resampled applications to `args.output`; returns how many.
-pub fn generate(args: &GenerateArgs) -> Result<u64> {
+/// What `generate` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// Rows written.
+    pub rows: u64,
+    /// Where: the output, or its `.partial` if `stop` cut the writing short.
+    pub path: PathBuf,
+    /// Stopped (a signal) before every row was written.
+    pub interrupted: bool,
+}
+
+/// Writes `args.rows` resampled applications to `args.output` (through
+/// `OUTPUT.partial`), or fewer if `stop` is set meanwhile (the file then
+/// stays `.partial`).
+pub fn generate(args: &GenerateArgs, stop: &AtomicBool) -> Result<Generated> {
     let spec = Spec::load(&args.pipeline.dataflow)?;
     let source = Source::read(&spec, &args.input)?;
-    let mut output = Output::create(&spec, &args.output, &source.header)?;
+    let partial = (args.output != Path::new("-")).then(|| {
+        let mut p = args.output.as_os_str().to_owned();
+        p.push(".partial");
+        PathBuf::from(p)
+    });
+    let mut output = Output::create(&spec, &args.output, partial.as_deref(), &source.header)?;
     let progress = progress_bar(args.rows, args.quiet);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut clock = source.last;
+    let mut rows = 0;
     for n in 0..args.rows {
+        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            break;
+        }
+        rows += 1;
         let row = source.draw(&mut rng, args.seed, n, &mut clock);
         output.write(&spec, &row, n)?;
         if let Some(bar) = &progress {
@@ -218,13 +252,33 @@ pub fn generate(args: &GenerateArgs) -> Result<u64> {
             }
         }
     }
+    let written_to = partial.as_deref().unwrap_or(&args.output);
     output
         .flush()
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+        .with_context(|| format!("cannot write {}", written_to.display()))?;
+    drop(output);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    Ok(args.rows)
+    let interrupted = rows < args.rows;
+    let path = match &partial {
+        Some(partial) if !interrupted => {
+            std::fs::rename(partial, &args.output).with_context(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    partial.display(),
+                    args.output.display()
+                )
+            })?;
+            args.output.clone()
+        }
+        _ => written_to.to_owned(),
+    };
+    Ok(Generated {
+        rows,
+        path,
+        interrupted,
+    })
 }
 
 #[cfg(test)]

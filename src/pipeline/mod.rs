@@ -31,7 +31,7 @@ pub mod run;
 pub mod summary;
 pub mod worker;
 
-pub use control::{Control, Halt};
+pub use control::{Control, Halt, Interrupted};
 pub use restart::run_restarting;
 pub use run::{run, run_paced, RunFault};
 pub use summary::Summary;

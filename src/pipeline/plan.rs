@@ -14,6 +14,7 @@ use crate::core::fault::Fault;
 use crate::core::names;
 use crate::core::position::From;
 use crate::core::record::Format;
+use crate::dataflow::graph::Stages;
 use crate::dataflow::ingest::Parser;
 use crate::io::exactly_once::protocol::new_incarnation;
 use crate::io::exactly_once::transactional_producer;
@@ -21,6 +22,7 @@ use crate::io::file::{
     create_parent, detect_format, part_path, remove_stale_parts, FileInput, FileOutput,
 };
 use crate::io::kafka::committed_offsets;
+use crate::io::kafka::config::EnsuredTopic;
 use crate::io::kafka::{KafkaConfig, SinkContext};
 use crate::spec::Spec;
 
@@ -67,8 +69,10 @@ pub enum SinkPlan {
     Kafka {
         /// How to reach the cluster.
         config: Arc<KafkaConfig>,
-        /// The topic scored applications go to.
+        /// The topic outputs go to (a clean stage's: the cleaned topic).
         topic: String,
+        /// The cleaned topic a whole run also publishes its feature rows to.
+        cleaned_topic: Option<String>,
         /// The topic dead letters go to.
         dead_letter_topic: String,
         /// With `--exactly-once`, the transactions' plan; `None`: at least once.
@@ -92,6 +96,13 @@ pub struct ExactlyOncePlan {
     pub resumed_from: Arc<BTreeMap<i32, i64>>,
 }
 
+/// Says on stderr, in one line, that loanflow created `topic` (if it did).
+pub fn announce(topic: &EnsuredTopic) {
+    if let Some(notice) = topic.notice() {
+        eprintln!("loanflow: {notice}");
+    }
+}
+
 /// This process's place: local workers, processes, its index.
 #[derive(Debug, Clone, Copy)]
 pub struct Placement {
@@ -104,34 +115,45 @@ pub struct Placement {
 }
 
 impl SourcePlan {
-    /// The source `args` name: `--input-topic` (with brokers), else `--input`.
+    /// The source `args` name: `--input-topic` (a predict stage:
+    /// `--cleaned-topic`) with brokers, else `--input`.
     pub fn new(
         args: &RunArgs,
         spec: &Spec,
         kafka: Option<&Arc<KafkaConfig>>,
     ) -> Result<SourcePlan> {
-        match (&args.input_topic, kafka) {
+        match (args.source_topic(), kafka) {
             (Some(topic), Some(config)) => {
-                let partitions = config.ensure_topic(topic, args.kafka.partitions)?;
+                let input = config.ensure_input_topic(topic, args.kafka.partitions)?;
+                announce(&input);
+                let partitions = input.partitions;
                 let format = args.format.unwrap_or(Format::Jsonl);
                 // A CSV payload would need a header; Kafka messages are JSON objects.
                 if format == Format::Csv {
                     return Err(anyhow!("Kafka input must be JSON objects (--format jsonl)"));
                 }
+                // A stage run as its own service is its own dataflow: its own
+                // group, and so its own transactional ids (a clean and a
+                // predict stage never fence each other).
+                let dataflow = match args.stages {
+                    Stages::All => spec.name.clone(),
+                    Stages::Clean => names::stage(&spec.name, "clean"),
+                    Stages::Predict => names::stage(&spec.name, "predict"),
+                };
                 let group = args.group.clone().unwrap_or_else(|| {
                     if args.until.is_some() || args.from != From::Committed {
                         // A replay: its own group, never the live pipeline's.
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis());
-                        names::replay_group(&spec.name, now)
+                        names::replay_group(&dataflow, now)
                     } else {
-                        names::group(&spec.name)
+                        names::group(&dataflow)
                     }
                 });
                 Ok(SourcePlan::Kafka {
                     config: Arc::clone(config),
-                    topic: topic.clone(),
+                    topic: topic.to_owned(),
                     partitions,
                     group,
                     format,
@@ -141,6 +163,13 @@ impl SourcePlan {
                 let format = detect_format(&args.input, args.format)?;
                 let input = Arc::new(FileInput::open(&args.input, format)?);
                 let name = args.input.display().to_string();
+                if args.stages == Stages::Predict && format != Format::Jsonl {
+                    return Err(anyhow!(
+                        "--stages predict reads feature rows as JSON Lines (what --stages clean \
+                         writes), not {}: give the clean stage's output",
+                        args.input.display()
+                    ));
+                }
                 // Check the header now, so a missing column is a set-up error, not a failed worker.
                 Parser::new(
                     spec,
@@ -160,21 +189,32 @@ impl SourcePlan {
 }
 
 impl SinkPlan {
-    /// The sink `args` name: `--output-topic` (with brokers), else files.
+    /// The sink `args` name: `--output-topic` (a clean stage:
+    /// `--cleaned-topic`) with brokers, else files.
     pub fn new(
         args: &RunArgs,
         source: &SourcePlan,
         kafka: Option<&Arc<KafkaConfig>>,
         at: Placement,
     ) -> Result<SinkPlan> {
-        match (&args.output_topic, kafka) {
+        match (args.sink_topic(), kafka) {
             (Some(topic), Some(config)) => {
                 let dead_letter_topic = args
                     .dead_letter_topic
                     .clone()
                     .unwrap_or_else(|| names::dead_letter_topic(topic));
-                config.ensure_topic(topic, args.kafka.partitions)?;
-                config.ensure_topic(&dead_letter_topic, args.kafka.partitions)?;
+                // Missing ones are created like the input: `--partitions N`,
+                // else the input topic's count (1 for a file).
+                let partitions = args.kafka.partitions.unwrap_or(match source {
+                    SourcePlan::Kafka { partitions, .. } => *partitions,
+                    SourcePlan::File { .. } => 1,
+                });
+                announce(&config.ensure_output_topic(topic, partitions, &[])?);
+                announce(&config.ensure_output_topic(&dead_letter_topic, partitions, &[])?);
+                let cleaned_topic = args.published_cleaned_topic().map(str::to_owned);
+                if let Some(cleaned) = &cleaned_topic {
+                    announce(&config.ensure_output_topic(cleaned, partitions, &[])?);
+                }
                 let exactly_once = if args.exactly_once {
                     Some(ExactlyOncePlan::new(args, source, config, at)?)
                 } else {
@@ -182,7 +222,8 @@ impl SinkPlan {
                 };
                 Ok(SinkPlan::Kafka {
                     config: Arc::clone(config),
-                    topic: topic.clone(),
+                    topic: topic.to_owned(),
+                    cleaned_topic,
                     dead_letter_topic,
                     exactly_once,
                 })
@@ -267,14 +308,18 @@ impl ExactlyOncePlan {
                 "--exactly-once needs --input-topic and --output-topic"
             ));
         };
-        let output_topic = args.output_topic.as_deref().unwrap_or_default();
+        let output_topic = args.sink_topic().unwrap_or_default();
         let progress_topic = args
             .progress_topic
             .clone()
             .unwrap_or_else(|| names::progress_topic(output_topic));
         // One partition (in order), compacted: each writer's last record is
         // all `verify` needs (exactly_once).
-        config.ensure_topic_with(&progress_topic, Some(1), &[("cleanup.policy", "compact")])?;
+        announce(&config.ensure_output_topic(
+            &progress_topic,
+            1,
+            &[("cleanup.policy", "compact")],
+        )?);
         // Fence every local worker's zombie first, then read where the run
         // resumes (exactly_once, invariant 5).
         let total = at.workers * at.processes;

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context as _, Result};
 use rdkafka::producer::{BaseRecord, Producer};
 
 use super::control::Control;
+use super::plan::announce;
 use super::progress::progress_bar;
 use crate::core::pace::Pacer;
 use crate::core::position::Window;
@@ -69,7 +70,8 @@ pub struct ProduceJob<'a> {
     pub spec: &'a Spec,
     /// How to reach the cluster.
     pub config: &'a Arc<KafkaConfig>,
-    /// Create the topic with this many partitions if it is missing.
+    /// Partitions of the topic if it is missing and loanflow creates it
+    /// (default 1, Kafka's own default; see [`KafkaConfig::ensure_output_topic`]).
     pub partitions: Option<i32>,
     /// The topic produced to.
     pub topic: &'a str,
@@ -98,7 +100,7 @@ pub fn produce_file(job: &ProduceJob<'_>, control: &Control) -> Result<IngestSum
         job.format,
         crate::dataflow::ingest::DEFAULT_MAX_RECORD_BYTES,
     )?;
-    config.ensure_topic(job.topic, job.partitions)?;
+    announce(&config.ensure_output_topic(job.topic, job.partitions.unwrap_or(1), &[])?);
     let producer = kafka::producer(config)?;
     let progress = progress_bar(file.data_len(), job.quiet);
     let name = file.name().to_owned();
@@ -125,7 +127,19 @@ pub fn produce_file(job: &ProduceJob<'_>, control: &Control) -> Result<IngestSum
                 bar.set_message(format_time(t));
             }
         }
-        pacer.wait(event_time);
+        // Paced: wait for the record's time, but never past a signal
+        // (a replay at --speed 1 may wait minutes between records).
+        if let Some(due) = pacer.due(event_time) {
+            while let Some(left) = due.checked_duration_since(Instant::now()) {
+                if control.stopped() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+            }
+            if control.stopped() {
+                break;
+            }
+        }
         let message = match &line.parsed {
             Ok(record) => {
                 json.clear();

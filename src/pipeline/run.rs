@@ -19,6 +19,7 @@ use crate::cli::RunArgs;
 use crate::core::fault::Fault;
 use crate::core::position::Until;
 use crate::core::scored::OutputFormat;
+use crate::dataflow::graph::Stages;
 use crate::dataflow::pace::Pace;
 use crate::io::file::part_dir;
 use crate::io::Stats;
@@ -65,19 +66,24 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Resul
         ..
     } = &*shared;
     let at = *at;
+    let watcher = progress::Watcher::start(Arc::clone(&shared), args.quiet);
     tracing::info!(dataflow = %shared.spec.name, model = %shared.fingerprint.model, workers = at.workers, processes = at.processes, process = at.process, "starting");
     let connected = Arc::new(AtomicBool::new(false));
     if let Some(m) = membership {
         cluster::watchdog(m, Arc::clone(&connected), control);
     }
-    let config = match membership {
-        Some(m) => m.config(),
-        None => timely_config(at.workers),
-    };
     let guards = {
         let shared = Arc::clone(&shared);
-        timely::execute(config, move |worker| run_worker(worker, &shared))
-            .map_err(|e| anyhow!("cannot start the workers: {e}"))?
+        let work = move |worker: &mut timely::worker::Worker| run_worker(worker, &shared);
+        match membership {
+            // Connected quietly (timely's own set-up chatters on stdout).
+            Some(m) => {
+                let (builders, others) = m.connect()?;
+                timely::execute::execute_from(builders, others, WorkerConfig::default(), work)
+            }
+            None => timely::execute(timely_config(at.workers), work),
+        }
+        .map_err(|e| anyhow!("cannot start the workers: {e}"))?
     };
     connected.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut cluster_counts: Option<Vec<ProcessCounts>> = None;
@@ -89,6 +95,7 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Resul
             Err(e) => refused = Some(e),
         }
     }
+    watcher.finish();
     if let Some(e) = refused {
         return Err(e.into());
     }
@@ -117,6 +124,7 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Resul
 /// membership, the source and sink plans. Every error here is a set-up
 /// error, one line, and nothing has been written.
 fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shared> {
+    args.check_stages()?;
     let Loaded { spec, model } = load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
     let workers = args.workers as usize;
     let membership = Membership::from_flags(&args.cluster, workers)?;
@@ -129,9 +137,6 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
     } else {
         args.until
     };
-    if until.is_some() && args.input_topic.is_none() {
-        return Err(anyhow!("--until applies to --input-topic (a file ends by itself; `loanflow replay` bounds a file by event time)"));
-    }
     let stats = Arc::new(Stats::default());
     let progress = match &source {
         // A process of a cluster reads a share of the file the bar cannot know.
@@ -158,6 +163,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         spec,
         source,
         sink,
+        stages: args.stages,
         stats,
         control: control.clone(),
         progress,
@@ -184,23 +190,54 @@ fn placement(args: &RunArgs, membership: Option<&Membership>) -> Placement {
 }
 
 /// The run's summary, its outputs published (file outputs are renamed from
-/// `.partial` only now that the run succeeded).
+/// `.partial` only now that the run succeeded, and only if it read its input
+/// to the end: a file run or a bounded one that a signal stopped leaves them
+/// `.partial` and says so, [`Summary::unfinished`]).
 fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) -> Result<Summary> {
     let mut totals = ProcessCounts::of(at.process, &shared.stats);
     if let Some(counts) = cluster {
+        // The cluster was busy while any of its processes was.
+        let idle_ns = counts.iter().map(|c| c.idle_ns).min().unwrap_or(0);
         totals = ProcessCounts {
             process: at.process,
+            idle_ns,
             ..Default::default()
         };
         for c in counts {
+            totals.skipped += c.skipped;
             totals.records_in += c.records_in;
             totals.bytes_in += c.bytes_in;
             totals.scored += c.scored;
             totals.flagged += c.flagged;
+            totals.cleaned += c.cleaned;
             totals.dead_letters += c.dead_letters;
         }
     }
+    // A live topic run ends by a signal (a service being stopped); an
+    // input with an end (a file, --until) that a signal cut short is unfinished.
+    let has_end = matches!(shared.source, SourcePlan::File { .. }) || shared.until.is_some();
+    let unfinished = shared.control.stopped() && has_end;
     let (output, dead_letters_to) = match &shared.sink {
+        SinkPlan::File {
+            scored,
+            dead,
+            parts_of,
+        } if unfinished => {
+            let partial = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string());
+            let (output, dead_to) = (scored.keep_partial()?, dead.keep_partial()?);
+            match parts_of {
+                Some((output, dead_letters, _)) if at.process == 0 => (
+                    format!("{}/part-*.jsonl.partial", part_dir(output).display()),
+                    (totals.dead_letters > 0).then(|| {
+                        format!("{}/part-*.jsonl.partial", part_dir(dead_letters).display())
+                    }),
+                ),
+                _ => (
+                    partial(output).unwrap_or_else(|| scored.path().display().to_string()),
+                    partial(dead_to),
+                ),
+            }
+        }
         SinkPlan::File {
             scored,
             dead,
@@ -229,16 +266,35 @@ fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) 
             Some(format!("topic {dead_letter_topic}")),
         ),
     };
+    let cleaned_to = match (&shared.sink, shared.stages) {
+        (
+            SinkPlan::Kafka {
+                cleaned_topic: Some(t),
+                ..
+            },
+            _,
+        ) => Some(format!("topic {t}")),
+        (_, Stages::Clean) => Some(output.clone()),
+        _ => None,
+    };
+    let elapsed = shared
+        .started
+        .get()
+        .map_or(Duration::ZERO, Instant::elapsed);
     Ok(Summary {
+        busy: elapsed.saturating_sub(Duration::from_nanos(totals.idle_ns)),
+        skipped: totals.skipped,
+        signal: shared.control.signal(),
+        unfinished,
         records_in: totals.records_in,
         bytes_in: totals.bytes_in,
         scored: totals.scored,
         flagged: totals.flagged,
+        cleaned: totals.cleaned,
+        cleaned_to,
+        stages: shared.stages,
         dead_letters: totals.dead_letters,
-        elapsed: shared
-            .started
-            .get()
-            .map_or(Duration::ZERO, Instant::elapsed),
+        elapsed,
         workers: at.workers * at.processes,
         processes: at.processes,
         process: at.process,

@@ -1,7 +1,14 @@
 //! What a run did, and the summary a person reads at its end.
+//!
+//! Records/s count the time the run was busy ([`Summary::busy`]): a live
+//! run that waited an hour for new records did not process slowly. The
+//! first line gives both times when they differ.
 
 use std::fmt;
 use std::time::Duration;
+
+use super::control::signal_name;
+use crate::dataflow::graph::Stages;
 
 /// What a run did.
 #[derive(Debug, Clone)]
@@ -14,10 +21,21 @@ pub struct Summary {
     pub scored: u64,
     /// Of those, the flagged ones.
     pub flagged: u64,
+    /// Feature rows delivered (a clean stage's outputs, or a cleaned topic's).
+    pub cleaned: u64,
+    /// Where feature rows went, if anywhere.
+    pub cleaned_to: Option<String>,
+    /// Which stages ran.
+    pub stages: Stages,
     /// Dead letters delivered.
     pub dead_letters: u64,
     /// From the first worker's start (a cluster's connection time not counted).
     pub elapsed: Duration,
+    /// Of `elapsed`, the time the run had work: not caught up and waiting
+    /// (the run's watcher measures the rest, see `pipeline::progress`).
+    pub busy: Duration,
+    /// Records a bounded replay passed over: those before `--from`.
+    pub skipped: u64,
     /// Workers over the whole cluster.
     pub workers: usize,
     /// Processes in the cluster (1: not a cluster).
@@ -33,15 +51,33 @@ pub struct Summary {
     pub model: String,
     /// Stopped by SIGINT/SIGTERM before the input ended.
     pub interrupted: bool,
+    /// The signal that stopped it, if one did.
+    pub signal: Option<i32>,
+    /// The input has an end (a file, `--until`) the run did not reach
+    /// because a signal stopped it: file outputs are left as `.partial`
+    /// and the command exits non-zero. A live topic run stopped by a signal
+    /// is not unfinished: that is how a service ends.
+    pub unfinished: bool,
     /// Times the run started its dataflow again after an aborted
     /// transaction ([`super::restart::run_restarting`]); the counts are the last start's.
     pub restarts: u32,
 }
 
 impl Summary {
-    /// Records read per second of the run.
+    /// Records read per second of the run's busy time.
     pub fn records_per_second(&self) -> f64 {
-        self.records_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.records_in as f64 / self.busy_seconds()
+    }
+
+    /// [`Summary::busy`] in seconds (never 0, never more than elapsed).
+    fn busy_seconds(&self) -> f64 {
+        self.busy.min(self.elapsed).as_secs_f64().max(1e-9)
+    }
+
+    /// Whether the run spent a noticeable part of its time waiting.
+    fn idled(&self) -> bool {
+        let idle = self.elapsed.saturating_sub(self.busy);
+        idle >= Duration::from_millis(50) && idle.as_secs_f64() >= 0.01 * self.elapsed.as_secs_f64()
     }
 }
 
@@ -62,11 +98,18 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "loanflow: {} records in {:.3} s — {:.0} records/s, {:.1} MB/s on {} worker{}",
+            "loanflow: {} records in {:.3} s",
             self.records_in,
             self.elapsed.as_secs_f64(),
+        )?;
+        if self.idled() {
+            write!(f, " (busy {:.3} s)", self.busy.as_secs_f64())?;
+        }
+        write!(
+            f,
+            " — {:.0} records/s, {:.1} MB/s on {} worker{}",
             self.records_per_second(),
-            self.bytes_in as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9),
+            self.bytes_in as f64 / 1e6 / self.busy_seconds(),
             self.workers,
             if self.workers == 1 { "" } else { "s" }
         )?;
@@ -78,9 +121,19 @@ impl fmt::Display for Summary {
                 self.workers / self.processes
             )?;
         }
+        if self.skipped > 0 {
+            write!(f, " ({} before --from skipped)", self.skipped)?;
+        }
         writeln!(f)?;
-        if self.interrupted {
-            writeln!(f, "  (stopped by a signal: everything read was delivered)")?;
+        let signal = signal_name(self.signal.unwrap_or(super::control::SIGINT));
+        if self.unfinished {
+            writeln!(
+                f,
+                "  (stopped by {signal} before the end of the input: what was read is delivered; \
+                 file outputs are left as .partial)"
+            )?;
+        } else if self.interrupted {
+            writeln!(f, "  (stopped by {signal}: everything read was delivered)")?;
         }
         if self.restarts > 0 {
             writeln!(
@@ -90,17 +143,100 @@ impl fmt::Display for Summary {
                 if self.restarts == 1 { "" } else { "s" }
             )?;
         }
-        writeln!(f, "  scored        {:>10}  → {}", self.scored, self.output)?;
-        writeln!(
-            f,
-            "  flagged       {:>10}  ({:.2} %)",
-            self.flagged,
-            100.0 * self.flagged as f64 / self.scored.max(1) as f64
-        )?;
+        if self.stages != Stages::Clean {
+            writeln!(f, "  scored        {:>10}  → {}", self.scored, self.output)?;
+            writeln!(
+                f,
+                "  flagged       {:>10}  ({:.2} %)",
+                self.flagged,
+                100.0 * self.flagged as f64 / self.scored.max(1) as f64
+            )?;
+        }
+        if let Some(to) = &self.cleaned_to {
+            writeln!(
+                f,
+                "  cleaned       {:>10}  → {} (feature rows)",
+                self.cleaned, to
+            )?;
+        }
         match &self.dead_letters_to {
             Some(to) => writeln!(f, "  dead letters  {:>10}  → {}", self.dead_letters, to)?,
             None => writeln!(f, "  dead letters  {:>10}", self.dead_letters)?,
         }
         write!(f, "  model         {}", self.model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(elapsed_ms: u64, busy_ms: u64) -> Summary {
+        Summary {
+            records_in: 9857,
+            bytes_in: 1_000_000,
+            scored: 9857,
+            flagged: 94,
+            cleaned: 0,
+            cleaned_to: None,
+            stages: Stages::default(),
+            dead_letters: 0,
+            elapsed: Duration::from_millis(elapsed_ms),
+            busy: Duration::from_millis(busy_ms),
+            skipped: 0,
+            workers: 1,
+            processes: 1,
+            process: 0,
+            output: "topic loans.scored".into(),
+            dead_letters_to: None,
+            model: "m".into(),
+            interrupted: false,
+            signal: None,
+            unfinished: false,
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn records_per_second_count_busy_time_and_the_summary_gives_both_times() {
+        let s = summary(647_472, 812);
+        assert_eq!(s.records_per_second().round(), (9857.0f64 / 0.812).round());
+        let text = s.to_string();
+        assert!(
+            text.starts_with(
+                "loanflow: 9857 records in 647.472 s (busy 0.812 s) — 12139 records/s"
+            ),
+            "{text}"
+        );
+        // No waiting: one time.
+        let text = summary(812, 812).to_string();
+        assert!(
+            text.starts_with("loanflow: 9857 records in 0.812 s — 12139 records/s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bounded_replay_says_what_it_skipped_and_a_stopped_file_run_what_it_left() {
+        let mut s = summary(1000, 1000);
+        s.skipped = 6721;
+        s.records_in = 3136;
+        let text = s.to_string();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("(6721 before --from skipped)"),
+            "{text}"
+        );
+        s.interrupted = true;
+        s.unfinished = true;
+        s.signal = Some(15);
+        let text = s.to_string();
+        assert!(
+            text.contains("stopped by SIGTERM before the end of the input"),
+            "{text}"
+        );
+        assert!(text.contains(".partial"), "{text}");
     }
 }

@@ -18,9 +18,11 @@ use crate::core::position::{From, Until};
 use crate::core::scored::OutputFormat;
 use crate::core::Epoch;
 use crate::dataflow::clean::Cleaner;
+use crate::dataflow::graph::{Graph, Stages};
 use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::Predictor;
+use crate::dataflow::rows::RowReader;
 use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
@@ -39,8 +41,10 @@ pub struct Shared {
     pub format: OutputFormat,
     /// Where records come from.
     pub source: SourcePlan,
-    /// Where scored applications and dead letters go.
+    /// Where outputs and dead letters go.
     pub sink: SinkPlan,
+    /// Which stages run here (`--stages`).
+    pub stages: Stages,
     /// The process's counters and first fault.
     pub stats: Arc<Stats>,
     /// The stop flag, and how to halt the process.
@@ -88,16 +92,11 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let (source, parser) = source(shared, exactly_once.then_some(ledger));
     let done = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
+    let graph = graph(shared, parser);
     worker.dataflow::<Epoch, _, _>(|scope| {
         let raw = source.build(scope, done.clone());
-        let (scored, dead) = crate::dataflow::graph::build(
-            raw,
-            shared.pace.clone(),
-            parser,
-            Cleaner::new(&shared.spec),
-            Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold),
-        );
-        sink.build(scored, dead).probe_with(&done);
+        let (outputs, dead) = crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
+        sink.build(outputs, dead).probe_with(&done);
     });
     let stats = &shared.stats;
     while !done.done() && !stats.failed() {
@@ -141,6 +140,37 @@ fn start_up_check(
         .map(|p| p.incarnation.clone()))
 }
 
+/// The stages this run has, each with its plain struct.
+fn graph(shared: &Shared, parser: Parser) -> Graph {
+    let predictor = || Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold);
+    match shared.stages {
+        Stages::All => Graph::All {
+            parser,
+            cleaner: Cleaner::new(&shared.spec),
+            predictor: predictor(),
+            cleaned: matches!(
+                &shared.sink,
+                SinkPlan::Kafka {
+                    cleaned_topic: Some(_),
+                    ..
+                }
+            ),
+        },
+        Stages::Clean => Graph::Clean {
+            parser,
+            cleaner: Cleaner::new(&shared.spec),
+        },
+        Stages::Predict => {
+            let stats = Arc::clone(&shared.stats);
+            Graph::Predict {
+                rows: RowReader::new(&shared.spec, shared.max_record_bytes),
+                predictor: predictor(),
+                fail: Box::new(move |fault| stats.fail(fault)),
+            }
+        }
+    }
+}
+
 /// This worker's sink, from the plan.
 fn sink(
     worker: &Worker,
@@ -160,6 +190,7 @@ fn sink(
         SinkPlan::Kafka {
             config,
             topic,
+            cleaned_topic,
             dead_letter_topic,
             exactly_once: Some(eo),
         } => Box::new(TransactionalSink::new(TransactionalSinkConfig {
@@ -167,6 +198,7 @@ fn sink(
             resumed_from: Arc::clone(&eo.resumed_from),
             config,
             topic,
+            cleaned_topic: cleaned_topic.as_deref(),
             dead_letter_topic,
             progress_topic: &eo.progress_topic,
             input_topic: &eo.input_topic,
@@ -182,11 +214,13 @@ fn sink(
         SinkPlan::Kafka {
             config,
             topic,
+            cleaned_topic,
             dead_letter_topic,
             exactly_once: None,
         } => Box::new(KafkaSink {
             config: Arc::clone(config),
             topic: topic.clone(),
+            cleaned_topic: cleaned_topic.clone(),
             dead_letter_topic: dead_letter_topic.clone(),
             format,
             stats,

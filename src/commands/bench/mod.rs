@@ -58,7 +58,7 @@ fn parse(args: &[String]) -> Result<Command> {
 
 fn run_args(args: &[String]) -> Result<RunArgs> {
     match parse(args)? {
-        Command::Run(run) => Ok(run),
+        Command::Run(run) => Ok(run.resolved()),
         _ => unreachable!("parsed a `run` command line"),
     }
 }
@@ -101,7 +101,7 @@ impl Progress {
 }
 
 /// Generates the stream (cached by rows and seed under --dir) or takes --input.
-fn input_file(args: &BenchArgs, progress: &Progress) -> Result<PathBuf> {
+fn input_file(args: &BenchArgs, progress: &Progress, control: &Control) -> Result<PathBuf> {
     if let Some(input) = &args.input {
         return Ok(input.clone());
     }
@@ -124,8 +124,12 @@ fn input_file(args: &BenchArgs, progress: &Progress) -> Result<PathBuf> {
         args.seed,
         path.display()
     ));
-    let mut flags = vec!["generate".to_owned()];
-    flags.extend(common_flags(args, false));
+    // generate reads the spec only (it takes no --model).
+    let mut flags = vec![
+        "generate".to_owned(),
+        "--dataflow".to_owned(),
+        args.pipeline.dataflow.display().to_string(),
+    ];
     flags.extend([
         "--rows".to_owned(),
         args.rows.to_string(),
@@ -139,7 +143,9 @@ fn input_file(args: &BenchArgs, progress: &Progress) -> Result<PathBuf> {
         Command::Generate(g) => g,
         _ => unreachable!("parsed a `generate` command line"),
     };
-    crate::pipeline::generate::generate(&generate)?;
+    if crate::pipeline::generate::generate(&generate, &control.stop_flag())?.interrupted {
+        bail!("interrupted");
+    }
     std::fs::rename(&partial, &path)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
     Ok(path)
@@ -217,7 +223,7 @@ impl<'a> Sitting<'a> {
         let progress = Progress { quiet: args.quiet };
         // Fail on a bad spec or model before generating anything.
         let loaded = load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
-        let input = input_file(args, &progress)?;
+        let input = input_file(args, &progress, control)?;
         let format = detect_format(&input, None)?;
         let file = FileInput::open(&input, format)?;
         let rows = file.lines(file.records()).count() as u64;
@@ -499,7 +505,11 @@ impl<'a> Sitting<'a> {
                 output: &output,
                 partitions: Some(partitions),
                 workers: w,
+                stop: self.control.stop_flag(),
             })?;
+            if s.interrupted {
+                bail!("interrupted");
+            }
             let secs = s.elapsed.as_secs_f64().max(1e-9);
             cpu.push(cpu_per_record(cpu0, s.messages));
             runs.push(s.messages as f64 / secs);

@@ -24,12 +24,13 @@ use super::protocol::{
 };
 use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter};
-use crate::core::scored::{OutputFormat, Scored};
+use crate::core::scored::{Output, OutputFormat, Tally};
 use crate::core::Epoch;
 use crate::io::kafka::{
-    dead_letter_message, send, KafkaConfig, OffsetLedger, SinkContext, PRODUCER_DEFAULTS,
+    dead_letter_message, output_record, send, topic_of, KafkaConfig, OffsetLedger, SinkContext,
+    PRODUCER_DEFAULTS,
 };
-use crate::io::{Deads, Scoreds, Sink, Stats, Written};
+use crate::io::{Deads, Outputs, Sink, Stats, Written};
 
 /// Whether a fresh start recovers from this error of a transaction call: a
 /// transaction error librdkafka does not call fatal leaves the transaction
@@ -79,6 +80,7 @@ pub struct TransactionalSink {
     group_metadata: ConsumerGroupMetadata,
     config: Arc<KafkaConfig>,
     topic: String,
+    cleaned_topic: Option<String>,
     dead_letter_topic: String,
     progress_topic: String,
     input_topic: String,
@@ -105,8 +107,10 @@ pub struct TransactionalSinkConfig<'a> {
     pub resumed_from: Arc<BTreeMap<i32, i64>>,
     /// How to reach the cluster.
     pub config: &'a Arc<KafkaConfig>,
-    /// Where scored applications go.
+    /// Where outputs go.
     pub topic: &'a str,
+    /// Where feature rows go when the run also scores them (`--cleaned-topic`).
+    pub cleaned_topic: Option<&'a str>,
     /// Where dead letters go.
     pub dead_letter_topic: &'a str,
     /// Where progress records go (one partition, compacted).
@@ -156,6 +160,7 @@ impl TransactionalSink {
             group_metadata,
             config: Arc::clone(c.config),
             topic: c.topic.to_owned(),
+            cleaned_topic: c.cleaned_topic.map(str::to_owned),
             dead_letter_topic: c.dead_letter_topic.to_owned(),
             progress_topic: c.progress_topic.to_owned(),
             input_topic: c.input_topic.to_owned(),
@@ -193,10 +198,10 @@ impl TransactionalSink {
     fn commit(
         &mut self,
         txn: &TxnId,
-        scored: Vec<Scored>,
+        outputs: Vec<Output>,
         dead: Vec<DeadLetter>,
         offsets: &[(i32, i64)],
-    ) -> Result<(u64, u64, u64), Fault> {
+    ) -> Result<Tally, Fault> {
         let producer = &self.producer;
         let message = |what: &str, e: &dyn fmt::Display| {
             format!("transaction {txn} failed to {what}: {e} (nothing of it is committed; a restart resumes after the last committed transaction)")
@@ -216,18 +221,20 @@ impl TransactionalSink {
         let epoch = txn.epoch.to_string();
         let now = now_ns();
         let mut value = Vec::with_capacity(1024);
-        let (n, n_dead) = (scored.len() as u64, dead.len() as u64);
-        let mut flagged = 0;
-        for s in &scored {
+        let mut tally = Tally::default();
+        // What `verify` counts: the messages of the output topic.
+        let mut n = 0;
+        for s in &outputs {
             value.clear();
             self.format.write(s, now, &mut value);
-            flagged += s.flagged as u64;
-            let record = BaseRecord::with_opaque_to(self.topic.as_str(), 0)
-                .key(s.id.as_bytes())
-                .payload(value.as_slice())
-                .headers(self.headers(&epoch));
+            tally.count(s);
+            let topic = topic_of(s, &self.topic, self.cleaned_topic.as_deref());
+            n += u64::from(topic == self.topic);
+            let record = output_record(topic, s, &value, 0).headers(self.headers(&epoch));
             send(producer, record)?;
         }
+        tally.dead_letters = dead.len() as u64;
+        let n_dead = tally.dead_letters;
         for d in &dead {
             let (key, json, headers) = dead_letter_message(d, self.headers(&epoch));
             let record = BaseRecord::with_opaque_to(self.dead_letter_topic.as_str(), 0)
@@ -292,7 +299,7 @@ impl TransactionalSink {
         if let Some(failure) = producer.context().deliveries.failure() {
             return Err(failure);
         }
-        Ok((n, flagged, n_dead))
+        Ok(tally)
     }
 }
 
@@ -318,15 +325,15 @@ fn flush(producer: &BaseProducer<SinkContext>, timeout: Duration) -> Result<(), 
 /// Outputs of one epoch waiting for their transaction.
 #[derive(Default)]
 struct Stash {
-    scored: Vec<Scored>,
+    scored: Vec<Output>,
     dead: Vec<DeadLetter>,
 }
 
 impl Sink for TransactionalSink {
-    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
+    fn build<'s>(self: Box<Self>, scored: Outputs<'s>, dead: Deads<'s>) -> Written<'s> {
         let mut this = *self;
         // To the worker that read the record's partition (invariant 2).
-        let scored = scored.exchange(|s: &Scored| s.origin.partition() as u64);
+        let scored = scored.exchange(|s: &Output| s.origin().partition() as u64);
         let dead = dead.exchange(|d: &DeadLetter| d.origin.partition() as u64);
         scored.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             dead,
@@ -390,11 +397,17 @@ impl Sink for TransactionalSink {
                         worker: this.worker,
                         epoch: seq,
                     };
+                    if this.stats.failed() {
+                        // The run failed (a foreign cleaned row, say): commit
+                        // nothing more, not even an empty transaction.
+                        held_forever = caps;
+                        return;
+                    }
                     match this.commit(&txn, scored_out, dead_out, &offsets) {
-                        Ok((n, flagged, n_dead)) => {
+                        Ok(tally) => {
                             seq += 1;
-                            this.stats.outputs(n, flagged, n_dead);
-                            tracing::debug!(%txn, outputs = n, ?offsets, "committed");
+                            this.stats.outputs(tally);
+                            tracing::debug!(%txn, ?tally, ?offsets, "committed");
                             drop(caps); // invariant 4: released only once committed
                         }
                         Err(e) => {

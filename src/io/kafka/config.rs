@@ -1,9 +1,11 @@
 //! How to reach the cluster ([`KafkaConfig`]: brokers, `-X` properties,
 //! timeouts), the set-up errors of reaching it ([`KafkaSetupError`]), topic
 //! metadata and creation, and the client context every loanflow client uses
-//! ([`Context`]: librdkafka's logs into `tracing`, its last error, and the
-//! run's [`OutageClock`]).
+//! ([`Context`]: librdkafka's logs into `tracing`, its last error, the
+//! definitive failures that end a set-up request at once, the sources' lag,
+//! and the run's [`OutageClock`]).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset};
+
+use super::reach::{LagBoard, Refusals};
 
 /// Properties whose values are never logged or printed.
 fn is_secret(key: &str) -> bool {
@@ -27,6 +32,25 @@ pub enum KafkaSetupError {
     /// A `-X` argument is not `key=value` with a non-empty key.
     #[error("bad -X `{0}`: write -X key=value (a librdkafka property)")]
     BadProperty(String),
+    /// A `-X` property names a file (a CA, a key, a certificate) that does
+    /// not exist.
+    #[error("-X {property}: file {path} not found (give the path of an existing file)")]
+    MissingFile {
+        /// The property, e.g. `ssl.ca.location`.
+        property: String,
+        /// The path it gives.
+        path: String,
+    },
+    /// Every bootstrap broker failed in a way waiting does not mend (a
+    /// refused connection, an unknown host, a TLS or SASL failure): the
+    /// request ended at once instead of at `--connect-timeout`.
+    #[error("cannot reach Kafka at {brokers}: {why}")]
+    Refused {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// Each broker's failure, and what to check.
+        why: String,
+    },
     /// A metadata or topic-creation request failed, as when no broker
     /// answers within `--connect-timeout`.
     #[error("cannot reach Kafka at {brokers} within {timeout:?}{why} (check --brokers, that the broker runs, and the -X security settings)")]
@@ -41,6 +65,15 @@ pub enum KafkaSetupError {
     /// The topic does not exist and creating it was not asked for.
     #[error("topic `{topic}` does not exist on {brokers} (create it, or pass --partitions N to have loanflow create it)")]
     NoTopic {
+        /// The missing topic.
+        topic: String,
+        /// The bootstrap servers asked.
+        brokers: String,
+    },
+    /// A topic loanflow writes does not exist, and `--no-create-topics`
+    /// forbids creating it.
+    #[error("topic `{topic}` does not exist on {brokers} (create it, or drop --no-create-topics to have loanflow create it)")]
+    NotCreated {
         /// The missing topic.
         topic: String,
         /// The bootstrap servers asked.
@@ -78,6 +111,10 @@ pub const START: Offset = Offset::Offset(0);
 /// The consumer property that goes with [`START`].
 pub const FROM_START: (&str, &str) = ("auto.offset.reset", "earliest");
 
+/// How long one metadata request of a set-up waits before the client's
+/// events are looked at (a refused connection ends the wait at once).
+const METADATA_SLICE: Duration = Duration::from_millis(100);
+
 /// How long a run waits out a broker outage unless told otherwise.
 pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(300);
 
@@ -94,10 +131,26 @@ pub struct KafkaConfig {
     /// How long a run waits for an unreachable broker before it gives up
     /// (see `--max-outage`).
     pub max_outage: Duration,
+    /// Whether [`Self::ensure_output_topic`] creates a missing topic (the
+    /// default) or refuses it (`--no-create-topics`).
+    pub create_topics: bool,
     /// The run's outage clock, shared by every client made from this
     /// configuration (and its clones).
     outage: Arc<OutageClock>,
+    /// The lag its source consumers report (see [`Self::lag`]).
+    lag: Arc<LagBoard>,
 }
+
+/// The `-X` properties that name a file librdkafka must read: checked up
+/// front, so a missing one is named (librdkafka says only `BIO lib`).
+const FILE_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.key.location",
+    "ssl.certificate.location",
+    "ssl.crl.location",
+    "ssl.keystore.location",
+    "sasl.kerberos.keytab",
+];
 
 impl KafkaConfig {
     /// Parses the `-X key=value` `properties`; waits out outages for
@@ -113,13 +166,25 @@ impl KafkaConfig {
                 Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
                 _ => Err(KafkaSetupError::BadProperty(p.clone())),
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<(String, String)>, _>>()?;
+        for (property, path) in &properties {
+            // `ssl.ca.location=probe` asks librdkafka to find the system's CAs.
+            let names_file = FILE_PROPERTIES.contains(&property.as_str()) && path != "probe";
+            if names_file && !path.is_empty() && !Path::new(path).exists() {
+                return Err(KafkaSetupError::MissingFile {
+                    property: property.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
         Ok(KafkaConfig {
             brokers: brokers.to_owned(),
             properties,
             connect_timeout,
             max_outage: DEFAULT_MAX_OUTAGE,
+            create_topics: true,
             outage: Arc::default(),
+            lag: Arc::default(),
         })
     }
 
@@ -129,12 +194,29 @@ impl KafkaConfig {
         self
     }
 
+    /// The same, creating the missing topics it writes (`true`, the default)
+    /// or refusing them (`false`: `--no-create-topics`); see
+    /// [`Self::ensure_output_topic`].
+    pub fn with_create_topics(mut self, create_topics: bool) -> KafkaConfig {
+        self.create_topics = create_topics;
+        self
+    }
+
     /// A client context on this run's outage clock.
     pub fn context(&self) -> Context {
         Context {
             last_error: Mutex::default(),
             outage: Arc::clone(&self.outage),
+            refusals: Refusals::new(&self.brokers),
+            lag: Arc::clone(&self.lag),
         }
+    }
+
+    /// How many records the source consumers made from this configuration
+    /// are behind the end of `topic` (summed over the partitions they read),
+    /// from their statistics; `None` before the first report.
+    pub fn lag(&self, topic: &str) -> Option<u64> {
+        self.lag.total(topic)
     }
 
     /// A client configuration: our defaults, then `extra`, then the user's `-X`.
@@ -172,7 +254,9 @@ impl KafkaConfig {
     }
 
     /// The partition count of `topic`, creating it with `create` partitions
-    /// if it does not exist and that was asked for.
+    /// if it does not exist and that was asked for (silently: a command
+    /// that creates topics uses [`Self::ensure_input_topic`] or
+    /// [`Self::ensure_output_topic`], which say what they created).
     pub fn ensure_topic(&self, topic: &str, create: Option<i32>) -> Result<i32, KafkaSetupError> {
         self.ensure_topic_with(topic, create, &[])
     }
@@ -185,55 +269,150 @@ impl KafkaConfig {
         create: Option<i32>,
         configs: &[(&str, &str)],
     ) -> Result<i32, KafkaSetupError> {
+        let missing = || self.no_topic(topic);
+        let ensured = self.ensure(topic, create.map(|n| (n, configs)), missing)?;
+        Ok(ensured.partitions)
+    }
+
+    /// A topic a command reads (`run --input-topic`): an error naming
+    /// `--partitions` if it is missing, unless `create` (`--partitions N`)
+    /// asks for it to be created with that many partitions. The caller says
+    /// what was created ([`EnsuredTopic::notice`]).
+    pub fn ensure_input_topic(
+        &self,
+        topic: &str,
+        create: Option<i32>,
+    ) -> Result<EnsuredTopic, KafkaSetupError> {
+        self.ensure(topic, create.map(|n| (n, &[][..])), || self.no_topic(topic))
+    }
+
+    /// A topic a command writes (outputs, dead letters, progress records,
+    /// `ingest`'s topic): used as it is if it exists (its partition count is
+    /// never changed); if it is missing, created with `partitions`
+    /// partitions and these topic `configs` (`cleanup.policy=compact`, say),
+    /// unless [`Self::create_topics`] is off (`--no-create-topics`): then
+    /// [`KafkaSetupError::NotCreated`], naming the flag. Prints nothing: the
+    /// caller says what was created, in one line ([`EnsuredTopic::notice`]).
+    /// Two processes creating the same topic at once is no error; only the
+    /// one whose request created it reports it created.
+    pub fn ensure_output_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<EnsuredTopic, KafkaSetupError> {
+        let create = self.create_topics.then_some((partitions, configs));
+        self.ensure(topic, create, || KafkaSetupError::NotCreated {
+            topic: topic.to_owned(),
+            brokers: self.brokers.clone(),
+        })
+    }
+
+    /// A client for looking topics up repeatedly (`tail` waiting for its
+    /// topic to be created), over one connection.
+    pub fn lookup(&self) -> Result<TopicLookup<'_>, KafkaSetupError> {
         let consumer: BaseConsumer<Context> = self
             .client_config(&[])
             .create_with_context(self.context())
             .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
-        match self.partitions(&consumer, topic)? {
-            Some(n) => Ok(n),
-            None => match create {
-                None => Err(KafkaSetupError::NoTopic {
-                    topic: topic.to_owned(),
-                    brokers: self.brokers.clone(),
-                }),
-                Some(partitions) => {
-                    self.create_topic(topic, partitions, configs)?;
-                    let deadline = Instant::now() + self.connect_timeout;
-                    loop {
-                        if let Some(n) = self.partitions(&consumer, topic)? {
-                            return Ok(n);
-                        }
-                        if Instant::now() > deadline {
-                            return Err(KafkaSetupError::Create {
-                                topic: topic.to_owned(),
-                                message: "created, but it does not show in the metadata".into(),
-                            });
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            },
+        Ok(TopicLookup {
+            config: self,
+            consumer,
+        })
+    }
+
+    fn no_topic(&self, topic: &str) -> KafkaSetupError {
+        KafkaSetupError::NoTopic {
+            topic: topic.to_owned(),
+            brokers: self.brokers.clone(),
         }
     }
 
+    /// `topic` as it is, or created with `create` (partitions, configs) if
+    /// it is missing; `missing()` if it is missing and `create` is `None`.
+    fn ensure(
+        &self,
+        topic: &str,
+        create: Option<(i32, &[(&str, &str)])>,
+        missing: impl FnOnce() -> KafkaSetupError,
+    ) -> Result<EnsuredTopic, KafkaSetupError> {
+        let lookup = self.lookup()?;
+        if let Some(partitions) = lookup.partitions(topic)? {
+            return Ok(EnsuredTopic {
+                name: topic.to_owned(),
+                partitions,
+                created: None,
+            });
+        }
+        let Some((partitions, configs)) = create else {
+            return Err(missing());
+        };
+        let created = self.create_topic(topic, partitions, configs)?;
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            if let Some(partitions) = lookup.partitions(topic)? {
+                return Ok(EnsuredTopic {
+                    name: topic.to_owned(),
+                    partitions,
+                    created: created
+                        .then(|| configs.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(KafkaSetupError::Create {
+                    topic: topic.to_owned(),
+                    message: "created, but it does not show in the metadata".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `topic`'s partition count (`None`: it does not exist), asked in
+    /// short slices until `--connect-timeout`. Between slices the client's
+    /// events are served, so a refused connection, an unknown host or a TLS
+    /// failure of every bootstrap broker ends the wait at once
+    /// ([`Context::give_up`]).
     fn partitions(
         &self,
         consumer: &BaseConsumer<Context>,
         topic: &str,
     ) -> Result<Option<i32>, KafkaSetupError> {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), self.connect_timeout)
-            .map_err(|e| {
-                // librdkafka queues the reason (a TLS handshake failure, say) as an
-                // error event: serve the queue briefly so the context records it.
+        let deadline = Instant::now() + self.connect_timeout;
+        let metadata = loop {
+            let asked = Instant::now();
+            let slice = deadline
+                .saturating_duration_since(asked)
+                .clamp(Duration::from_millis(1), METADATA_SLICE);
+            let e = match consumer.fetch_metadata(Some(topic), slice) {
+                Ok(metadata) => break metadata,
+                Err(e) => e,
+            };
+            // librdkafka queues the reasons (a refused connection, a TLS
+            // handshake failure) as events: serve them so the context sees them.
+            for _ in 0..32 {
+                let _ = consumer.poll(Duration::ZERO);
+            }
+            if let Some(why) = consumer.context().give_up() {
+                return Err(KafkaSetupError::Refused {
+                    brokers: self.brokers.clone(),
+                    why,
+                });
+            }
+            if Instant::now() >= deadline {
                 for _ in 0..10 {
                     if consumer.context().last_error().is_some() {
                         break;
                     }
                     let _ = consumer.poll(Duration::from_millis(50));
                 }
-                self.unreachable(consumer.context(), e)
-            })?;
+                return Err(self.unreachable(consumer.context(), e));
+            }
+            // An answer that came back at once (no broker yet): do not spin.
+            if let Some(rest) = slice.checked_sub(asked.elapsed()) {
+                std::thread::sleep(rest.min(Duration::from_millis(20)));
+            }
+        };
         Ok(metadata
             .topics()
             .iter()
@@ -253,12 +432,14 @@ impl KafkaConfig {
         }
     }
 
+    /// Creates `topic`: `true` if this request created it, `false` if it
+    /// already existed (another process was first).
     fn create_topic(
         &self,
         topic: &str,
         partitions: i32,
         configs: &[(&str, &str)],
-    ) -> Result<(), KafkaSetupError> {
+    ) -> Result<bool, KafkaSetupError> {
         let admin: AdminClient<Context> = self
             .client_config(&[])
             .create_with_context(self.context())
@@ -270,9 +451,11 @@ impl KafkaConfig {
         let options = AdminOptions::new().operation_timeout(Some(self.connect_timeout));
         let results = futures_executor::block_on(admin.create_topics([&new], &options))
             .map_err(|e| self.unreachable(admin.inner().context(), e))?;
+        let mut created = false;
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => created = true,
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
                     return Err(KafkaSetupError::Create {
                         topic: topic.to_owned(),
@@ -281,16 +464,69 @@ impl KafkaConfig {
                 }
             }
         }
-        tracing::info!(topic, partitions, "created topic");
-        Ok(())
+        if created {
+            tracing::debug!(topic, partitions, "created topic");
+        }
+        Ok(created)
     }
 }
 
-/// Routes librdkafka's logs to `tracing` and remembers its last error, so a
-/// timeout can say why (a TLS handshake failure, say) instead of just "timed out".
+/// A topic made sure of by [`KafkaConfig::ensure_input_topic`] or
+/// [`KafkaConfig::ensure_output_topic`]: it exists, with `partitions`
+/// partitions, and `created` says whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredTopic {
+    /// The topic.
+    pub name: String,
+    /// Its partition count, as the metadata gives it.
+    pub partitions: i32,
+    /// `Some(configs)` (as `key=value`) if this call created the topic;
+    /// `None` if it existed.
+    pub created: Option<Vec<String>>,
+}
+
+impl EnsuredTopic {
+    /// What the caller tells the user, in one line, if this call created the
+    /// topic: `created topic loans.scored (4 partitions)`, with the topic
+    /// configs it was given after the count.
+    pub fn notice(&self) -> Option<String> {
+        let configs = self.created.as_ref()?;
+        let plural = if self.partitions == 1 { "" } else { "s" };
+        let mut details = vec![format!("{} partition{plural}", self.partitions)];
+        details.extend(configs.iter().cloned());
+        Some(format!(
+            "created topic {} ({})",
+            self.name,
+            details.join(", ")
+        ))
+    }
+}
+
+/// One metadata client for repeated look-ups of topics ([`KafkaConfig::lookup`]).
+pub struct TopicLookup<'a> {
+    config: &'a KafkaConfig,
+    consumer: BaseConsumer<Context>,
+}
+
+impl TopicLookup<'_> {
+    /// The partition count of `topic`, `None` if it does not exist; an
+    /// error if no broker answers within `--connect-timeout`. Never creates
+    /// the topic (the client does not allow auto-creation).
+    pub fn partitions(&self, topic: &str) -> Result<Option<i32>, KafkaSetupError> {
+        self.config.partitions(&self.consumer, topic)
+    }
+}
+
+/// Routes librdkafka's logs to `tracing` (shown only under `RUST_LOG`: the
+/// binary filters target `librdkafka` out by default) and remembers its last
+/// error, so a timeout can say why (a TLS handshake failure, say) instead of
+/// just "timed out", and whether every bootstrap broker failed for good
+/// ([`Context::give_up`]). Keeps the lag its consumer's statistics report.
 pub struct Context {
     last_error: Mutex<Option<String>>,
     outage: Arc<OutageClock>,
+    refusals: Refusals,
+    lag: Arc<LagBoard>,
 }
 
 /// Since when no broker has been reachable, for one run: whichever of its
@@ -337,6 +573,13 @@ impl Context {
         }
     }
 
+    /// `Some(why)` once every bootstrap broker has failed in a way waiting
+    /// does not mend (refused, unknown host, TLS, SASL): a set-up request
+    /// stops waiting then. Only the events served so far count (poll first).
+    pub fn give_up(&self) -> Option<String> {
+        self.refusals.give_up()
+    }
+
     /// The reason librdkafka gave for its last error, if any.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -348,6 +591,9 @@ impl Context {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            self.refusals.note(message);
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -371,8 +617,13 @@ impl ClientContext for Context {
             return;
         }
         self.note(&error);
+        self.refusals.note(reason);
         tracing::warn!(target: "librdkafka", "{error}: {reason}");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.lag.record(&statistics);
     }
 }
 
@@ -414,5 +665,28 @@ mod tests {
         assert!(b.context().outage().is_none());
         a.context().broker_answered();
         assert!(a.context().outage().is_none());
+    }
+
+    #[test]
+    fn only_a_created_topic_has_a_notice() {
+        let topic = |partitions, created: Option<&[&str]>| EnsuredTopic {
+            name: "t".into(),
+            partitions,
+            created: created.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        };
+        assert_eq!(topic(4, None).notice(), None);
+        assert_eq!(
+            topic(1, Some(&[])).notice().as_deref(),
+            Some("created topic t (1 partition)")
+        );
+        assert_eq!(
+            topic(4, Some(&["cleanup.policy=compact"]))
+                .notice()
+                .as_deref(),
+            Some("created topic t (4 partitions, cleanup.policy=compact)")
+        );
+        let config = KafkaConfig::new("b:1", &[], Duration::from_secs(1)).unwrap();
+        assert!(config.create_topics, "created by default");
+        assert!(!config.with_create_topics(false).create_topics);
     }
 }

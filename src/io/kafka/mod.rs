@@ -30,7 +30,9 @@
 //!
 //! # Layout
 //! [`config`] (reaching the cluster, topics, the client context and the
-//! run's outage clock), [`source`] (the source, as a state struct the
+//! run's outage clock), [`reach`] (what librdkafka's events say about
+//! reaching the brokers: failures that end a set-up request at once, the
+//! sources' lag), [`source`] (the source, as a state struct the
 //! operator steps), [`sink`] (the at-least-once sink and what every
 //! producer shares), [`readers`] (whole-topic readers outside a dataflow).
 //! [`crate::io::exactly_once`] builds on these; nothing here imports it.
@@ -38,6 +40,7 @@
 //! and [`crate::dataflow`] and below; never the pipeline or a command.
 
 pub mod config;
+pub mod reach;
 pub mod readers;
 pub mod sink;
 pub mod source;
@@ -47,6 +50,7 @@ pub use config::{
 };
 pub use readers::{committed_offsets, PartitionReader};
 pub use sink::{
-    dead_letter_message, producer, send, DeliveryTracker, KafkaSink, SinkContext, PRODUCER_DEFAULTS,
+    dead_letter_message, output_record, producer, send, topic_of, DeliveryTracker, KafkaSink,
+    SinkContext, PRODUCER_DEFAULTS,
 };
 pub use source::{KafkaSource, OffsetLedger, Offsets};

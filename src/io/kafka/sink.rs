@@ -20,9 +20,9 @@ use timely::dataflow::operators::Capability;
 use super::config::{Context, KafkaConfig};
 use crate::core::fault::Fault;
 use crate::core::record::{now_ns, DeadLetter, Stage};
-use crate::core::scored::OutputFormat;
+use crate::core::scored::{Output, OutputFormat, Tally};
 use crate::core::Epoch;
-use crate::io::{Deads, Scoreds, Sink, Stats, Written};
+use crate::io::{Deads, Outputs, Sink, Stats, Written};
 
 /// Counts unacknowledged messages per epoch from the producer's delivery reports.
 #[derive(Default)]
@@ -194,13 +194,17 @@ pub fn send(
     }
 }
 
-/// Writes scored applications to one topic (key = id, value = the JSON
-/// object of the file sink) and dead letters to another.
+/// Writes outputs to one topic (key = id, value = the JSON object of the
+/// file sink), feature rows to the cleaned topic if there is one, and dead
+/// letters to another.
 pub struct KafkaSink {
     /// How to reach the cluster.
     pub config: Arc<KafkaConfig>,
-    /// Where scored applications go.
+    /// Where outputs go.
     pub topic: String,
+    /// Where feature rows go when the run also scores them (`--cleaned-topic`);
+    /// `None`: to `topic`.
+    pub cleaned_topic: Option<String>,
     /// Where dead letters go.
     pub dead_letter_topic: String,
     /// How a scored application is written.
@@ -210,7 +214,7 @@ pub struct KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn build<'s>(self: Box<Self>, scored: Scoreds<'s>, dead: Deads<'s>) -> Written<'s> {
+    fn build<'s>(self: Box<Self>, scored: Outputs<'s>, dead: Deads<'s>) -> Written<'s> {
         let this = *self;
         let scope = scored.scope();
         scored.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
@@ -230,7 +234,7 @@ impl Sink for KafkaSink {
                         dead.for_each(|_, _| {});
                         return;
                     };
-                    let (mut n, mut flagged, mut n_dead) = (0u64, 0u64, 0u64);
+                    let mut tally = Tally::default();
                     let now = now_ns();
                     scored.for_each(|cap, batch| {
                         let Some(&epoch) = cap.least() else { return };
@@ -240,16 +244,13 @@ impl Sink for KafkaSink {
                         for s in batch.drain(..) {
                             value.clear();
                             this.format.write(&s, now, &mut value);
-                            let record =
-                                BaseRecord::with_opaque_to(this.topic.as_str(), epoch as usize)
-                                    .key(s.id.as_bytes())
-                                    .payload(value.as_slice());
+                            let topic = topic_of(&s, &this.topic, this.cleaned_topic.as_deref());
+                            let record = output_record(topic, &s, &value, epoch as usize);
                             match send(producer, record) {
                                 Ok(()) => producer.context().deliveries.sent(epoch),
                                 Err(e) => this.stats.fail(e),
                             }
-                            n += 1;
-                            flagged += s.flagged as u64;
+                            tally.count(&s);
                         }
                     });
                     dead.for_each(|cap, batch| {
@@ -270,10 +271,10 @@ impl Sink for KafkaSink {
                                 Ok(()) => producer.context().deliveries.sent(epoch),
                                 Err(e) => this.stats.fail(e),
                             }
-                            n_dead += 1;
+                            tally.dead_letters += 1;
                         }
                     });
-                    this.stats.outputs(n, flagged, n_dead);
+                    this.stats.outputs(tally);
                     // Serve delivery reports, then release every finished epoch.
                     producer.poll(Duration::ZERO);
                     let deliveries = &producer.context().deliveries;
@@ -293,6 +294,36 @@ impl Sink for KafkaSink {
                 }
             },
         )
+    }
+}
+
+/// The topic `output` goes to: a feature row to the cleaned topic if the
+/// run has one besides its output topic, everything else to `topic`.
+pub fn topic_of<'a>(output: &Output, topic: &'a str, cleaned_topic: Option<&'a str>) -> &'a str {
+    match (output, cleaned_topic) {
+        (Output::Cleaned(_), Some(cleaned)) => cleaned,
+        _ => topic,
+    }
+}
+
+/// An output as a Kafka message: keyed by id; a feature row is stamped with
+/// its event time (ms), so `--from/--until time:` bound a predict stage as
+/// they bound a run on ingested applications.
+pub fn output_record<'a, C>(
+    topic: &'a str,
+    output: &'a Output,
+    value: &'a [u8],
+    opaque: C,
+) -> BaseRecord<'a, [u8], [u8], C>
+where
+    C: rdkafka::util::IntoOpaque,
+{
+    let record = BaseRecord::with_opaque_to(topic, opaque)
+        .key(output.id().as_bytes())
+        .payload(value);
+    match (output, output.event_time()) {
+        (Output::Cleaned(_), Some(t)) => record.timestamp(t.div_euclid(1_000_000)),
+        _ => record,
     }
 }
 

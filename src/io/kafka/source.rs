@@ -171,6 +171,8 @@ impl Reader {
         let owned: Vec<i32> = (0..source.partitions)
             .filter(|p| *p as usize % peers == index)
             .collect();
+        // The process's caught-up count (the run's watcher reports it).
+        Stats::add(&source.feed.stats.partitions, owned.len() as u64);
         let consumer = match assign(&source, &owned) {
             Ok(c) => Some(SourceConsumer(Some(c))),
             Err(e) => {
@@ -348,12 +350,16 @@ impl Reader {
                     if let (Some(t), Some(until)) = (time, stop_at) {
                         if t >= until {
                             // This partition's bound: not read, not committed past.
-                            self.finished.insert(partition);
+                            if self.finished.insert(partition) {
+                                at_end(&self.source.feed.stats, true);
+                            }
                             pause(consumer, &self.source.topic, partition);
                             continue;
                         }
                     }
-                    self.finished.remove(&partition);
+                    if self.finished.remove(&partition) {
+                        at_end(&self.source.feed.stats, false);
+                    }
                     self.next.insert(partition, message.offset() + 1);
                     if let (Some(t), Some(from)) = (time, skip_before) {
                         if t < from {
@@ -375,7 +381,9 @@ impl Reader {
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.finished.insert(partition);
+                    if self.finished.insert(partition) {
+                        at_end(&self.source.feed.stats, true);
+                    }
                 }
                 Some(Err(e)) => {
                     consumer.context().note(&e);
@@ -500,6 +508,9 @@ fn consumer(source: &KafkaSource) -> Result<BaseConsumer<Context>, KafkaError> {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "true"),
+            // Per-partition fetch positions and high watermarks, for the
+            // lag the run shows (`Context` keeps them; nothing is queried).
+            ("statistics.interval.ms", "1000"),
             (
                 "auto.offset.reset",
                 match source.from {
@@ -598,6 +609,16 @@ fn next_changed(next: &HashMap<i32, i64>, last: Option<&[(i32, i64)]>) -> bool {
     match last {
         None => !next.is_empty(),
         Some(last) => last.len() != next.len() || last.iter().any(|(p, o)| next.get(p) != Some(o)),
+    }
+}
+
+/// Counts a partition of the process as at its end (or no longer).
+fn at_end(stats: &Stats, yes: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if yes {
+        stats.partitions_at_end.fetch_add(1, Relaxed);
+    } else {
+        stats.partitions_at_end.fetch_sub(1, Relaxed);
     }
 }
 
