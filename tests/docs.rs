@@ -17,7 +17,8 @@
 //!   untagged block may list the subcommands (`loanflow SUB   what it
 //!   does`): that list must be exactly `loanflow help`'s; any other command
 //!   in an untagged block is an error (tag it `sh`).
-//! - `loanflow help` and `loanflow SUB --help` for every subcommand: in the
+//! - `loanflow help` and `loanflow SUB --help` for every subcommand, as an
+//!   80-column terminal shows them: in the
 //!   `Examples:` block, `  loanflow …` (or `  VAR=value loanflow …`) lines
 //!   are commands, continued by lines after a ` \` ending; `  #` lines are
 //!   comments. Any other line — a description after a command, a command
@@ -30,9 +31,13 @@
 //! directory is private too), through `bash -c`. A block that uses a broker
 //! it does not start (`$addr`, a placeholder address) continues the Kafka
 //! walkthrough: it gets a fresh broker with the walkthrough's `loanflow
-//! ingest` done and `addr` set. The `--help` examples run in one session on
-//! one fresh broker, grouped by subcommand in the order [`HELP_ORDER`]
-//! (producers of files and topics first), each group in the order shown.
+//! ingest` done and `addr` set. The `--help` examples run in one session
+//! (files one makes are read by the next), grouped by subcommand in the
+//! order [`HELP_ORDER`], each group in the order shown, on a fresh broker
+//! holding what its examples assume ([`HELP_SETUP`]: the walkthrough's
+//! commands up to them; a `--help` shows examples, not a sequence, so the
+//! topics one group writes would otherwise confuse the next — `verify
+//! --exactly-once` rightly fails on an output topic two runs wrote).
 //! Every command must exit 0. A command that runs until stopped (a Kafka
 //! `run`/`cluster` without `--until…`, a `tail` without `-n`) runs in its own
 //! process group in the background until it has settled — a run says it has
@@ -43,7 +48,9 @@
 //! **Substitutions** (the only ones; each printed with the command it
 //! changed): [`DOC_BROKERS`] → the fresh broker; `scripts/broker start` →
 //! `start --prebuilt` / `start --patched` (the build under test); the
-//! hostfile's hosts → free loopback ports; [`SCALE_DOWN`].
+//! hostfile's hosts → free loopback ports; [`SCALE_DOWN`]. An example of
+//! one cluster process (`--processes N --process I`) whose peers are on
+//! "other machines" runs with them: the same command with `--process J`.
 //!
 //! **Not run**: [`NOT_RUN`], each with why (asserted to match a shown
 //! command, so the list cannot go stale).
@@ -95,10 +102,8 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The order of the --help examples by subcommand: whatever makes files
-/// (`generate`) and topics (`ingest`, `run`) before whatever reads them;
-/// `replay` (which writes the input topic again) after `verify`. A
-/// subcommand not listed runs last.
+/// The order of the --help examples by subcommand: `generate` first (the
+/// others read the files it makes); a subcommand not listed runs last.
 const HELP_ORDER: &[&str] = &[
     "generate",
     "ingest",
@@ -109,6 +114,31 @@ const HELP_ORDER: &[&str] = &[
     "verify",
     "replay",
     "bench",
+];
+
+/// The walkthrough's ingest: the 9,857 applications into `loans`.
+const INGEST: &str = "loanflow ingest --brokers $addr --topic loans --partitions 4 -q";
+/// The walkthrough's run, ending once caught up.
+const RUN: &str = "loanflow run --brokers $addr --input-topic loans --output-topic loans.scored \
+                   --until-caught-up -q";
+/// The exactly-once section's run, ending once caught up.
+const RUN_EXACTLY_ONCE: &str = "loanflow run --brokers $addr --input-topic loans \
+                                --output-topic loans.scored --exactly-once --until-caught-up -q";
+
+/// What each subcommand's --help examples assume on "your broker" (the
+/// walkthrough up to them), made on a fresh broker before them; a
+/// subcommand not listed gets [`INGEST`]. A README block that uses a broker
+/// it does not start gets [`INGEST`] too.
+const HELP_SETUP: &[(&str, &[&str])] = &[
+    ("generate", &[]),
+    ("ingest", &[]),
+    ("bench", &[]),
+    ("run", &[INGEST]),
+    ("cluster", &[INGEST]),
+    ("passthrough", &[INGEST]),
+    ("replay", &[INGEST]),
+    ("tail", &[INGEST, RUN]),
+    ("verify", &[INGEST, RUN_EXACTLY_ONCE]),
 ];
 
 /// What the repository copy of a session holds (what the examples read).
@@ -477,12 +507,14 @@ fn help_examples(help: &str, origin: &str) -> (Vec<Shown>, Vec<String>) {
     (commands, errors)
 }
 
-/// Runs the built binary's help: `loanflow ARGS`.
+/// Runs the built binary's help, `loanflow ARGS`, as an 80-column terminal
+/// shows it (clap wraps to the width): an example wider than that wraps
+/// mid-command there, and fails the test here.
 fn help_text(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_loanflow"))
         .args(args)
         .current_dir(root())
-        .env_remove("COLUMNS")
+        .env("COLUMNS", "80")
         .output()
         .expect("run loanflow");
     assert!(
@@ -623,6 +655,8 @@ struct Running {
     started: Instant,
     /// The variable it assigns and the file its value is written to.
     assigns: Option<(String, PathBuf)>,
+    /// Lines a tail must print before it has settled (unless silent long).
+    expect_lines: Option<usize>,
 }
 
 impl Running {
@@ -682,7 +716,14 @@ impl Running {
                     text_of(&self.stderr).to_lowercase().contains("caught up")
                         && quiet >= Duration::from_secs(1)
                 }
-                Live::Tail => out > 0 && quiet >= Duration::from_secs(3),
+                Live::Tail => {
+                    let enough = match self.expect_lines {
+                        Some(n) => text_of(&self.stdout).lines().count() >= n,
+                        None => out > 0,
+                    };
+                    (enough && quiet >= Duration::from_secs(3))
+                        || (out > 0 && quiet >= Duration::from_secs(15))
+                }
                 Live::Bounded => true,
             };
             if settled {
@@ -778,40 +819,54 @@ impl Session {
         }
     }
 
-    /// A fresh broker with the walkthrough's `loanflow ingest` done, as
-    /// `addr` and the documentation's broker addresses.
-    fn continue_walkthrough(&mut self) {
+    /// A fresh broker as `addr` and the documentation's broker addresses,
+    /// with `setup` (the walkthrough's commands) run on it.
+    fn fresh_broker(&mut self, setup: &[&str]) {
         let broker = Broker::start_build(self.build);
-        let out = Command::new(&self.bin)
-            .args(["ingest", "--brokers", &broker.address])
-            .args(["--topic", "loans", "--partitions", "4", "-q"])
-            .current_dir(&self.repo)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: set-up ingest: {}",
-            self.label,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!(
-            "{}  (set-up: a fresh broker {} with `loanflow ingest --brokers $addr --topic loans --partitions 4` done)",
-            self.label, broker.address
-        );
         self.vars.insert("addr".into(), broker.address.clone());
         self.broker = Some(broker);
+        let mut done = Vec::new();
+        for command in setup {
+            let mut script = String::new();
+            for (k, v) in &self.vars {
+                script.push_str(&format!("{k}={}\n", sh_quote(v)));
+            }
+            script.push_str(command);
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(&self.repo)
+                .env("PATH", self.path())
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} set-up `{command}`: {}",
+                self.label,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            done.push(format!("`{command}`"));
+        }
+        let address = self.vars["addr"].clone();
+        if done.is_empty() {
+            println!("{}  (set-up: a fresh broker {address})", self.label);
+        } else {
+            println!(
+                "{}  (set-up: a fresh broker {address}, then {})",
+                self.label,
+                done.join(", ")
+            );
+        }
     }
 
-    /// A fresh broker, as `addr` and the documentation's broker addresses.
-    fn fresh_broker(&mut self) {
-        let broker = Broker::start_build(self.build);
-        println!(
-            "{}  (set-up: a fresh broker {})",
-            self.label, broker.address
-        );
-        self.vars.insert("addr".into(), broker.address.clone());
-        self.broker = Some(broker);
+    /// `PATH` with the binary under test first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.bin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 
     /// The broker the documentation's addresses stand for.
@@ -868,17 +923,11 @@ impl Session {
             ));
             (name, file)
         });
-        let bin = self.bin.parent().unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         let mut child = Command::new("bash")
             .arg("-c")
             .arg(&script)
             .current_dir(&self.repo)
-            .env("PATH", path)
+            .env("PATH", self.path())
             .env("TMPDIR", &self.tmp)
             .env_remove("RUST_LOG")
             .env_remove("LOANFLOW_BROKERS")
@@ -901,6 +950,7 @@ impl Session {
             readers: vec![r1, r2],
             started: Instant::now(),
             assigns,
+            expect_lines: None,
         }
     }
 
@@ -911,7 +961,11 @@ impl Session {
             .iter()
             .map(|s| {
                 let ran = self.substitute(&s.text);
-                self.spawn(s, &ran)
+                let mut running = self.spawn(s, &ran);
+                if self.must_print_every_application(&s.text) {
+                    running.expect_lines = Some(APPLICATIONS);
+                }
+                running
             })
             .collect();
         let mut problems: Vec<Option<String>> = vec![None; running.len()];
@@ -979,13 +1033,18 @@ impl Session {
                     .then(|| format!("printed {:?}, not {expected:?}", ran.stdout));
             }
         }
-        if self.check_tails
-            && subcommand(&line).as_deref() == Some("tail")
-            && line.split_whitespace().any(|w| w == "--from-beginning")
-        {
+        if self.must_print_every_application(&line) {
             return every_application_once(&ran.stdout).err();
         }
         None
+    }
+
+    /// A README `tail --from-beginning`: it prints every application.
+    fn must_print_every_application(&self, text: &str) -> bool {
+        let line = one_line(text);
+        self.check_tails
+            && subcommand(&line).as_deref() == Some("tail")
+            && line.split_whitespace().any(|w| w == "--from-beginning")
     }
 
     fn report(&mut self, ran: &Ran) {
@@ -1249,18 +1308,34 @@ fn run_everything_on(build: BrokerBuild) {
         let mut session = Session::new(label.clone(), build, &bin);
         session.check_tails = true;
         if needs_broker(unit) {
-            session.continue_walkthrough();
+            session.fresh_broker(&[INGEST]);
         }
         session.run_unit(&unit.commands);
         count += unit.commands.len();
         failures.append(&mut session.failures);
     }
 
-    println!("{label}  ── the --help examples");
+    // The --help examples: one repository copy (files made by one are read
+    // by the next), a fresh broker per subcommand with what its examples
+    // assume on "your broker".
     let mut session = Session::new(label.clone(), build, &bin);
-    session.fresh_broker();
     session.help_fixtures(&help);
-    session.run_unit(&help);
+    let mut rest: &[Shown] = &help;
+    while let Some(first) = rest.first() {
+        let sub = subcommand(&first.text).unwrap_or_default();
+        let n = rest
+            .iter()
+            .take_while(|c| subcommand(&c.text).unwrap_or_default() == sub)
+            .count();
+        println!("{label}  ── the --help examples of `loanflow {sub}`");
+        let setup = HELP_SETUP
+            .iter()
+            .find(|(s, _)| *s == sub)
+            .map_or(&[INGEST][..], |(_, setup)| setup);
+        session.fresh_broker(setup);
+        session.run_unit(&rest[..n]);
+        rest = &rest[n..];
+    }
     count += help.len();
     failures.append(&mut session.failures);
     drop(session);
@@ -1380,4 +1455,38 @@ fn every_documented_command_runs_on_the_patched_broker() {
         return;
     }
     run_everything_on(BrokerBuild::Patched);
+}
+
+#[test]
+fn the_tail_check_needs_every_application_once_with_its_score() {
+    let expected = expected_scores();
+    let mut lines: Vec<String> = expected
+        .iter()
+        .map(|(id, s)| format!("{id:<16} score {s:<12} ok"))
+        .collect();
+    lines.sort();
+    assert_eq!(every_application_once(&lines.join("\n")), Ok(()));
+    let json: Vec<String> = expected
+        .iter()
+        .map(|(id, s)| format!(r#"{{"id":"{id}","score":{s}}}"#))
+        .collect();
+    assert_eq!(every_application_once(&json.join("\n")), Ok(()));
+
+    let one_short = lines[1..].join("\n");
+    assert!(every_application_once(&one_short).is_err());
+    let doubled = format!("{}\n{}", lines.join("\n"), lines[0]);
+    assert!(every_application_once(&doubled).is_err());
+    let (id, score) = expected.iter().next().unwrap();
+    let wrong = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with(&format!("{id} ")) {
+                format!("{id} score {} ok", score + 0.01)
+            } else {
+                l.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(every_application_once(&wrong).is_err());
 }

@@ -345,3 +345,116 @@ fn live_run_commits_with_idle_workers_and_more_workers_than_partitions() {
     );
     assert_each_application_scored_once(&broker.read_all("scored"));
 }
+
+/// Reads `child`'s stderr lines on a thread, so a test can wait for one.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits up to `bound` for a line starting with `prefix`; every line seen
+/// goes to `seen`.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    prefix: &str,
+    bound: Duration,
+    seen: &mut Vec<String>,
+) -> bool {
+    let deadline = Instant::now() + bound;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.starts_with(prefix);
+                seen.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A live run that has read everything says so — with how many partitions
+/// and records, and that Ctrl-C stops it — and says it again once new
+/// records were read; SIGINT then ends it with exit 0 and a summary whose
+/// records/s count the busy time, not the waiting.
+#[test]
+fn a_caught_up_live_run_says_it_waits_and_that_ctrl_c_stops_it() {
+    let broker = Broker::start_prebuilt();
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+    let mut command = loanflow_command(&[
+        "run",
+        "-w",
+        "2",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--output-topic",
+        "scored",
+    ]);
+    command
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let lines = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    let waiting = "loanflow: caught up on loans (4 partitions, 9857 records); \
+                   waiting for more — Ctrl-C stops";
+    let said = wait_for_line(&lines, waiting, Duration::from_secs(60), &mut seen);
+    if !said {
+        let _ = child.kill();
+    }
+    assert!(said, "no caught-up line: {seen:#?}");
+
+    // New records: read, then the line again (at most one per 10 s).
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+    let again = "loanflow: caught up on loans (4 partitions, 19714 records); \
+                 waiting for more — Ctrl-C stops";
+    let said = wait_for_line(&lines, again, Duration::from_secs(60), &mut seen);
+    if !said {
+        let _ = child.kill();
+    }
+    assert!(said, "no second caught-up line: {seen:#?}");
+
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    seen.extend(lines.iter());
+    let err = seen.join("\n");
+    assert!(
+        out.status.success(),
+        "a live run stopped by SIGINT exits 0: {err}"
+    );
+    assert!(out.stdout.is_empty(), "stdout stays empty");
+    let summary = seen
+        .iter()
+        .find(|l| l.starts_with("loanflow: 19714 records in"))
+        .unwrap_or_else(|| panic!("no summary: {err}"));
+    // More than 10 s waited between the two catch-ups: not counted as busy.
+    assert!(summary.contains(" s (busy "), "{summary}");
+    assert!(
+        err.contains("(stopped by SIGINT: everything read was delivered)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI escapes on a pipe: {err:?}"
+    );
+    assert_eq!(broker.read_all("scored").len(), 2 * 9857);
+}

@@ -193,3 +193,111 @@ fn a_run_over_tls_scores_everything_and_a_wrong_ca_is_a_clear_error() {
         "a secret reached the logs"
     );
 }
+
+/// A closed loopback port: librdkafka's connection is refused at once, so
+/// loanflow says so at once — one line, no librdkafka log lines, no colour
+/// codes (stderr is a pipe here) — instead of waiting out --connect-timeout.
+#[test]
+fn a_refused_connection_fails_at_once_in_one_plain_line() {
+    let port = free_port(); // bound, then released: nothing listens there
+    let brokers = format!("127.0.0.1:{port}");
+    for args in [
+        vec![
+            "run",
+            "--brokers",
+            &brokers,
+            "--input-topic",
+            "loans",
+            "--output-topic",
+            "scored",
+        ],
+        vec!["ingest", "--brokers", &brokers, "--topic", "loans"],
+    ] {
+        let mut command = common::loanflow_command(&args);
+        command.env_remove("RUST_LOG"); // as a user runs it
+        let started = Instant::now();
+        let out = command.output().unwrap();
+        let took = started.elapsed();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        // The default --connect-timeout is 10 s: this is not a wait that timed out.
+        assert!(
+            took < Duration::from_secs(3),
+            "{args:?} took {took:?}: {err}"
+        );
+        eprintln!("{args:?}: failed after {took:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: exactly one line: {err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "{args:?}: no ANSI escapes: {err:?}"
+        );
+        assert!(
+            err.starts_with(&format!(
+                "loanflow: error: cannot reach Kafka at {brokers}: connection to {brokers} refused"
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// A host that does not resolve is as definitive as a refused connection.
+#[test]
+fn an_unknown_host_fails_at_once() {
+    let mut command = common::loanflow_command(&[
+        "ingest",
+        "--brokers",
+        "no-such-host.invalid:9092",
+        "--topic",
+        "loans",
+    ]);
+    command.env_remove("RUST_LOG");
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot resolve the host of no-such-host.invalid:9092"),
+        "{err}"
+    );
+}
+
+/// A CA (or key, or certificate) file that does not exist is named, with
+/// "not found", before anything connects — not librdkafka's `BIO lib`.
+#[test]
+fn a_missing_ca_or_key_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for property in [
+        "ssl.ca.location",
+        "ssl.key.location",
+        "ssl.certificate.location",
+    ] {
+        let missing = dir.path().join(format!("{property}.pem"));
+        let setting = format!("{property}={}", missing.display());
+        let out = loanflow(&[
+            "run",
+            "--brokers",
+            "127.0.0.1:9093",
+            "--input-topic",
+            "loans",
+            "--output-topic",
+            "scored",
+            "-X",
+            "security.protocol=SSL",
+            "-X",
+            &setting,
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "-X {property}: file {} not found",
+                missing.display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("BIO"), "{err}");
+    }
+}

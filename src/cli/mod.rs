@@ -153,7 +153,9 @@ Starts --processes N copies of `loanflow run` with every run option given here,
 each with -w worker threads, connected as one timely cluster on free 127.0.0.1
 ports (the hostfile it writes is what you would copy to several machines). Each
 process's log lines are prefixed with [pI]; process 0 prints the cluster's summary.
-SIGINT/SIGTERM are passed on (the processes finish what they read, then exit).
+SIGINT/SIGTERM are passed on (the processes deliver what they read, then exit: a
+file run stopped so leaves .partial parts and exits 130/143, and so does the launcher).
+A process waiting for its peers says so once on stderr; stdout stays for data.
 If a process dies, the others are stopped and the launcher exits non-zero naming it.
 
 File outputs are written one file per process, sorted by process index:

@@ -62,7 +62,9 @@ pub struct RowFormat {
     /// Pass-through column names, `None` where the column is the id or the
     /// event-time column already written.
     passthrough: Vec<Option<String>>,
-    features: Vec<String>,
+    /// Per feature, its key as written, escaped once: `"name":` (the first
+    /// after `"features":{`, the others after a comma).
+    feature_keys: Vec<Vec<u8>>,
 }
 
 impl RowFormat {
@@ -81,7 +83,20 @@ impl RowFormat {
                     (i != spec.id && Some(i) != event_time).then(|| spec.columns[i].name.clone())
                 })
                 .collect(),
-            features: spec.feature_names(),
+            feature_keys: spec
+                .feature_names()
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let mut key = Vec::new();
+                    if i > 0 {
+                        key.push(b',');
+                    }
+                    write_json_str(&mut key, name);
+                    key.push(b':');
+                    key
+                })
+                .collect(),
         }
     }
 
@@ -121,12 +136,8 @@ impl RowFormat {
         out.extend_from_slice(FEATURES_KEY.as_bytes());
         out.extend_from_slice(b"\":{");
         let mut f32s = ryu::Buffer::new();
-        for (i, (name, &v)) in self.features.iter().zip(&row.features).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_str(out, name);
-            out.push(b':');
+        for (key, &v) in self.feature_keys.iter().zip(&row.features) {
+            out.extend_from_slice(key);
             if v.is_finite() {
                 out.extend_from_slice(f32s.format_finite(v).as_bytes());
             } else if v.is_nan() {

@@ -16,10 +16,10 @@
 //!    reason, like any malformed input.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::fmt;
 
 use rustc_hash::FxHashMap;
-use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::ingest::Parser;
@@ -55,13 +55,130 @@ pub struct RowReader {
     width: usize,
 }
 
-/// The part of a row the carried-column parser does not read.
-#[derive(Deserialize)]
-struct Tail<'a> {
-    #[serde(borrow)]
-    features: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
-    #[serde(borrow)]
+/// What the features pass finds in a row: the `spec` text, and whether
+/// there was a `features` object (read into the output as it goes).
+#[derive(Default)]
+struct Found<'a> {
     spec: Option<Cow<'a, str>>,
+    features: bool,
+    /// The first feature that is unknown or not a number: reported only
+    /// once the row's spec is known to be this stage's (invariant 1).
+    problem: Option<String>,
+}
+
+/// The first pass over a row: `spec`, and each feature straight into its
+/// slot, in one walk (no map built per row); other keys are skipped.
+struct TailSeed<'r> {
+    position: &'r FxHashMap<String, usize>,
+    out: &'r mut [f32],
+    seen: &'r mut [bool],
+}
+
+impl<'de> DeserializeSeed<'de> for TailSeed<'_> {
+    type Value = Found<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TailSeed<'_> {
+    type Value = Found<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a feature row (a JSON object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
+        let TailSeed {
+            position,
+            out,
+            seen,
+        } = self;
+        let mut found = Found::default();
+        while let Some(key) = map.next_key_seed(Text)? {
+            match key.as_ref() {
+                "spec" => found.spec = Some(map.next_value_seed(Text)?),
+                "features" => {
+                    found.features = true;
+                    map.next_value_seed(FeaturesSeed {
+                        position,
+                        out: &mut *out,
+                        seen: &mut *seen,
+                        problem: &mut found.problem,
+                    })?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct FeaturesSeed<'r> {
+    position: &'r FxHashMap<String, usize>,
+    out: &'r mut [f32],
+    seen: &'r mut [bool],
+    problem: &'r mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`features`: an object of feature name → number")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key_seed(Text)? {
+            let raw: &RawValue = map.next_value()?;
+            match self.position.get(name.as_ref()) {
+                Some(&i) => match parse_feature(raw.get()) {
+                    Some(v) => {
+                        self.out[i] = v;
+                        self.seen[i] = true;
+                    }
+                    None => {
+                        self.problem.get_or_insert_with(|| {
+                            format!("feature `{name}` is {}, not a number", raw.get())
+                        });
+                    }
+                },
+                None => {
+                    self.problem
+                        .get_or_insert_with(|| format!("unknown feature `{name}`"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct Text;
+
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
 }
 
 impl RowReader {
@@ -126,30 +243,28 @@ impl RowReader {
     /// The features in model order; `Err(Err(spec))`: written for another
     /// spec; `Err(Ok(reason))`: unreadable.
     fn features(&self, bytes: &[u8]) -> Result<Vec<f32>, Result<String, String>> {
-        let tail: Tail =
-            serde_json::from_slice(bytes).map_err(|e| Ok(format!("not a feature row: {e}")))?;
-        let spec = tail.spec.ok_or_else(|| {
+        let mut out = vec![f32::NAN; self.width];
+        let mut seen = vec![false; self.width];
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let found = TailSeed {
+            position: &self.position,
+            out: &mut out,
+            seen: &mut seen,
+        }
+        .deserialize(&mut de)
+        .and_then(|found| de.end().map(|()| found))
+        .map_err(|e| Ok(format!("not a feature row: {e}")))?;
+        let spec = found.spec.ok_or_else(|| {
             Ok("not a feature row: no `spec` (was it written by `run --stages clean`?)".to_owned())
         })?;
         if spec != self.spec {
             return Err(Err(spec.into_owned()));
         }
-        let map = tail
-            .features
-            .ok_or_else(|| Ok("not a feature row: no `features`".to_owned()))?;
-        let mut out = vec![f32::NAN; self.width];
-        let mut seen = vec![false; self.width];
-        for (name, raw) in &map {
-            let Some(&i) = self.position.get(name.as_ref()) else {
-                return Err(Ok(format!("feature row: unknown feature `{name}`")));
-            };
-            out[i] = parse_feature(raw.get()).ok_or_else(|| {
-                Ok(format!(
-                    "feature row: feature `{name}` is {}, not a number",
-                    raw.get()
-                ))
-            })?;
-            seen[i] = true;
+        if !found.features {
+            return Err(Ok("not a feature row: no `features`".to_owned()));
+        }
+        if let Some(problem) = found.problem {
+            return Err(Ok(format!("feature row: {problem}")));
         }
         if let Some(i) = seen.iter().position(|s| !s) {
             let name = self

@@ -75,10 +75,14 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts watching the run `shared` describes; `quiet` (`-q`): no
-    /// spinner, no repeated "caught up" lines.
+    /// Starts watching the run `shared` describes (a topic run: a file run
+    /// has nothing to watch); `quiet` (`-q`): no spinner, no repeated
+    /// "caught up" lines.
     pub fn start(shared: Arc<Shared>, quiet: bool) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
+        if matches!(shared.source, SourcePlan::File { .. }) {
+            return Watcher { stop, thread: None };
+        }
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
@@ -97,6 +101,8 @@ impl Watcher {
     fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            // Wakes it from its tick at once: the run's end never waits for it.
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -154,13 +160,16 @@ fn watch(shared: &Shared, quiet: bool, stop: &AtomicBool) {
     let mut idle = Duration::ZERO;
     // The last "caught up" line: when, and how many records had been read.
     let mut announced: Option<(Instant, u64)> = None;
-    // Records/s over the last second or so, and the last log line.
+    // Records/s over the last half second or so, and the last log line.
     let mut rate_from = (Instant::now(), 0u64);
     let mut rate = 0.0;
     let mut logged = (Instant::now(), 0u64);
 
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(TICK);
+    loop {
+        std::thread::park_timeout(TICK);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let now = Instant::now();
         let dt = now - last_tick;
         last_tick = now;
@@ -187,7 +196,7 @@ fn watch(shared: &Shared, quiet: bool, stop: &AtomicBool) {
             .store(idle.as_nanos() as u64, Ordering::Relaxed);
 
         let read = Stats::get(&stats.records_in);
-        if now - rate_from.0 >= Duration::from_secs(1) {
+        if now - rate_from.0 >= Duration::from_millis(500) {
             rate = (read - rate_from.1) as f64 / (now - rate_from.0).as_secs_f64();
             rate_from = (now, read);
         }

@@ -122,7 +122,7 @@ impl fmt::Display for Summary {
             )?;
         }
         if self.skipped > 0 {
-            write!(f, " ({} before --from skipped)", self.skipped)?;
+            write!(f, " ({} outside --from/--until skipped)", self.skipped)?;
         }
         writeln!(f)?;
         let signal = signal_name(self.signal.unwrap_or(super::control::SIGINT));
@@ -226,7 +226,7 @@ mod tests {
             text.lines()
                 .next()
                 .unwrap()
-                .ends_with("(6721 before --from skipped)"),
+                .ends_with("(6721 outside --from/--until skipped)"),
             "{text}"
         );
         s.interrupted = true;

@@ -269,6 +269,8 @@ fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Pa
                 partitions: *partitions,
                 from: shared.from,
                 until: shared.until,
+                // A cleaned topic is in the order rows were finished, not event time.
+                ordered: shared.stages != Stages::Predict,
                 feed,
                 ledger,
             }),

@@ -144,7 +144,8 @@ fn input_file(args: &BenchArgs, progress: &Progress, control: &Control) -> Resul
         _ => unreachable!("parsed a `generate` command line"),
     };
     if crate::pipeline::generate::generate(&generate, &control.stop_flag())?.interrupted {
-        bail!("interrupted");
+        // Stopped by a signal: exit as every command does (130/143).
+        return Err(control.interrupted().into());
     }
     std::fs::rename(&partial, &path)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
@@ -508,7 +509,7 @@ impl<'a> Sitting<'a> {
                 stop: self.control.stop_flag(),
             })?;
             if s.interrupted {
-                bail!("interrupted");
+                return Err(self.control.interrupted().into());
             }
             let secs = s.elapsed.as_secs_f64().max(1e-9);
             cpu.push(cpu_per_record(cpu0, s.messages));
@@ -548,12 +549,12 @@ impl<'a> Sitting<'a> {
         let mut lat = Vec::new();
         for r in 1..=repeat {
             if self.control.stopped() {
-                bail!("interrupted");
+                return Err(self.control.interrupted().into());
             }
             let cpu0 = process_cpu_time();
             let (summary, latencies) = once()?;
             if summary.interrupted {
-                bail!("interrupted");
+                return Err(self.control.interrupted().into());
             }
             let secs = summary.elapsed.as_secs_f64().max(1e-9);
             cpu.push(cpu_per_record(cpu0, summary.records_in));

@@ -148,6 +148,10 @@ fn describe(broker: &str, failure: &Failure) -> String {
             "cannot resolve the host of {broker} ({}; check --brokers)",
             failure.reason
         ),
+        // librdkafka's own words often say what to check already.
+        Kind::Tls if failure.reason.contains("ssl.ca.location") => {
+            format!("TLS with {broker} failed: {}", failure.reason)
+        }
         Kind::Tls => format!(
             "TLS with {broker} failed: {} (check -X ssl.ca.location and the other ssl.* settings)",
             failure.reason

@@ -71,6 +71,12 @@ pub struct KafkaSource {
     pub from: From,
     /// Where each owned partition stops; `None`: run live until stopped.
     pub until: Option<Until>,
+    /// Whether each partition is in event-time order (a topic `ingest` or
+    /// `replay` wrote from an arrival-ordered file): then a partition stops at
+    /// its first record at or after `until`. A cleaned topic is not (its rows
+    /// are written as the workers finish them): each partition is read to its
+    /// end and records at or after `until` are skipped, so none is missed.
+    pub ordered: bool,
     /// Records per epoch, counters, the stop flag (on a stop the source
     /// finishes its open epochs and commits them, then stops).
     pub feed: Feed,
@@ -348,6 +354,11 @@ impl Reader {
                         .to_millis()
                         .map(|ms| ms.saturating_mul(1_000_000));
                     if let (Some(t), Some(until)) = (time, stop_at) {
+                        if t >= until && !self.source.ordered {
+                            self.next.insert(partition, message.offset() + 1);
+                            Stats::add(&self.source.feed.stats.skipped, 1);
+                            continue;
+                        }
                         if t >= until {
                             // This partition's bound: not read, not committed past.
                             if self.finished.insert(partition) {
@@ -720,6 +731,7 @@ mod tests {
             partitions: 3,
             from: From::Committed,
             until: Some(Until::End),
+            ordered: true,
             feed: Feed {
                 batch: 7,
                 stats: Arc::clone(stats),
