@@ -34,7 +34,7 @@ addr=$(scripts/broker start --dir "$dir")
 trap 'scripts/broker stop --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$bin" ingest --brokers "$addr" --topic loans --partitions 4 --input "$stream" --quiet 2>&1 | sed 's/^/  ingest: /' >&2
 
-one=() clean=() predict=() chain=()
+one=() clean=() predict=() chain=() pass=()
 for r in $(seq "$REPEATS"); do
     t=$("$bin" run -w "$W" --brokers "$addr" --input-topic loans --output-topic "one$r.scored" \
         --until-caught-up --group "one$r" --quiet 2>&1 | secs)
@@ -43,9 +43,12 @@ for r in $(seq "$REPEATS"); do
         --cleaned-topic "c$r.cleaned" --until-caught-up --group "c$r" --quiet 2>&1 | secs)
     b=$("$bin" run --stages predict -w "$W" --brokers "$addr" --cleaned-topic "c$r.cleaned" \
         --output-topic "c$r.scored" --until-caught-up --group "p$r" --quiet 2>&1 | secs)
-    clean+=("$(rate "$a")") predict+=("$(rate "$b")")
+    # The broker's own limit for messages of a cleaned topic's size: consume → produce.
+    p=$("$bin" passthrough -w "$W" --brokers "$addr" --input-topic "c$r.cleaned" \
+        --output-topic "copy$r" 2>&1 | grep -oE 'in [0-9.]+ s' | head -1 | awk '{print $2}')
+    clean+=("$(rate "$a")") predict+=("$(rate "$b")") pass+=("$(rate "$p")")
     chain+=("$(rate "$(awk -v a="$a" -v b="$b" 'BEGIN {print a + b}')")")
-    echo "  repeat $r: one $t s, clean $a s, predict $b s" >&2
+    echo "  repeat $r: one $t s, clean $a s, predict $b s, passthrough of the cleaned topic $p s" >&2
 done
 
 echo "| $ROWS records, 4 partitions, -w $W | records/s (median of $REPEATS) | all runs |"
@@ -54,3 +57,4 @@ echo "| one dataflow (ingest → clean → predict) | $(printf '%s\n' "${one[@]}
 echo "| clean stage alone (\`--stages clean\`) | $(printf '%s\n' "${clean[@]}" | median) | ${clean[*]} |"
 echo "| predict stage alone (\`--stages predict\`) | $(printf '%s\n' "${predict[@]}" | median) | ${predict[*]} |"
 echo "| three-service chain (clean + predict, times added) | $(printf '%s\n' "${chain[@]}" | median) | ${chain[*]} |"
+echo "| broker limit: passthrough of the cleaned topic (consume → produce) | $(printf '%s\n' "${pass[@]}" | median) | ${pass[*]} |"

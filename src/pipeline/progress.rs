@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::plan::SourcePlan;
+use super::plan::{Placement, SourcePlan};
 use super::worker::Shared;
 use crate::io::Stats;
 
@@ -178,7 +178,10 @@ fn watch(shared: &Shared, quiet: bool, stop: &AtomicBool) {
         }
         let Some(topic) = &topic else { continue };
         let owned = Stats::get(&stats.partitions);
-        let caught_up = owned > 0 && Stats::get(&stats.partitions_at_end) >= owned;
+        // A process whose workers own no partition (more workers than
+        // partitions) has nothing to catch up on: it is caught up at once.
+        let caught_up = (owned > 0 && Stats::get(&stats.partitions_at_end) >= owned)
+            || owns_none(topic.partitions, shared.at);
         let counters = moving(stats);
         if counters != last || !caught_up {
             (still, pending) = (0, Duration::ZERO);
@@ -244,11 +247,24 @@ fn watch(shared: &Shared, quiet: bool, stop: &AtomicBool) {
     }
 }
 
+/// Whether no partition of `partitions` belongs to this process's workers
+/// (partition `p` is worker `p % all workers`'s, workers numbered process by process).
+fn owns_none(partitions: i32, at: Placement) -> bool {
+    let all = at.workers * at.processes;
+    let mine = at.process * at.workers..(at.process + 1) * at.workers;
+    !(0..partitions.max(0) as usize).any(|p| mine.contains(&(p % all)))
+}
+
 /// `loanflow: caught up on loans (4 partitions, 9857 records); waiting for
 /// more — Ctrl-C stops` (a cluster process names its share of the partitions).
 fn caught_up_line(topic: &Topic<'_>, owned: u64, read: u64) -> String {
     let partitions = if owned == topic.partitions as u64 {
         format!("{owned} partition{}", if owned == 1 { "" } else { "s" })
+    } else if owned == 0 {
+        format!(
+            "none of its {} partitions: more workers than partitions",
+            topic.partitions
+        )
     } else {
         format!("{owned} of its {} partitions", topic.partitions)
     };
@@ -256,4 +272,24 @@ fn caught_up_line(topic: &Topic<'_>, owned: u64, read: u64) -> String {
         "loanflow: caught up on {} ({partitions}, {read} records); waiting for more — Ctrl-C stops",
         topic.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{owns_none, Placement};
+
+    #[test]
+    fn a_process_whose_workers_own_no_partition_knows_it() {
+        let at = |process, workers, processes| Placement {
+            workers,
+            processes,
+            process,
+        };
+        // 4 partitions over 2 × 4 workers: process 1's workers 4..8 own none.
+        assert!(!owns_none(4, at(0, 4, 2)));
+        assert!(owns_none(4, at(1, 4, 2)));
+        // 8 partitions: partition 4 → worker 4, in process 1.
+        assert!(!owns_none(8, at(1, 4, 2)));
+        assert!(!owns_none(1, at(0, 1, 1)));
+    }
 }
