@@ -220,9 +220,10 @@ fn a_refused_connection_fails_at_once_in_one_plain_line() {
         let took = started.elapsed();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        // The default --connect-timeout is 10 s: this is not a wait that timed out.
+        // The default --connect-timeout is 10 s: this is not a wait that
+        // timed out (the bound: under a second; measured ~0.11 s).
         assert!(
-            took < Duration::from_secs(3),
+            took < Duration::from_secs(1),
             "{args:?} took {took:?}: {err}"
         );
         eprintln!("{args:?}: failed after {took:?}");

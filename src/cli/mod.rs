@@ -97,66 +97,70 @@ Examples:
   loanflow run --stages predict --input out/rows.jsonl \\
       --output out/scored.jsonl
 
---stages clean|predict runs one stage as its own service, as the tutorial deployed
-them: a clean stage writes a feature row per application (JSON keyed by id: the
-carried columns, every model feature by name, and the spec's name and SHA-256) to
---cleaned-topic (or --output); a predict stage scores them, byte for byte as one
-dataflow would, and stops with one line, writing nothing, on rows of another spec.
-Each stage has its own group (loanflow.DATAFLOW.clean / .predict). The default runs
-all stages in one dataflow; --cleaned-topic beside --output-topic also publishes
-the feature rows.
+--stages clean|predict runs one stage as its own service, as the tutorial
+deployed them: a clean stage writes a feature row per application (JSON keyed
+by id: the carried columns, every model feature by name, and the spec's name
+and SHA-256) to --cleaned-topic (or --output); a predict stage scores them,
+byte for byte as one dataflow would, and stops with one line, writing nothing,
+on rows of another spec. Each stage has its own group (loanflow.DATAFLOW.clean
+/ .predict). The default runs all stages in one dataflow; --cleaned-topic
+beside --output-topic also publishes the feature rows.
 
 Another spec and its model: --dataflow dataflows/quix_fraud.toml --input FILE.
-A managed Kafka takes librdkafka properties, as kcat does: -X security.protocol=SASL_SSL
--X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=USER -X sasl.password=PASSWORD, or
--X security.protocol=SSL -X ssl.ca.location=ca.pem (a missing file is named at once).
+A managed Kafka takes librdkafka properties, as kcat does: -X
+security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X
+sasl.username=USER -X sasl.password=PASSWORD, or -X security.protocol=SSL -X
+ssl.ca.location=ca.pem (a missing file is named at once).
 
-A file run stopped by SIGINT/SIGTERM delivers what it read, leaves its outputs as
-OUTPUT.partial (the final names appear only when a run completes) and exits 130
-(SIGINT) or 143 (SIGTERM), as does a run bounded by --until. A live topic run is a
-service: SIGINT/SIGTERM is how it ends, so it finishes its open epochs, commits,
-and exits 0. A live run says on stderr when it has caught up and waits for more;
-on a terminal a spinner shows records/s and lag (-q: none), and with RUST_LOG=info
-a line every 10 s says the same.
+A file run stopped by SIGINT/SIGTERM delivers what it read, leaves its outputs
+as OUTPUT.partial (the final names appear only when a run completes) and exits
+130 (SIGINT) or 143 (SIGTERM), as does a run bounded by --until. A live topic
+run is a service: SIGINT/SIGTERM is how it ends, so it finishes its open
+epochs, commits, and exits 0. A live run says on stderr when it has caught up
+and waits for more; on a terminal a spinner shows records/s and lag (-q: none),
+and with RUST_LOG=info a line every 10 s says the same.
 
-With --input-topic, records come from Kafka (JSON objects, or --format csv lines);
-with --output-topic, scored applications go to Kafka keyed by id and dead letters
-to --dead-letter-topic. Offsets are committed (group --group) only after every
-output they cover is acknowledged: a restart resumes there, nothing is lost.
-Missing output and dead-letter topics are created with the input topic's partition
-count (1 for a file input; --partitions N to choose), one line on stderr each;
---no-create-topics makes a missing topic an error instead. A missing input topic
-is an error unless --partitions N asks for it to be created.
+With --input-topic, records come from Kafka (JSON objects, or --format csv
+lines); with --output-topic, scored applications go to Kafka keyed by id and
+dead letters to --dead-letter-topic. Offsets are committed (group --group) only
+after every output they cover is acknowledged: a restart resumes there, nothing
+is lost. Missing output and dead-letter topics are created with the input
+topic's partition count (1 for a file input; --partitions N to choose), one
+line on stderr each; --no-create-topics makes a missing topic an error instead.
+A missing input topic is an error unless --partitions N asks for it to be
+created.
 
-With --exactly-once, each worker's outputs, dead letters and the offsets they cover
-are committed in one Kafka transaction (transactional.id GROUP.tx.W-w, so keep the
-worker count when restarting); outputs carry loanflow.incarnation/worker/epoch
-headers and every transaction writes a record to --progress-topic, so `loanflow
-verify` can tell committed records from aborted ones even on brokers that deliver
-aborted records to read_committed readers.
+With --exactly-once, each worker's outputs, dead letters and the offsets they
+cover are committed in one Kafka transaction (transactional.id GROUP.tx.W-w, so
+keep the worker count when restarting); outputs carry
+loanflow.incarnation/worker/epoch headers and every transaction writes a record
+to --progress-topic, so `loanflow verify` can tell committed records from
+aborted ones even on brokers that deliver aborted records to read_committed
+readers.
 
-While the broker is unreachable the run waits (librdkafka retries with backoff),
-logging what it waits for; after --max-outage seconds it exits non-zero, and
-nothing undelivered is committed.
+While the broker is unreachable the run waits (librdkafka retries with
+backoff), logging what it waits for; after --max-outage seconds it exits
+non-zero, and nothing undelivered is committed.
 
 With --processes N --process I --hostfile FILE, this process is process I of a
-timely cluster of N (FILE: one host:port per line, in process order), e.g. on host
-A `loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt` and the same
-with --process 1 on host B; every process must run the same binary, spec and model
-(checked at start-up). Workers are numbered across the cluster, so file lines and
-Kafka partitions are shared by all N × W workers; file outputs become
-OUTPUT.d/part-0000I.jsonl.")]
+timely cluster of N (FILE: one host:port per line, in process order), e.g. on
+host A `loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt` and
+the same with --process 1 on host B; every process must run the same binary,
+spec and model (checked at start-up). Workers are numbered across the cluster,
+so file lines and Kafka partitions are shared by all N × W workers; file
+outputs become OUTPUT.d/part-0000I.jsonl.")]
     Run(RunCommandArgs),
     /// Try a cluster on this machine: launch N `loanflow run` processes connected on loopback.
     #[command(after_help = "\
 Starts --processes N copies of `loanflow run` with every run option given here,
 each with -w worker threads, connected as one timely cluster on free 127.0.0.1
 ports (the hostfile it writes is what you would copy to several machines). Each
-process's log lines are prefixed with [pI]; process 0 prints the cluster's summary.
-SIGINT/SIGTERM are passed on (the processes deliver what they read, then exit: a
-file run stopped so leaves .partial parts and exits 130/143, and so does the launcher).
-A process waiting for its peers says so once on stderr; stdout stays for data.
-If a process dies, the others are stopped and the launcher exits non-zero naming it.
+process's log lines are prefixed with [pI]; process 0 prints the cluster's
+summary. SIGINT/SIGTERM are passed on (the processes deliver what they read,
+then exit: a file run stopped so leaves .partial parts and exits 130/143, and
+so does the launcher). A process waiting for its peers says so once on stderr;
+stdout stays for data. If a process dies, the others are stopped and the
+launcher exits non-zero naming it.
 
 File outputs are written one file per process, sorted by process index:
 --output out/p.jsonl → out/p.jsonl.d/part-00000.jsonl, part-00001.jsonl, …
@@ -171,11 +175,12 @@ Examples:
     /// Produce applications from a file into a Kafka topic (the tutorial's ingest service).
     #[command(after_help = "\
 Each valid record becomes a JSON object keyed by its id, with its event time
-(the spec's event_time column) as the Kafka message timestamp. A line that is not
-a valid record is sent as it is (no key): the pipeline dead-letters it. Exits
-non-zero if any message was not acknowledged by the broker. A missing topic is
-created with --partitions N partitions (default 1: pass more to read it with more
-workers), said in one line; --no-create-topics makes it an error instead.
+(the spec's event_time column) as the Kafka message timestamp. A line that is
+not a valid record is sent as it is (no key): the pipeline dead-letters it.
+Exits non-zero if any message was not acknowledged by the broker. A missing
+topic is created with --partitions N partitions (default 1: pass more to read
+it with more workers), said in one line; --no-create-topics makes it an error
+instead.
 
 Examples:
   loanflow ingest --brokers 127.0.0.1:9092 --topic loans --partitions 4
@@ -185,8 +190,8 @@ Examples:
     Ingest(IngestArgs),
     /// Print scored applications from a topic as they arrive (the tutorial's stream reader).
     #[command(after_help = "\
-A topic that does not exist yet is waited for (said once on stderr), then read from
-its first message. -n COUNT or Ctrl-C ends it, with exit status 0.
+A topic that does not exist yet is waited for (said once on stderr), then read
+from its first message. -n COUNT or Ctrl-C ends it, with exit status 0.
 
 Examples:
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored \\
@@ -196,10 +201,11 @@ Examples:
     /// Replay history: a file of applications paced by their own event time, into a
     /// topic or straight into the pipeline.
     #[command(after_help = "\
---speed 3600 replays one hour of applied_at per second (--speed max: as fast as it
-goes; --rate N: N records per second instead). --from/--until time:RFC3339 bound the
-replay by event time (from inclusive, until exclusive). Without --topic the records go
-straight into the pipeline and every `run` flag applies (--output, -w, --output-topic…).
+--speed 3600 replays one hour of applied_at per second (--speed max: as fast as
+it goes; --rate N: N records per second instead). --from/--until time:RFC3339
+bound the replay by event time (from inclusive, until exclusive). Without
+--topic the records go straight into the pipeline and every `run` flag applies
+(--output, -w, --output-topic…).
 
 Examples:
   # a file into a topic, one week of applied_at per second
@@ -216,11 +222,12 @@ Examples:
     /// Copy a topic to another with no processing: the raw consume → produce
     /// limit of a broker, to measure the pipeline against.
     #[command(after_help = "\
-Reads every partition of --input-topic from the beginning to its end (partition EOF)
-and writes each message (key and value) to --output-topic with the same producer
-settings as `loanflow run`; -w threads own disjoint partitions, as run's workers do.
-A missing --output-topic is created with the input's partition count (or
---partitions N), said in one line; --no-create-topics makes it an error instead.
+Reads every partition of --input-topic from the beginning to its end (partition
+EOF) and writes each message (key and value) to --output-topic with the same
+producer settings as `loanflow run`; -w threads own disjoint partitions, as
+run's workers do. A missing --output-topic is created with the input's
+partition count (or --partitions N), said in one line; --no-create-topics makes
+it an error instead.
 
 Examples:
   loanflow passthrough --brokers 127.0.0.1:9092 --input-topic loans \\
@@ -228,10 +235,10 @@ Examples:
     Passthrough(PassthroughArgs),
     /// Write a larger stream for benchmarks by resampling the real applications.
     #[command(after_help = "\
-The rows are drawn with replacement from the real applications (every value real,
-only the combination of row and time is new), given fresh ids and arrival times that
-continue after the source's last one with gaps resampled from the real ones. The same
-seed gives the same file.
+The rows are drawn with replacement from the real applications (every value
+real, only the combination of row and time is new), given fresh ids and arrival
+times that continue after the source's last one with gaps resampled from the
+real ones. The same seed gives the same file.
 
 Examples:
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
@@ -241,19 +248,20 @@ Examples:
     /// Measure the pipeline: records/s, MB/s, CPU per record and latency per
     /// configuration, next to the raw limits (file copy, the scorer alone).
     #[command(after_help = "\
-Generates --rows applications (like `loanflow generate`, cached under --dir) or takes
---input, then runs file → file (and with --brokers Kafka → Kafka) for each worker count
-of --workers, --repeat times each, all in one sitting. Every run writes --stamp'ed
-outputs; latency is each record's source read → sink write, pooled over the repeats.
-The limits are measured in the same sitting: a plain file copy (read + write, no
-processing), the scorer alone (the input's rows cleaned once, then predict_batch over
-as many rows on as many threads), and with --brokers the raw Kafka passthrough (Kafka
-outputs are read back from their topic for the latency). The
-table (markdown) goes to stdout, a line per run to stderr; --json FILE writes it all.
-With --rate R,… (records/s, or a percentage of the max measured in the same call,
-e.g. --rate 10%,50%,90%) each worker count is also offered each load (paced like
-`loanflow replay --rate`, split over the workers): a second table gives the latency
-from when each record was due, and the p99 at 50 % load against --p99-target-ms.
+Generates --rows applications (like `loanflow generate`, cached under --dir) or
+takes --input, then runs file → file (and with --brokers Kafka → Kafka) for
+each worker count of --workers, --repeat times each, all in one sitting. Every
+run writes --stamp'ed outputs; latency is each record's source read → sink
+write, pooled over the repeats. The limits are measured in the same sitting: a
+plain file copy (read + write, no processing), the scorer alone (the input's
+rows cleaned once, then predict_batch over as many rows on as many threads),
+and with --brokers the raw Kafka passthrough (Kafka outputs are read back from
+their topic for the latency). The table (markdown) goes to stdout, a line per
+run to stderr; --json FILE writes it all. With --rate R,… (records/s, or a
+percentage of the max measured in the same call, e.g. --rate 10%,50%,90%) each
+worker count is also offered each load (paced like `loanflow replay --rate`,
+split over the workers): a second table gives the latency from when each record
+was due, and the p99 at 50 % load against --p99-target-ms.
 
 Examples:
   # 1,000,000 rows, -w 1 and -w 2, 3 runs each
@@ -272,14 +280,14 @@ Examples:
     #[command(after_help = "\
 Reads the whole input topic, the output and dead-letter topics and the progress
 topic, and the group's committed offsets. A message written with --exactly-once
-(headers loanflow.incarnation/worker/epoch) counts only if its transaction is on a
-chain of progress records that starts at the committed offsets; other such
+(headers loanflow.incarnation/worker/epoch) counts only if its transaction is
+on a chain of progress records that starts at the committed offsets; other such
 messages were aborted and are discarded (some brokers deliver them to every
-reader). Messages without those headers (at-least-once runs) all count. Then each
-input id must have exactly one committed output or dead letter: missing ones are
-lost, extra ones duplicated (and compared byte by byte with the first copy).
-Exits 1 if any is lost, any duplicate differs, or (with --exactly-once) any is
-duplicated.
+reader). Messages without those headers (at-least-once runs) all count. Then
+each input id must have exactly one committed output or dead letter: missing
+ones are lost, extra ones duplicated (and compared byte by byte with the first
+copy). Exits 1 if any is lost, any duplicate differs, or (with --exactly-once)
+any is duplicated.
 
 Examples:
   loanflow verify --brokers 127.0.0.1:9092 --input-topic loans \\
