@@ -368,18 +368,29 @@ pub struct KafkaConnectArgs {
 impl KafkaConnectArgs {
     /// The Kafka configuration these flags give, if they name brokers.
     pub fn config(&self) -> Result<Option<Arc<KafkaConfig>>> {
-        let Some(brokers) = &self.brokers else {
-            return Ok(None);
-        };
-        let config = KafkaConfig::new(brokers, &self.properties, self.connect_timeout)?;
-        Ok(Some(Arc::new(config)))
+        Ok(self.base()?.map(Arc::new))
     }
 
     /// [`Self::config`], for a command that cannot do without a broker.
     pub fn required(&self) -> Result<Arc<KafkaConfig>> {
-        self.config()?
-            .ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
+        required(self.config()?)
     }
+
+    fn base(&self) -> Result<Option<KafkaConfig>> {
+        let Some(brokers) = &self.brokers else {
+            return Ok(None);
+        };
+        Ok(Some(KafkaConfig::new(
+            brokers,
+            &self.properties,
+            self.connect_timeout,
+        )?))
+    }
+}
+
+/// A broker's configuration, or the one line saying how to name it.
+fn required(config: Option<Arc<KafkaConfig>>) -> Result<Arc<KafkaConfig>> {
+    config.ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
 }
 
 /// Kafka flags of the commands that write topics (`run`, `cluster`,
@@ -387,16 +398,9 @@ impl KafkaConnectArgs {
 /// missing topics, waiting out outages.
 #[derive(Debug, Args, Clone)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers (any Kafka-API broker: Apache Kafka, Redpanda, Tansu, …).
-    #[arg(long, env = "LOANFLOW_BROKERS", value_name = "HOST:PORT,…")]
-    pub brokers: Option<String>,
-    /// A librdkafka property, as kcat takes it (repeat): -X security.protocol=SSL
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    pub properties: Vec<String>,
-    /// How long to wait for the broker before giving up, in seconds (a refused
-    /// connection, an unknown host or a certificate error fails at once).
-    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
-    pub connect_timeout: Duration,
+    /// How to reach the broker.
+    #[command(flatten)]
+    pub connect: KafkaConnectArgs,
     /// Partitions of the topics loanflow creates: a missing input topic (else an
     /// error) and the missing topics it writes (default: the input topic's count, or 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
@@ -415,19 +419,18 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// The Kafka configuration these flags give, if they name brokers.
     pub fn config(&self) -> Result<Option<Arc<KafkaConfig>>> {
-        let Some(brokers) = &self.brokers else {
-            return Ok(None);
-        };
-        let config = KafkaConfig::new(brokers, &self.properties, self.connect_timeout)?
-            .with_max_outage(self.max_outage)
-            .with_create_topics(!self.no_create_topics);
-        Ok(Some(Arc::new(config)))
+        Ok(self.connect.base()?.map(|config| {
+            Arc::new(
+                config
+                    .with_max_outage(self.max_outage)
+                    .with_create_topics(!self.no_create_topics),
+            )
+        }))
     }
 
     /// [`Self::config`], for a command that cannot do without a broker.
     pub fn required(&self) -> Result<Arc<KafkaConfig>> {
-        self.config()?
-            .ok_or_else(|| anyhow!("--brokers is required (or set LOANFLOW_BROKERS)"))
+        required(self.config()?)
     }
 }
 

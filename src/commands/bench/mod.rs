@@ -73,15 +73,15 @@ fn common_flags(args: &BenchArgs, kafka: bool) -> Vec<String> {
         f.extend(["--model".to_owned(), model.display().to_string()]);
     }
     if kafka {
-        if let Some(brokers) = &args.kafka.brokers {
+        if let Some(brokers) = &args.kafka.connect.brokers {
             f.extend(["--brokers".to_owned(), brokers.clone()]);
         }
-        for p in &args.kafka.properties {
+        for p in &args.kafka.connect.properties {
             f.extend(["-X".to_owned(), p.clone()]);
         }
         f.extend([
             "--connect-timeout".to_owned(),
-            args.kafka.connect_timeout.as_secs_f64().to_string(),
+            args.kafka.connect.connect_timeout.as_secs_f64().to_string(),
         ]);
     }
     f
@@ -186,7 +186,7 @@ pub fn bench(args: &BenchArgs, control: &Control) -> Result<Report> {
         .map(|m| (m.workers, m.records_per_s().median))
         .collect();
     let load = sitting.load_runs(&max_rate)?;
-    if args.kafka.brokers.is_some() {
+    if args.kafka.connect.brokers.is_some() {
         sitting.kafka(&mut configurations, &mut limits)?;
     }
     Ok(Report {
