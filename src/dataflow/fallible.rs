@@ -1,16 +1,35 @@
 //! The operator of a stage that may refuse records: each record becomes an
-//! output (`Ok`) or a dead letter (`Err`), in one pass.
+//! output (`Ok`) or a dead letter, in one pass — or, for a record the run
+//! must not go past, stops the stage: its epoch is held for good, so
+//! nothing of that epoch or after it is delivered or committed.
 
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 
 use super::Batches;
 use crate::core::record::DeadLetter;
 use crate::core::Epoch;
 
-/// An operator that maps each record to `Ok` (passed on) or `Err` (a dead
-/// letter), with input routed by `pact`.
+/// Why a stage does not pass a record on.
+#[derive(Debug)]
+pub enum Refused {
+    /// The record is a dead letter; the stream goes on.
+    Dead(DeadLetter),
+    /// The run must stop here (the stage has reported why): this epoch and
+    /// every later one stay open for good, and nothing more is read.
+    Stop,
+}
+
+impl From<DeadLetter> for Refused {
+    fn from(d: DeadLetter) -> Refused {
+        Refused::Dead(d)
+    }
+}
+
+/// An operator that maps each record to `Ok` (passed on) or a [`Refused`],
+/// with input routed by `pact`.
 pub fn fallible<'s, I, O, P, L>(
     input: Batches<'s, I>,
     pact: P,
@@ -21,7 +40,7 @@ where
     I: 'static,
     O: 'static,
     P: ParallelizationContract<Epoch, Vec<I>>,
-    L: FnMut(I) -> Result<O, DeadLetter> + 'static,
+    L: FnMut(I) -> Result<O, Refused> + 'static,
 {
     let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
     let mut input = builder.new_input(input, pact);
@@ -33,16 +52,25 @@ where
             dead,
         );
     builder.build(move |_| {
+        // After a `Stop`: the epoch's capability, never released.
+        let mut stopped: Option<Capability<Epoch>> = None;
         move |_frontiers| {
             let mut ok = ok.activate();
             let mut dead = dead.activate();
             input.for_each(|cap, batch| {
+                if stopped.is_some() {
+                    return; // read nothing more
+                }
                 let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
                 for item in batch.drain(..) {
                     match logic(item) {
                         Ok(o) => ok.give(o),
-                        Err(d) => dead.give(d),
+                        Err(Refused::Dead(d)) => dead.give(d),
+                        Err(Refused::Stop) => {
+                            stopped = cap.retain_least(0);
+                            return;
+                        }
                     }
                 }
             });

@@ -5,13 +5,12 @@
 use std::hash::{Hash, Hasher};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::operators::Concat;
 
 use super::clean::Cleaner;
-use super::fallible::fallible;
+use super::fallible::{fallible, Refused};
 use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
@@ -82,13 +81,12 @@ pub fn build<'s>(
             cleaned,
         } => {
             let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
-            let scored = predict(rows.clone(), predictor).map(Output::Scored);
-            let outputs = if cleaned {
-                scored.concat(rows.map(Output::Cleaned))
-            } else {
-                scored
-            };
-            (outputs, dead)
+            let cleaned = cleaned.then(|| rows.clone().map(Output::Cleaned));
+            let scored = predict(rows, predictor).map(Output::Scored);
+            match cleaned {
+                Some(rows) => (scored.concat(rows), dead),
+                None => (scored, dead),
+            }
         }
         Graph::Clean { parser, cleaner } => {
             let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
@@ -126,56 +124,30 @@ fn ingest_and_clean<'s>(
 
 /// A predict stage's input: rows read where they were read (a cleaned topic
 /// is keyed by id already). A row of another spec stops the run: `fail` is
-/// told, and its epoch is held for good, so nothing of it or after it is
-/// delivered or committed (rows module, invariant 1).
+/// told, and the stage stops ([`Refused::Stop`]), so nothing of it or after
+/// it is delivered or committed (rows module, invariant 1).
 pub fn read_rows<'s>(
     raw: Batches<'s, RawRecord>,
     mut reader: RowReader,
     fail: Box<dyn Fn(Fault)>,
 ) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
-    let mut builder = OperatorBuilder::new("ReadRows".to_owned(), raw.scope());
-    let mut input = builder.new_input(raw, Pipeline);
-    let (ok, ok_stream) = builder.new_output();
-    let (dead, dead_stream) = builder.new_output();
-    let mut ok =
-        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<FeatureRow>>>::from(ok);
-    let mut dead =
-        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>::from(
-            dead,
-        );
-    builder.build(move |_| {
-        let mut held: Vec<Capability<u64>> = Vec::new();
-        move |_frontiers| {
-            let mut ok = ok.activate();
-            let mut dead = dead.activate();
-            input.for_each(|cap, batch| {
-                if !held.is_empty() {
-                    return; // stopped: read nothing more
-                }
-                let mut ok = ok.session(&cap);
-                let mut dead = dead.session(&cap);
-                for raw in batch.drain(..) {
-                    match reader.read(raw) {
-                        Ok(row) => ok.give(row),
-                        Err(RowRefusal::Dead(d)) => dead.give(d),
-                        Err(RowRefusal::Foreign {
-                            found,
-                            expected,
-                            origin,
-                        }) => {
-                            fail(Fault::fatal(format!(
-                                "{origin} is a feature row of spec {found}, but this predict stage runs spec {expected}: \
-                                 point it at the cleaned topic its own spec's clean stage writes"
-                            )));
-                            held.push(cap.retain_least(0).expect("a time"));
-                            return;
-                        }
-                    }
-                }
-            });
+    fallible(raw, Pipeline, "ReadRows", move |raw| {
+        match reader.read(raw) {
+            Ok(row) => Ok(row),
+            Err(RowRefusal::Dead(d)) => Err(Refused::Dead(d)),
+            Err(RowRefusal::Foreign {
+                found,
+                expected,
+                origin,
+            }) => {
+                fail(Fault::fatal(format!(
+                "{origin} is a feature row of spec {found}, but this predict stage runs spec {expected}: \
+                 point it at the cleaned topic its own spec's clean stage writes"
+            )));
+                Err(Refused::Stop)
+            }
         }
-    });
-    (ok_stream, dead_stream)
+    })
 }
 
 /// Ingest runs where the bytes were read (no exchange: the id is not known yet).
@@ -183,7 +155,7 @@ pub fn ingest<'s>(
     raw: Batches<'s, RawRecord>,
     mut parser: Parser,
 ) -> (Batches<'s, Record>, Batches<'s, DeadLetter>) {
-    fallible(raw, Pipeline, "Ingest", move |r| parser.parse(r))
+    fallible(raw, Pipeline, "Ingest", move |r| Ok(parser.parse(r)?))
 }
 
 /// Clean runs on the worker that owns the record's id, so later stateful
@@ -193,7 +165,7 @@ pub fn clean<'s>(
     cleaner: Cleaner,
 ) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
     let by_id = Exchange::new(|r: &Record| id_hash(&r.id));
-    fallible(records, by_id, "Clean", move |r| cleaner.clean(r))
+    fallible(records, by_id, "Clean", move |r| Ok(cleaner.clean(r)?))
 }
 
 /// Predict scores whole batches (timely's containers) at once.

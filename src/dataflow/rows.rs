@@ -53,6 +53,8 @@ pub struct RowReader {
     /// Feature name → position in the model's order.
     position: FxHashMap<String, usize>,
     width: usize,
+    /// Which features the row being read had (reused row to row).
+    seen: Vec<bool>,
 }
 
 /// What the features pass finds in a row: the `spec` text, and whether
@@ -202,6 +204,7 @@ impl RowReader {
             carried: Parser::json_columns(columns, 0, event_time, max_record_bytes),
             passthrough,
             width: names.len(),
+            seen: vec![false; names.len()],
             position: names.into_iter().enumerate().map(|(i, n)| (n, i)).collect(),
         }
     }
@@ -242,14 +245,14 @@ impl RowReader {
 
     /// The features in model order; `Err(Err(spec))`: written for another
     /// spec; `Err(Ok(reason))`: unreadable.
-    fn features(&self, bytes: &[u8]) -> Result<Vec<f32>, Result<String, String>> {
+    fn features(&mut self, bytes: &[u8]) -> Result<Vec<f32>, Result<String, String>> {
         let mut out = vec![f32::NAN; self.width];
-        let mut seen = vec![false; self.width];
+        self.seen.fill(false);
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let found = TailSeed {
             position: &self.position,
             out: &mut out,
-            seen: &mut seen,
+            seen: &mut self.seen,
         }
         .deserialize(&mut de)
         .and_then(|found| de.end().map(|()| found))
@@ -266,7 +269,7 @@ impl RowReader {
         if let Some(problem) = found.problem {
             return Err(Ok(format!("feature row: {problem}")));
         }
-        if let Some(i) = seen.iter().position(|s| !s) {
+        if let Some(i) = self.seen.iter().position(|s| !s) {
             let name = self
                 .position
                 .iter()
