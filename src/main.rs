@@ -189,6 +189,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::execute(args, &control),
         Command::Verify(args) => commands::verify::execute(args),
         Command::Generate(args) => commands::generate::execute(args, &control),
+        Command::Features(args) => commands::features::execute(args, &control),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -156,6 +156,96 @@ pub enum Feature {
         #[serde(default)]
         unknown: Unknown,
     },
+    /// A point-in-time aggregate over the earlier applications of the same
+    /// group: those with `t - window <= event time < t` (see [`Window`]).
+    Window {
+        /// The feature's name (required: a window has no single column).
+        name: String,
+        /// What is computed over the window.
+        agg: Agg,
+        /// The int or float column aggregated; `count` without one counts
+        /// applications.
+        #[serde(default)]
+        column: Option<String>,
+        /// The columns whose values form the group; empty: one global group.
+        #[serde(default)]
+        by: Vec<String>,
+        /// The window's length, e.g. `"1h"`, `"24h"`, `"7d"`.
+        window: String,
+        /// Fixed point: a value is summed as `round(value × scale)` in
+        /// integers, so sums never depend on order. Int columns: 1 by
+        /// default; float columns must give one.
+        #[serde(default)]
+        scale: Option<i64>,
+    },
+}
+
+/// What a window feature computes over the values in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Agg {
+    /// How many applications (with `column`: how many with a value).
+    Count,
+    /// The sum of the values; 0 for an empty window.
+    Sum,
+    /// The mean of the values; missing for an empty window.
+    Mean,
+    /// The smallest value; missing for an empty window.
+    Min,
+    /// The largest value; missing for an empty window.
+    Max,
+}
+
+/// A window feature, compiled: indexes resolved, durations in nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The feature's name.
+    pub name: String,
+    /// Its place in the model's feature vector.
+    pub slot: usize,
+    /// What is computed.
+    pub agg: Agg,
+    /// Index into the spec's columns of the aggregated column, if any.
+    pub column: Option<usize>,
+    /// Indexes into the spec's columns of the group's columns.
+    pub by: Vec<usize>,
+    /// The window's length (ns): events with `t - length <= time < t` count.
+    pub length: i64,
+    /// The fixed-point scale values are summed at.
+    pub scale: i64,
+}
+
+/// Parses a duration such as `"90s"`, `"15m"`, `"1h"`, `"7d"` or `"0s"`
+/// (a whole number and one unit of ms, s, m, h, d) into nanoseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let n: i64 = number.parse().ok()?;
+    let unit_ns: i64 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ns)
+}
+
+/// A duration in the largest unit that divides it (`"1h"`, `"90s"`).
+pub fn format_duration(ns: i64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+    ] {
+        if ns % size == 0 && (ns != 0 || unit == "s") {
+            return format!("{}{unit}", ns / size);
+        }
+    }
+    format!("{ns}ns")
 }
 
 impl Feature {
@@ -167,7 +257,7 @@ impl Feature {
         invalid: &dyn Fn(String) -> SpecError,
     ) -> Result<(), SpecError> {
         let (kind, needs_string) = match self {
-            Feature::Numeric { .. } => ("numeric", false),
+            Feature::Numeric { .. } | Feature::Window { .. } => ("numeric", false),
             Feature::Ordinal { .. } => ("ordinal", true),
             Feature::OneHot { .. } => ("one_hot", true),
         };
@@ -189,7 +279,7 @@ impl Feature {
             )));
         }
         let problem = match self {
-            Feature::Numeric { .. } => None,
+            Feature::Numeric { .. } | Feature::Window { .. } => None,
             Feature::Ordinal {
                 levels, map, start, ..
             } => {
@@ -219,12 +309,14 @@ impl Feature {
         }
     }
 
-    /// The input column this entry reads.
-    pub fn column(&self) -> &str {
+    /// The input column this entry reads (a window: its aggregated column,
+    /// if any).
+    pub fn column(&self) -> Option<&str> {
         match self {
             Feature::Numeric { column, .. }
             | Feature::Ordinal { column, .. }
-            | Feature::OneHot { column, .. } => column,
+            | Feature::OneHot { column, .. } => Some(column),
+            Feature::Window { column, .. } => column.as_deref(),
         }
     }
 
@@ -243,6 +335,7 @@ impl Feature {
                 let prefix = prefix.clone().unwrap_or_else(|| format!("{column}__"));
                 values.iter().map(|v| format!("{prefix}{v}")).collect()
             }
+            Feature::Window { name, .. } => vec![name.clone()],
         }
     }
 
@@ -295,6 +388,8 @@ struct RawSpec {
     passthrough: Vec<String>,
     columns: toml::Table,
     features: Vec<Feature>,
+    #[serde(default)]
+    lateness: Option<String>,
 }
 
 fn default_threshold() -> f64 {
@@ -328,6 +423,12 @@ pub struct Spec {
     pub features: Vec<Feature>,
     /// SHA-256 (hex) of the spec's text: what a cleaned row names its spec by.
     pub sha256: String,
+    /// The window features, compiled, in feature order (empty: a stateless
+    /// dataflow, which keeps the stateless path).
+    pub windows: Vec<Window>,
+    /// How far (ns) a record may be behind the newest event time of its
+    /// partition before it is late (`lateness`, default 0).
+    pub lateness: i64,
 }
 
 impl Spec {
@@ -391,6 +492,15 @@ impl Spec {
             return Err(invalid("`threshold` must be a finite number".into()));
         }
         check_features(&raw.features, &columns, &invalid)?;
+        let windows = compile_windows(&raw.features, &columns, event_time, &invalid)?;
+        let lateness = match &raw.lateness {
+            None => 0,
+            Some(text) => parse_duration(text).ok_or_else(|| {
+                invalid(format!(
+                    "`lateness = \"{text}\"` is not a duration (write e.g. \"0s\", \"30s\", \"5m\")"
+                ))
+            })?,
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Spec {
             path: path.to_owned(),
@@ -408,6 +518,8 @@ impl Spec {
                 "{:x}",
                 <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())
             ),
+            windows,
+            lateness,
         })
     }
 
@@ -492,8 +604,10 @@ fn check_features(
     }
     let mut seen = HashSet::new();
     for feature in features {
-        let col = &columns[column_index(columns, feature.column(), "a feature", invalid)?];
-        feature.check_column(col, invalid)?;
+        if let Some(column) = feature.column() {
+            let col = &columns[column_index(columns, column, "a feature", invalid)?];
+            feature.check_column(col, invalid)?;
+        }
         for name in feature.names() {
             if !seen.insert(name.clone()) {
                 return Err(invalid(format!("feature `{name}` appears twice")));
@@ -501,6 +615,89 @@ fn check_features(
         }
     }
     Ok(())
+}
+
+/// The window features, checked and compiled: a duration, a column that
+/// fits the aggregation, group columns that exist, and an event time.
+fn compile_windows(
+    features: &[Feature],
+    columns: &[Column],
+    event_time: Option<usize>,
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<Vec<Window>, SpecError> {
+    let mut windows = Vec::new();
+    let mut slot = 0;
+    for feature in features {
+        let width = feature.names().len();
+        if let Feature::Window {
+            name,
+            agg,
+            column,
+            by,
+            window,
+            scale,
+        } = feature
+        {
+            let what = format!("window feature `{name}`");
+            if event_time.is_none() {
+                return Err(invalid(format!(
+                    "{what} needs `event_time`: windows are over event time"
+                )));
+            }
+            let length = parse_duration(window).filter(|&ns| ns > 0).ok_or_else(|| {
+                invalid(format!(
+                    "{what}: `window = \"{window}\"` is not a positive duration (write e.g. \"1h\", \"24h\", \"7d\"; units ms, s, m, h, d)"
+                ))
+            })?;
+            let column = match column {
+                Some(c) => Some(column_index(columns, c, &what, invalid)?),
+                None if *agg == Agg::Count => None,
+                None => {
+                    return Err(invalid(format!(
+                        "{what}: `agg = \"{}\"` needs a `column` to aggregate",
+                        format!("{agg:?}").to_lowercase()
+                    )))
+                }
+            };
+            let scale = match (column.map(|c| columns[c].ty), scale) {
+                (_, Some(s)) if *s <= 0 => {
+                    return Err(invalid(format!("{what}: `scale` must be positive")))
+                }
+                (_, Some(s)) => *s,
+                (Some(ColumnType::Float), None) if *agg != Agg::Count => {
+                    return Err(invalid(format!(
+                        "{what}: float column `{}` needs a `scale` (values are summed as integers, e.g. scale = 100 for cents)",
+                        columns[column.expect("typed")].name
+                    )))
+                }
+                _ => 1,
+            };
+            let by = by
+                .iter()
+                .map(|b| {
+                    let i = column_index(columns, b, &what, invalid)?;
+                    match columns[i].ty {
+                        ColumnType::String | ColumnType::Int => Ok(i),
+                        other => Err(invalid(format!(
+                            "{what}: `by` column `{b}` is {}; group by string or int columns",
+                            other.name()
+                        ))),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            windows.push(Window {
+                name: name.clone(),
+                slot,
+                agg: *agg,
+                column,
+                by,
+                length,
+                scale,
+            });
+        }
+        slot += width;
+    }
+    Ok(windows)
 }
 
 #[cfg(test)]

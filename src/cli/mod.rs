@@ -245,6 +245,23 @@ Examples:
   # JSON Lines, by the extension
   loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl")]
     Generate(GenerateArgs),
+    /// Make the training set: every model feature of every application, as the
+    /// dataflow computes it, window features included (no model needed).
+    #[command(after_help = "\
+The same dataflow `run` serves, without the model: ingest, clean and the window
+features over event time, each computed once the watermark has passed the
+application, so a feature here is the number `run` scores with, for any worker
+count or batch size. Writes CSV: id, the event-time column, the label (1 if it
+is the spec's positive value, 0 if not, empty if missing), then every model
+feature in model order (shortest float32 text; empty = missing), sorted by event
+time then id. models/train.py trains from it.
+
+Examples:
+  loanflow features --dataflow dataflows/lending_club_velocity.toml \
+      --output out/velocity_features.csv
+  # the stateless spec, on 2 workers
+  loanflow features -w 2 --output out/features.csv")]
+    Features(FeaturesArgs),
     /// Measure the pipeline: records/s, MB/s, CPU per record and latency per
     /// configuration, next to the raw limits (file copy, the scorer alone).
     #[command(after_help = "\
@@ -495,6 +512,10 @@ pub struct RunArgs {
     /// so the one field that differs between two replays of the same history).
     #[arg(long)]
     pub stamp: bool,
+    /// Carry the spec's label column through the clean stage like a
+    /// passthrough column: what `loanflow features` writes beside the features.
+    #[arg(skip)]
+    pub label_through: bool,
     /// The input file: `--input` of `run` and `cluster` ([`RunCommandArgs`]),
     /// the FILE `replay` replays.
     #[arg(skip = PathBuf::from(DEFAULT_INPUT))]
@@ -672,6 +693,76 @@ pub struct TailArgs {
     /// Print each message's JSON value as it is.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The flags of `loanflow features`.
+#[derive(Debug, Args, Clone)]
+pub struct FeaturesArgs {
+    /// The spec whose features are made (its model is not read).
+    #[command(flatten)]
+    pub pipeline: SpecArgs,
+    /// Applications: CSV with a header, or JSON Lines.
+    #[arg(short, long, default_value = DEFAULT_INPUT, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Input format (default: from the file extension).
+    #[arg(long, value_parser = format())]
+    pub format: Option<Format>,
+    /// The backfill: CSV of id, event time, label and every model feature in
+    /// model order, sorted by event time then id.
+    #[arg(short, long, default_value = "out/features.csv", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Records that made no feature row (unreadable, not cleanable, late), with
+    /// the reason and where they came from. Written only if there are any.
+    #[arg(
+        long,
+        default_value = "out/features.dead_letters.jsonl",
+        value_name = "FILE"
+    )]
+    pub dead_letters: PathBuf,
+    /// Worker threads.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Records per epoch per worker.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// No progress bar, even on a terminal.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl FeaturesArgs {
+    /// The run that makes the backfill's rows: the clean stage alone, the
+    /// label carried through, feature rows to `rows`.
+    pub fn run_args(&self, rows: PathBuf) -> RunArgs {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            run: RunCommandArgs,
+        }
+        let defaults = Defaults::try_parse_from(["loanflow"])
+            .expect("run's flags all have defaults")
+            .run
+            .resolved();
+        let mut run = RunArgs {
+            pipeline: PipelineArgs {
+                dataflow: self.pipeline.dataflow.clone(),
+                model: None,
+            },
+            stages: crate::dataflow::graph::Stages::Clean,
+            label_through: true,
+            input: self.input.clone(),
+            format: self.format,
+            output: rows,
+            dead_letters: self.dead_letters.clone(),
+            workers: self.workers,
+            batch: self.batch,
+            quiet: self.quiet,
+            ..defaults
+        };
+        // A file in, a file out: no broker, whatever the environment says.
+        run.kafka.connect.brokers = None;
+        run
+    }
 }
 
 /// The flags of `loanflow generate`.

@@ -176,7 +176,11 @@ pub fn execute(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
         ));
     }
     // Set-up errors shared by every process are one line here, not N.
-    load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
+    load(
+        &args.pipeline.dataflow,
+        args.pipeline.model.as_deref(),
+        args.stages != crate::dataflow::graph::Stages::Clean,
+    )?;
     // Signals go to the launcher, which passes each on exactly once.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;

@@ -6,7 +6,8 @@
 //! a sink takes, and its one JSON shape ([`scored`]), where a stream starts and stops and the event-time window
 //! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
-//! fault with its retry hint ([`fault`]). May import only [`crate::spec`] and
+//! fault with its retry hint ([`fault`]), and the rules of window features
+//! over event time: lateness, watermarks, groups and exact folds ([`window`]). May import only [`crate::spec`] and
 //! [`crate::model`].
 
 pub mod fault;
@@ -16,6 +17,7 @@ pub mod pace;
 pub mod position;
 pub mod record;
 pub mod scored;
+pub mod window;
 
 /// The timely timestamp of every dataflow: an epoch chosen by the source
 /// (the unit of progress, and of commits with Kafka).

@@ -269,6 +269,9 @@ pub enum Stage {
     /// Features → a score. The predict stage refuses no record, so nothing
     /// emits this yet.
     Predict,
+    /// A window dataflow's event-time check: a record behind its partition's
+    /// newest by more than the spec's lateness, or without an event time.
+    Late,
 }
 
 /// A record that could not be scored: its raw bytes, the stage that refused
@@ -321,6 +324,20 @@ impl DeadLetter {
         }
         serde_json::to_vec(&obj).expect("JSON of plain values")
     }
+}
+
+/// The worker-independent hash records are exchanged by: FxHash has no
+/// per-process random keys, so every process of a cluster agrees.
+pub fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    id.hash(&mut h);
+    // timely routes by the low bits: finish with splitmix64's avalanche so
+    // ids that differ in one character still spread evenly.
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -406,5 +423,20 @@ mod tests {
         assert_eq!(v["raw_base64"], "//5h");
         assert_eq!(v["line"], 7);
         assert_eq!(v["stage"], "ingest");
+    }
+
+    #[test]
+    fn ids_spread_evenly_over_workers() {
+        for workers in [2u64, 3, 4, 8] {
+            let mut counts = vec![0u32; workers as usize];
+            for n in 0..40_000 {
+                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
+            }
+            let even = 40_000 / workers as u32;
+            assert!(
+                counts.iter().all(|&c| c.abs_diff(even) < even / 20),
+                "{workers}: {counts:?}"
+            );
+        }
     }
 }

@@ -65,6 +65,8 @@ enum Op {
         width: usize,
         unknown: Unknown,
     },
+    /// A window feature: missing here, filled in by the window stage.
+    Window,
 }
 
 /// The compiled clean stage of one spec.
@@ -114,12 +116,16 @@ impl Cleaner {
                     width: values.len(),
                     unknown: *unknown,
                 },
+                Feature::Window { .. } => Op::Window,
             })
             .collect();
         let names = spec
             .features
             .iter()
-            .map(|f| f.column().to_owned())
+            .map(|f| {
+                f.column()
+                    .map_or_else(|| f.names().remove(0), str::to_owned)
+            })
             .collect();
         Cleaner {
             ops,
@@ -187,6 +193,7 @@ impl Cleaner {
                         other => return Err(wrong_type(name, other, "a text value")),
                     }
                 }
+                Op::Window => out.push(f32::NAN),
             }
         }
         Ok(())

@@ -2,12 +2,13 @@
 //! struct wired into an operator; or one part of it, when the stages run
 //! as separate services (`--stages clean`, `--stages predict`).
 
-use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::ProbeHandle;
 
 use super::clean::Cleaner;
 use super::fallible::{fallible, Refused};
@@ -15,11 +16,14 @@ use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
+use super::watermark::watermark;
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
-use crate::core::record::{DeadLetter, RawRecord, Record};
+use crate::core::record::{id_hash, DeadLetter, RawRecord, Record};
 use crate::core::scored::{Output, Scored};
+use crate::core::window::{Lateness, Member, Plan};
+use crate::core::Epoch;
 
 /// Which stages one run has: all three in one dataflow (the default), or
 /// one service of the tutorial's chain, meeting the other at the cleaned topic.
@@ -47,6 +51,8 @@ pub enum Graph {
         predictor: Predictor,
         /// Also emit every feature row.
         cleaned: bool,
+        /// The window features, if the spec has any.
+        windows: Option<Windowing>,
     },
     /// ingest → clean: every feature row is an output.
     Clean {
@@ -54,6 +60,8 @@ pub enum Graph {
         parser: Parser,
         /// Typed records → features.
         cleaner: Cleaner,
+        /// The window features, if the spec has any.
+        windows: Option<Windowing>,
     },
     /// Feature rows (as the clean stage wrote them) → scores.
     Predict {
@@ -64,6 +72,18 @@ pub enum Graph {
         /// Called with the fault that stops the run (a row of another spec).
         fail: Box<dyn Fn(Fault)>,
     },
+}
+
+/// What a dataflow with window features needs besides its stages.
+pub struct Windowing {
+    /// The window features, grouped.
+    pub plan: Arc<Plan>,
+    /// The partitions this worker reads (a file's worker: its byte range, `[0]`).
+    pub partitions: Vec<i32>,
+    /// Probes the records admitted past the watermark: how far reading got.
+    /// A source paces itself by this, not by what was delivered, because
+    /// applications wait for the watermark — which only more reading moves.
+    pub read: ProbeHandle<Epoch>,
 }
 
 /// Builds `graph` on `raw`, returning its outputs and dead letters; `pace`
@@ -79,8 +99,9 @@ pub fn build<'s>(
             cleaner,
             predictor,
             cleaned,
+            windows,
         } => {
-            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
+            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner, windows);
             let cleaned = cleaned.then(|| rows.clone().map(Output::Cleaned));
             let scored = predict(rows, predictor).map(Output::Scored);
             match cleaned {
@@ -88,8 +109,12 @@ pub fn build<'s>(
                 None => (scored, dead),
             }
         }
-        Graph::Clean { parser, cleaner } => {
-            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner);
+        Graph::Clean {
+            parser,
+            cleaner,
+            windows,
+        } => {
+            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner, windows);
             (rows.map(Output::Cleaned), dead)
         }
         Graph::Predict {
@@ -112,14 +137,41 @@ fn ingest_and_clean<'s>(
     pace: Option<Pace>,
     parser: Parser,
     cleaner: Cleaner,
+    windows: Option<Windowing>,
 ) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
     let (records, ingest_dead) = ingest(raw, parser);
     let records = match pace {
         Some(p) => super::pace::pace(records, p),
         None => records,
     };
-    let (rows, clean_dead) = clean(records, cleaner);
-    (rows, ingest_dead.concat(clean_dead))
+    let Some(w) = windows else {
+        let (rows, clean_dead) = clean(records, cleaner);
+        return (rows, ingest_dead.concat(clean_dead));
+    };
+    let lateness = Lateness::new(w.plan.lateness, w.partitions);
+    let (records, late, reports) = watermark(records, lateness);
+    let records = records.probe_with(&w.read);
+    let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&w.plan));
+    let rows = super::window::windows(rows, reports, w.plan);
+    (rows, ingest_dead.concat(late).concat(clean_dead))
+}
+
+/// Clean, keeping each application's part in every window group.
+fn clean_with_members<'s>(
+    records: Batches<'s, Record>,
+    cleaner: Cleaner,
+    plan: Arc<Plan>,
+) -> (
+    Batches<'s, (FeatureRow, Vec<Member>)>,
+    Batches<'s, DeadLetter>,
+) {
+    let by_id = Exchange::new(|r: &Record| id_hash(&r.id));
+    fallible(records, by_id, "Clean", move |r| {
+        // Admitted by the watermark operator: every record has an event time.
+        let time = r.event_time.unwrap_or(i64::MIN);
+        let members = plan.members(&r.id, time, &r.values);
+        Ok((cleaner.clean(r)?, members))
+    })
 }
 
 /// A predict stage's input: rows read where they were read (a cleaned topic
@@ -179,35 +231,4 @@ pub fn predict<'s>(rows: Batches<'s, FeatureRow>, mut predictor: Predictor) -> B
             });
         }
     })
-}
-
-/// The worker-independent hash records are exchanged by: FxHash has no
-/// per-process random keys, so every process of a cluster agrees.
-pub fn id_hash(id: &str) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    id.hash(&mut h);
-    // timely routes by the low bits: finish with splitmix64's avalanche so
-    // ids that differ in one character still spread evenly.
-    let mut z = h.finish();
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_spread_evenly_over_workers() {
-        for workers in [2u64, 3, 4, 8] {
-            let mut counts = vec![0u32; workers as usize];
-            for n in 0..40_000 {
-                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
-            }
-            let even = 40_000 / workers as u32;
-            assert!(
-                counts.iter().all(|&c| c.abs_diff(even) < even / 20),
-                "{workers}: {counts:?}"
-            );
-        }
-    }
 }

@@ -24,6 +24,8 @@ pub mod ingest;
 pub mod pace;
 pub mod predict;
 pub mod rows;
+pub mod watermark;
+pub mod window;
 
 use timely::dataflow::Stream;
 

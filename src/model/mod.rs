@@ -70,6 +70,19 @@ impl Model {
         Model::from_bytes(&bytes, path)
     }
 
+    /// No model: what a clean stage (`run --stages clean`, `loanflow
+    /// features`) carries, which makes features and never scores. Its id
+    /// says so in the cluster's start-up check.
+    pub fn absent(num_features: usize) -> Model {
+        Model {
+            forest: Forest::new(num_features, 0.0, Objective::Identity),
+            feature_names: Vec::new(),
+            id: "none".to_owned(),
+            sha256: String::new(),
+            path: PathBuf::new(),
+        }
+    }
+
     /// Loads a model from the bytes of an XGBoost JSON model file; `path`
     /// names it (in errors and in [`Model::id`]) and is not read.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {

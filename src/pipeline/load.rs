@@ -18,9 +18,17 @@ pub struct Loaded {
 }
 
 /// Loads the spec at `dataflow` and its model (`model` if given, else the
-/// spec's) and checks that they fit together.
-pub fn load(dataflow: &Path, model: Option<&Path>) -> Result<Loaded> {
+/// spec's) and checks that they fit together. A run that only makes
+/// features (`scores: false`) loads no model: training a new one starts
+/// from those features.
+pub fn load(dataflow: &Path, model: Option<&Path>, scores: bool) -> Result<Loaded> {
     let spec = Spec::load(dataflow)?;
+    if !scores {
+        return Ok(Loaded {
+            model: Arc::new(Model::absent(spec.feature_names().len())),
+            spec: Arc::new(spec),
+        });
+    }
     let model = Model::load(model.unwrap_or(&spec.model))?;
     model.check_features(&spec.name, &spec.feature_names())?;
     Ok(Loaded {

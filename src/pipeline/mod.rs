@@ -20,6 +20,7 @@
 //! [`cluster`] for what changes (a start-up check, per-process output files,
 //! a cluster-wide summary from process 0).
 
+pub mod backfill;
 pub mod cluster;
 pub mod control;
 pub mod copy;

@@ -23,6 +23,7 @@ use crate::dataflow::graph::Stages;
 use crate::dataflow::pace::Pace;
 use crate::io::file::part_dir;
 use crate::io::Stats;
+use crate::spec::Spec;
 
 /// How a run whose workers started ended in a fault: the first one
 /// recorded, and whether the run had committed anything before it (which
@@ -125,7 +126,16 @@ pub fn run_paced(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Resul
 /// error, one line, and nothing has been written.
 fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shared> {
     args.check_stages()?;
-    let Loaded { spec, model } = load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
+    let Loaded { spec, model } = load(
+        &args.pipeline.dataflow,
+        args.pipeline.model.as_deref(),
+        args.stages != Stages::Clean,
+    )?;
+    let spec = if args.label_through {
+        Arc::new(with_label_through(&spec))
+    } else {
+        spec
+    };
     let workers = args.workers as usize;
     let membership = Membership::from_flags(&args.cluster, workers)?;
     let at = placement(args, membership.as_ref());
@@ -178,6 +188,18 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         until,
         max_record_bytes: args.max_record_bytes as usize,
     })
+}
+
+/// `spec` with its label column carried like a passthrough column (the
+/// backfill's rows need it; serving never does).
+pub fn with_label_through(spec: &Spec) -> Spec {
+    let mut spec = spec.clone();
+    if let Some(label) = spec.label.as_ref().and_then(|l| spec.column(&l.column)) {
+        if !spec.passthrough.contains(&label) {
+            spec.passthrough.push(label);
+        }
+    }
+    spec
 }
 
 fn placement(args: &RunArgs, membership: Option<&Membership>) -> Placement {

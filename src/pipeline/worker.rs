@@ -16,9 +16,10 @@ use super::plan::{Placement, SinkPlan, SourcePlan};
 use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
 use crate::core::scored::OutputFormat;
+use crate::core::window::Plan;
 use crate::core::Epoch;
 use crate::dataflow::clean::Cleaner;
-use crate::dataflow::graph::{Graph, Stages};
+use crate::dataflow::graph::{Graph, Stages, Windowing};
 use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::Predictor;
@@ -92,9 +93,13 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let (source, parser) = source(shared, exactly_once.then_some(ledger));
     let done = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
-    let graph = graph(shared, parser);
+    let windows = windowing(shared);
+    // With window features a source paces itself by what was read, not by
+    // what was delivered (see `Windowing::read`).
+    let ahead = windows.as_ref().map_or(done.clone(), |w| w.read.clone());
+    let graph = graph(shared, parser, windows);
     worker.dataflow::<Epoch, _, _>(|scope| {
-        let raw = source.build(scope, done.clone());
+        let raw = source.build(scope, ahead);
         let (outputs, dead) = crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
         sink.build(outputs, dead).probe_with(&done);
     });
@@ -140,8 +145,18 @@ fn start_up_check(
         .map(|p| p.incarnation.clone()))
 }
 
+/// The window features' plan, if the spec has any (a file's worker reads
+/// one partition: its byte range).
+fn windowing(shared: &Shared) -> Option<Windowing> {
+    Plan::of(&shared.spec).map(|plan| Windowing {
+        plan: Arc::new(plan),
+        partitions: vec![0],
+        read: ProbeHandle::new(),
+    })
+}
+
 /// The stages this run has, each with its plain struct.
-fn graph(shared: &Shared, parser: Parser) -> Graph {
+fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
     let predictor = || Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold);
     match shared.stages {
         Stages::All => Graph::All {
@@ -155,10 +170,12 @@ fn graph(shared: &Shared, parser: Parser) -> Graph {
                     ..
                 }
             ),
+            windows,
         },
         Stages::Clean => Graph::Clean {
             parser,
             cleaner: Cleaner::new(&shared.spec),
+            windows,
         },
         Stages::Predict => {
             let stats = Arc::clone(&shared.stats);

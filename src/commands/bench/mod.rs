@@ -223,7 +223,11 @@ impl<'a> Sitting<'a> {
         }
         let progress = Progress { quiet: args.quiet };
         // Fail on a bad spec or model before generating anything.
-        let loaded = load(&args.pipeline.dataflow, args.pipeline.model.as_deref())?;
+        let loaded = load(
+            &args.pipeline.dataflow,
+            args.pipeline.model.as_deref(),
+            true,
+        )?;
         let input = input_file(args, &progress, control)?;
         let format = detect_format(&input, None)?;
         let file = FileInput::open(&input, format)?;

@@ -355,5 +355,6 @@ fn stage_name(d: &DeadLetter) -> &'static str {
         Stage::Ingest => "ingest",
         Stage::Clean => "clean",
         Stage::Predict => "predict",
+        Stage::Late => "late",
     }
 }

@@ -1,0 +1,458 @@
+//! Window features over event time, as plain data and rules: which records
+//! are late, how far the global watermark has come, what an application
+//! contributes to each group, and how a window's values become features.
+//! The operators that drive them are `dataflow::watermark` and
+//! `dataflow::window`.
+//!
+//! Invariants (cited where they are upheld):
+//! 1. **Late is a property of a partition's own order.** A record is late
+//!    when its event time is below the newest event time its partition
+//!    delivered before it, minus the spec's lateness ([`Lateness::admit`]).
+//!    Nothing else (other partitions, arrival speed, workers) enters, so the
+//!    same input gives the same dead letters.
+//! 2. **Every record that is not late has an event time at or above every
+//!    watermark reported before it.** A worker reports the minimum over its
+//!    partitions of (newest − lateness), and an unseen partition reports
+//!    nothing higher than `i64::MIN` ([`Lateness::watermark`]); the global
+//!    watermark is the minimum over workers ([`Clock::watermark`]).
+//! 3. **An application is answered only once the global watermark reached
+//!    its event time**: by 2, every event before it has arrived by then, and
+//!    none arriving later lies before it. So its features are exactly the
+//!    events of `[t − W, t)`, whatever the order they came in.
+//! 4. **Arithmetic is exact and order-free**: values are summed as integers
+//!    at the spec's fixed-point scale ([`Values::fixed`]), and only the
+//!    final division is floating point ([`Fold::finish`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{format_time, DeadLetter, Record, Stage, Value};
+use crate::spec::{format_duration, Agg, Spec};
+
+/// Event time in nanoseconds since the Unix epoch.
+pub type Time = i64;
+
+/// One worker's watermark report: (worker index, its watermark).
+pub type Report = (usize, Time);
+
+/// The late rule for the partitions one worker reads (invariant 1).
+#[derive(Debug)]
+pub struct Lateness {
+    lateness: i64,
+    /// The newest event time delivered, per partition this worker owns;
+    /// `None` until the partition delivers its first record.
+    newest: BTreeMap<i32, Option<Time>>,
+}
+
+impl Lateness {
+    /// The rule for a worker that reads `partitions` (a file's worker: `[0]`).
+    pub fn new(lateness: i64, partitions: impl IntoIterator<Item = i32>) -> Lateness {
+        Lateness {
+            lateness,
+            newest: partitions.into_iter().map(|p| (p, None)).collect(),
+        }
+    }
+
+    /// Whether `record` may go on: a record without an event time, or one
+    /// behind its partition's newest by more than the lateness, is a dead
+    /// letter saying so.
+    pub fn admit(&mut self, record: Record) -> Result<Record, DeadLetter> {
+        let Some(t) = record.event_time else {
+            return Err(late(
+                record,
+                "no event time: window features need one".to_owned(),
+            ));
+        };
+        let partition = record.origin.partition();
+        let newest = self.newest.entry(partition).or_insert(None);
+        match *newest {
+            Some(n) if t < n.saturating_sub(self.lateness) => {
+                let reason = format!(
+                    "late: event time {} is {} behind the newest of partition {} ({}), more than the lateness of {}",
+                    format_time(t),
+                    format_duration(n - t),
+                    partition,
+                    format_time(n),
+                    format_duration(self.lateness),
+                );
+                Err(late(record, reason))
+            }
+            Some(n) if n >= t => Ok(record),
+            _ => {
+                *newest = Some(t);
+                Ok(record)
+            }
+        }
+    }
+
+    /// This worker's watermark: no record it admits from now on is below it
+    /// (invariant 2). `i64::MIN` while a partition has delivered nothing.
+    pub fn watermark(&self) -> Time {
+        self.newest
+            .values()
+            .map(|n| n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)))
+            .min()
+            .unwrap_or(Time::MAX)
+    }
+}
+
+fn late(record: Record, reason: String) -> DeadLetter {
+    DeadLetter {
+        raw: record.raw,
+        stage: Stage::Late,
+        reason,
+        origin: record.origin,
+    }
+}
+
+/// The global watermark as the reports of every worker arrive, applied in
+/// epoch order (invariant 2): `i64::MIN` until every worker reported.
+#[derive(Debug)]
+pub struct Clock {
+    latest: Vec<Time>,
+}
+
+impl Clock {
+    /// A clock over `workers` workers' reports.
+    pub fn new(workers: usize) -> Clock {
+        Clock {
+            latest: vec![Time::MIN; workers],
+        }
+    }
+
+    /// Takes one report (a worker's watermark never goes back).
+    pub fn report(&mut self, (worker, watermark): Report) {
+        let latest = &mut self.latest[worker];
+        *latest = (*latest).max(watermark);
+    }
+
+    /// The global watermark: the minimum over workers.
+    pub fn watermark(&self) -> Time {
+        self.latest.iter().copied().min().unwrap_or(Time::MAX)
+    }
+}
+
+/// One window feature of a grouping, as the fold needs it.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The feature's place in the row.
+    pub slot: usize,
+    /// What is computed.
+    pub agg: Agg,
+    /// The window's length (ns).
+    pub length: i64,
+    /// The fixed-point scale of its values.
+    pub scale: i64,
+    /// Whether it counts applications (no column): every event counts.
+    pub counts_events: bool,
+}
+
+/// The window features that share one `by`: one arrangement key space.
+#[derive(Debug, Clone)]
+pub struct Grouping {
+    /// Indexes into the spec's columns of the group's columns.
+    pub by: Vec<usize>,
+    /// The features, each with its column (index into the spec's columns).
+    pub parts: Vec<(Part, Option<usize>)>,
+    /// The longest window: what an application's answer reads back.
+    pub longest: i64,
+}
+
+/// Every window feature of a spec, grouped by `by`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The groupings, in order of first appearance.
+    pub groupings: Vec<Grouping>,
+    /// The spec's lateness (ns).
+    pub lateness: i64,
+}
+
+/// A group's key: the grouping's index and its values as text.
+pub type Key = (u32, String);
+
+/// An application's values for one grouping: one per part, fixed point;
+/// `None` where the column has no value (or the part counts applications).
+pub type Values = Vec<Option<i64>>;
+
+/// An application's part in one group: an event of it, and a question to
+/// it, travelling to the worker that keeps the group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    /// The group.
+    pub key: Key,
+    /// The application's event time.
+    pub time: Time,
+    /// The application's id, where the answer goes back to.
+    pub id: String,
+    /// Its values, one per part of the grouping.
+    pub values: Values,
+}
+
+/// The window features of one application from one grouping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    /// The application's id.
+    pub id: String,
+    /// (slot, value) for each part of the grouping.
+    pub features: Vec<(u32, f32)>,
+}
+
+impl Plan {
+    /// The window features of `spec`; `None` for a stateless spec.
+    pub fn of(spec: &Spec) -> Option<Plan> {
+        if spec.windows.is_empty() {
+            return None;
+        }
+        let mut groupings: Vec<Grouping> = Vec::new();
+        for w in &spec.windows {
+            let part = Part {
+                slot: w.slot,
+                agg: w.agg,
+                length: w.length,
+                scale: w.scale,
+                counts_events: w.column.is_none(),
+            };
+            match groupings.iter_mut().find(|g| g.by == w.by) {
+                Some(g) => {
+                    g.longest = g.longest.max(w.length);
+                    g.parts.push((part, w.column));
+                }
+                None => groupings.push(Grouping {
+                    by: w.by.clone(),
+                    parts: vec![(part, w.column)],
+                    longest: w.length,
+                }),
+            }
+        }
+        Some(Plan {
+            groupings,
+            lateness: spec.lateness,
+        })
+    }
+
+    /// The application's members, one per grouping where every `by` column
+    /// has a value (elsewhere its features stay missing).
+    pub fn members(&self, id: &str, time: Time, values: &[Value]) -> Vec<Member> {
+        let mut members = Vec::with_capacity(self.groupings.len());
+        'grouping: for (g, grouping) in self.groupings.iter().enumerate() {
+            let mut key = String::new();
+            for (i, &column) in grouping.by.iter().enumerate() {
+                if i > 0 {
+                    key.push('\u{1f}');
+                }
+                match &values[column] {
+                    Value::Str(s) => key.push_str(s),
+                    Value::Int(n) => key.push_str(itoa::Buffer::new().format(*n)),
+                    _ => continue 'grouping,
+                }
+            }
+            members.push(Member {
+                key: (g as u32, key),
+                time,
+                id: id.to_owned(),
+                values: grouping
+                    .parts
+                    .iter()
+                    .map(|(part, column)| column.and_then(|c| fixed(&values[c], part.scale)))
+                    .collect(),
+            });
+        }
+        members
+    }
+
+    /// The grouping of `key`.
+    pub fn grouping(&self, key: &Key) -> &Grouping {
+        &self.groupings[key.0 as usize]
+    }
+}
+
+/// A value at a fixed-point scale: `round(value × scale)`, half away from
+/// zero (invariant 4); `None` for a missing value or one out of range.
+pub fn fixed(value: &Value, scale: i64) -> Option<i64> {
+    match value {
+        Value::Int(n) => n.checked_mul(scale),
+        Value::Float(x) => {
+            let scaled = (x * scale as f64).round();
+            (scaled.is_finite() && scaled.abs() < 9.0e18).then_some(scaled as i64)
+        }
+        _ => None,
+    }
+}
+
+/// The running aggregate of one part over the events of a window.
+#[derive(Debug, Clone, Copy)]
+pub struct Fold {
+    events: i64,
+    values: i64,
+    sum: i128,
+    min: i64,
+    max: i64,
+}
+
+impl Default for Fold {
+    fn default() -> Fold {
+        Fold {
+            events: 0,
+            values: 0,
+            sum: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+        }
+    }
+}
+
+impl Fold {
+    /// Adds `times` copies of an event with `value`.
+    pub fn add(&mut self, value: Option<i64>, times: i64) {
+        self.events += times;
+        if let Some(v) = value {
+            self.values += times;
+            self.sum += i128::from(v) * i128::from(times);
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+    }
+
+    /// The feature: counts and sums of an empty window are 0, its mean, min
+    /// and max missing; one division at the end (invariant 4).
+    pub fn finish(&self, part: &Part) -> f32 {
+        let scale = part.scale as f64;
+        let n = if part.counts_events {
+            self.events
+        } else {
+            self.values
+        };
+        match part.agg {
+            Agg::Count => n as f32,
+            Agg::Sum => (self.sum as f64 / scale) as f32,
+            _ if self.values == 0 => f32::NAN,
+            Agg::Mean => (self.sum as f64 / (self.values as f64 * scale)) as f32,
+            Agg::Min => (self.min as f64 / scale) as f32,
+            Agg::Max => (self.max as f64 / scale) as f32,
+        }
+    }
+}
+
+/// Rows waiting for their window features, by id: the row, and how many
+/// groupings are still to answer.
+#[derive(Debug)]
+pub struct Assembly<R> {
+    waiting: HashMap<String, (R, usize)>,
+}
+
+impl<R> Default for Assembly<R> {
+    fn default() -> Assembly<R> {
+        Assembly {
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+impl<R> Assembly<R> {
+    /// A row that waits for `answers` answers (none: it is complete now).
+    pub fn row(&mut self, id: String, row: R, answers: usize) -> Option<R> {
+        if answers == 0 {
+            return Some(row);
+        }
+        self.waiting.insert(id, (row, answers));
+        None
+    }
+
+    /// An answer for `id`: `fill` writes it into the row; the row once its
+    /// last answer came.
+    pub fn answer(&mut self, id: &str, fill: impl FnOnce(&mut R)) -> Option<R> {
+        let (row, left) = self.waiting.get_mut(id)?;
+        fill(row);
+        *left -= 1;
+        if *left == 0 {
+            self.waiting.remove(id).map(|(row, _)| row)
+        } else {
+            None
+        }
+    }
+
+    /// How many rows wait.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether no row waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::record::Origin;
+
+    fn record(partition: i32, t: Time) -> Record {
+        Record {
+            id: format!("r{t}"),
+            event_time: Some(t),
+            values: Vec::new(),
+            raw: Vec::new(),
+            origin: Origin::Kafka {
+                topic: Arc::from("loans"),
+                partition,
+                offset: 0,
+            },
+            read_at: 0,
+        }
+    }
+
+    #[test]
+    fn late_follows_each_partitions_own_order() {
+        let mut l = Lateness::new(10, [0, 1]);
+        assert_eq!(l.watermark(), Time::MIN, "partition 1 has not spoken");
+        assert!(l.admit(record(0, 100)).is_ok());
+        assert!(l.admit(record(0, 90)).is_ok(), "within the lateness");
+        let dead = l.admit(record(0, 89)).unwrap_err();
+        assert_eq!(dead.stage, Stage::Late);
+        assert!(dead.reason.contains("partition 0"), "{}", dead.reason);
+        assert!(l.admit(record(1, 5)).is_ok(), "another partition's order");
+        assert_eq!(l.watermark(), -5);
+        assert!(l.admit(record(1, 200)).is_ok());
+        assert_eq!(l.watermark(), 90);
+    }
+
+    #[test]
+    fn the_clock_waits_for_every_worker() {
+        let mut c = Clock::new(2);
+        c.report((0, 50));
+        assert_eq!(c.watermark(), Time::MIN);
+        c.report((1, 70));
+        assert_eq!(c.watermark(), 50);
+        c.report((0, 40));
+        assert_eq!(c.watermark(), 50, "a report never goes back");
+    }
+
+    #[test]
+    fn folds_are_exact_and_empty_windows_say_so() {
+        let part = |agg, counts_events| Part {
+            slot: 0,
+            agg,
+            length: 1,
+            scale: 100,
+            counts_events,
+        };
+        let mut f = Fold::default();
+        assert_eq!(f.finish(&part(Agg::Count, true)), 0.0);
+        assert_eq!(f.finish(&part(Agg::Sum, false)), 0.0);
+        assert!(f.finish(&part(Agg::Mean, false)).is_nan());
+        f.add(fixed(&Value::Float(0.1), 100), 1);
+        f.add(fixed(&Value::Float(0.2), 100), 2);
+        f.add(None, 1);
+        assert_eq!(f.finish(&part(Agg::Count, true)), 4.0);
+        assert_eq!(f.finish(&part(Agg::Count, false)), 3.0);
+        assert_eq!(f.finish(&part(Agg::Sum, false)), 0.5);
+        assert_eq!(f.finish(&part(Agg::Mean, false)), (50.0f64 / 300.0) as f32);
+        assert_eq!(f.finish(&part(Agg::Min, false)), 0.1);
+        assert_eq!(f.finish(&part(Agg::Max, false)), 0.2);
+        assert_eq!(fixed(&Value::Float(-0.125), 100), Some(-13));
+    }
+}
