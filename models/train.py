@@ -1,34 +1,56 @@
 #!/usr/bin/env python3
-"""Train the lending_club default-risk model from the dataflow spec.
+r"""Train a dataflow's XGBoost model from loanflow's own feature backfill.
 
+    cargo build --release                          # the loanflow binary
     bash models/setup_venv.sh                      # once
-    .venv-models/bin/python models/train.py
+    .venv-models/bin/python models/train.py        # lending_club
+    .venv-models/bin/python models/train.py --spec dataflows/lending_club_velocity.toml
+    .venv-models/bin/python models/train.py --spec dataflows/lending_club_velocity.toml \
+        --without-windows
 
-Reads data/lending_club.csv and dataflows/lending_club.toml, builds the
-features with models/spec.py (the same clean stage the Rust server runs),
-trains an XGBoost binary:logistic model on a seeded, stratified 80% split,
-prints the held-out AUC and writes:
+The features are not computed here: train.py runs
 
-  models/lending_club.xgb.json      the booster, XGBoost JSON format
-  models/lending_club.expected.csv  id,score: XGBoost's own probability for
-                                    every row of the CSV (all 9,857), the
-                                    reference the Rust scorer must reproduce
+    loanflow features --dataflow SPEC --input DATA --output TMP.csv
+
+(or reads a backfill given with --features) and trains on that CSV, so
+training and serving share one implementation of every feature, stateless
+and window alike. The backfill (contract: dataflows/README.md) has the header
+``id,<event time>,<label>,<every model feature in model order>``, one row per
+application that was not a dead letter, sorted by (event time, id); a
+feature is the float32 in its shortest round-trip decimal text, empty when
+missing (NaN); the label is 1, 0, or empty when unknown.
+
+Rows are used in the backfill's order. Training uses the labelled rows: an
+XGBoost binary:logistic model on a seeded, stratified 80% split; train.py
+prints the held-out AUC and writes, NAME being the spec's ``name``:
+
+  the spec's ``model``      (models/NAME.xgb.json) the booster, XGBoost JSON
+  models/NAME.expected.csv  id,score: XGBoost's own probability for every
+                            row of the backfill (labelled or not), the
+                            reference the Rust scorer must reproduce
+
+--without-windows trains on the same rows and split with the spec's window
+features dropped and only prints the held-out AUC (it writes nothing): what
+the window features add.
 """
 import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
+import tomllib
+from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import spec as S  # noqa: E402
 
 SEED = 42
 NTHREAD = 2
@@ -44,6 +66,10 @@ PARAMS = {
 }
 
 
+class TrainError(Exception):
+    """A set-up or input problem, said in one line."""
+
+
 def score_text(x) -> str:
     """Shortest decimal that reads back as the same float32."""
     return np.format_float_positional(np.float32(x), unique=True, trim="0")
@@ -54,32 +80,238 @@ def sha256(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
+# ---------------------------------------------------------------- the spec
+
+def load_spec(path: str) -> dict:
+    """The dataflow TOML, with its own absolute path under ``"_path"``."""
+    try:
+        with open(path, "rb") as fh:
+            spec = tomllib.load(fh)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such dataflow spec (pass --spec PATH)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise TrainError(f"{path}: not valid TOML: {e}") from None
+    for key in ("name", "model", "features"):
+        if key not in spec:
+            raise TrainError(f"{path}: no `{key}` (see dataflows/README.md)")
+    spec["_path"] = os.path.abspath(path)
+    return spec
+
+
+def model_path(spec: dict) -> str:
+    """The spec's model file, resolved relative to the TOML file."""
+    return os.path.normpath(os.path.join(os.path.dirname(spec["_path"]), spec["model"]))
+
+
+def feature_names(spec: dict) -> list[tuple[str, bool]]:
+    """(name, is a window feature) for every model feature, in model order."""
+    out = []
+    for f in spec["features"]:
+        if f.get("kind") == "one_hot":
+            prefix = f.get("prefix", f"{f['column']}__")
+            out.extend((f"{prefix}{v}", False) for v in f["values"])
+        elif f.get("kind") == "window":
+            out.append((f["name"], True))
+        else:
+            out.append((f.get("name", f["column"]), False))
+    return out
+
+
+# ------------------------------------------------------------ the backfill
+
+def default_loanflow() -> str:
+    """$CARGO_TARGET_DIR/release/loanflow if it exists, else target/release/loanflow."""
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if target:
+        candidate = os.path.join(target, "release", "loanflow")
+        if os.path.isfile(candidate):
+            return candidate
+    return os.path.join(ROOT, "target", "release", "loanflow")
+
+
+def run_backfill(loanflow: str, spec_path: str, data: str, out_csv: str) -> None:
+    """Runs ``loanflow features``; reports records it dead-lettered."""
+    if not (os.path.isfile(loanflow) and os.access(loanflow, os.X_OK)):
+        raise TrainError(f"no loanflow binary at {loanflow}: run `cargo build --release` "
+                         "first (or pass --loanflow PATH, or --features CSV)")
+    dead = out_csv + ".dead_letters.jsonl"
+    cmd = [loanflow, "features", "--dataflow", os.path.abspath(spec_path),
+           "--input", os.path.abspath(data), "--output", out_csv, "--dead-letters", dead]
+    print("$ " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT)
+    if done.returncode != 0:
+        raise TrainError(f"`loanflow features` failed (exit {done.returncode}); "
+                         "its message is above")
+    if os.path.isfile(dead) and os.path.getsize(dead) > 0:
+        with open(dead, encoding="utf-8") as fh:
+            letters = [json.loads(line) for line in fh if line.strip()]
+        if letters:
+            first = letters[0]
+            print(f"note: {len(letters)} records were dead letters and are not in the "
+                  f"backfill (first: stage {first.get('stage')}: {first.get('reason')})")
+
+
+def parse_f32(text: str) -> np.float32:
+    """A decimal rounded once, correctly (ties to even), to float32; "" → NaN.
+
+    Parsing to float64 first and then rounding to float32 could round twice;
+    instead the float32 neighbours of that first guess are compared with the
+    exact decimal value.
+    """
+    if text == "":
+        return np.float32(np.nan)
+    try:
+        exact = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a number") from None
+    guess = np.float32(float(text))
+    if not np.isfinite(guess):
+        raise ValueError(f"{text!r} is out of float32's range")
+    best = None
+    for cand in (np.nextafter(guess, np.float32(-np.inf)), guess,
+                 np.nextafter(guess, np.float32(np.inf))):
+        if not np.isfinite(cand):
+            continue
+        key = (abs(Fraction(float(cand)) - exact), int(cand.view(np.uint32)) & 1)
+        if best is None or key < best[0]:
+            best = (key, cand)
+    return best[1]
+
+
+class Backfill:
+    """A ``loanflow features`` CSV, read and checked against the spec."""
+
+    def __init__(self, path: str, spec: dict):
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise TrainError(f"{path}: no such backfill (make one with `loanflow features`)") \
+                from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise TrainError(f"{path}: not a feature CSV: {e}") from None
+        named = feature_names(spec)
+        lead = [spec.get("id", "id")]
+        if "event_time" in spec:
+            lead.append(spec["event_time"])
+        label = spec.get("label", {}).get("column")
+        if label is not None:
+            lead.append(label)
+        header = list(df.columns)
+        want = lead + [n for n, _ in named]
+        if header[:1] == ["id"]:
+            want[0] = "id"
+        if header != want:
+            diff = next((i for i, (a, b) in enumerate(zip(header, want)) if a != b),
+                        min(len(header), len(want)))
+            got = repr(header[diff]) if diff < len(header) else "absent"
+            expected = repr(want[diff]) if diff < len(want) else "none"
+            raise TrainError(
+                f"{path}: its columns are not those of {spec['_path']}: column {diff + 1} is "
+                f"{got}, the spec's is {expected} — was it made from another spec?")
+        self.ids = df.iloc[:, 0].tolist()
+        self.names = [n for n, _ in named]
+        self.is_window = np.array([w for _, w in named], dtype=bool)
+        if label is None:
+            self.y = None
+        else:
+            raw = df[label].to_numpy(dtype=object)
+            bad = [i for i, v in enumerate(raw) if v not in ("0", "1", "")]
+            if bad:
+                raise TrainError(f"{path}: line {bad[0] + 2}: label {raw[bad[0]]!r} is not 1, 0 "
+                                 "or empty")
+            self.y = np.array([np.nan if v == "" else float(v) for v in raw])
+        X = np.empty((len(df), len(self.names)), dtype=np.float32)
+        for j, name in enumerate(self.names):
+            uniques, inverse = np.unique(df[name].to_numpy(dtype=str), return_inverse=True)
+            values = np.empty(len(uniques), dtype=np.float32)
+            for k, text in enumerate(uniques.tolist()):
+                try:
+                    values[k] = parse_f32(text)
+                except ValueError as e:
+                    row = int(np.flatnonzero(inverse == k)[0]) + 2
+                    raise TrainError(f"{path}: line {row}: feature {name}: {e}") from None
+            X[:, j] = values[inverse]
+        self.X = np.ascontiguousarray(X)
+
+
+# ---------------------------------------------------------------- training
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--spec", default=os.path.join(ROOT, "dataflows", "lending_club.toml"))
-    ap.add_argument("--data", default=os.path.join(ROOT, "data", "lending_club.csv"))
-    ap.add_argument("--expected", default=os.path.join(HERE, "lending_club.expected.csv"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spec", default=os.path.join(ROOT, "dataflows", "lending_club.toml"),
+                    help="the dataflow spec (default: dataflows/lending_club.toml)")
+    ap.add_argument("--data", metavar="FILE", default=os.path.join(ROOT, "data", "lending_club.csv"),
+                    help="the applications, for `loanflow features` (default: "
+                         "data/lending_club.csv)")
+    ap.add_argument("--loanflow", metavar="PATH", default=None,
+                    help="the loanflow binary (default: $CARGO_TARGET_DIR/release/loanflow "
+                         "if that exists, else target/release/loanflow)")
+    ap.add_argument("--features", metavar="CSV", default=None,
+                    help="train on this backfill (written by `loanflow features` with the same "
+                         "spec) instead of running loanflow")
+    ap.add_argument("--expected", metavar="FILE", default=None,
+                    help="where the expected scores go (default: models/NAME.expected.csv)")
+    ap.add_argument("--without-windows", action="store_true",
+                    help="drop the spec's window features, train on the same rows and split, "
+                         "print the held-out AUC and write nothing")
     args = ap.parse_args()
 
-    spec = S.load_spec(args.spec)
-    df = S.read_raw(args.data)
-    X, names = S.features(spec, df)
-    y = S.label(spec, df)
-    ids = S.ids(spec, df)
-    print(f"xgboost {xgb.__version__}; {X.shape[0]} rows, {X.shape[1]} features, "
-          f"{int(y.sum())} positive ({y.mean():.4f})")
+    try:
+        spec = load_spec(args.spec)
+        name = spec["name"]
+        if "label" not in spec:
+            raise TrainError(f"{args.spec}: no `label`: nothing to train on")
+        if args.features is not None:
+            backfill = Backfill(args.features, spec)
+        else:
+            loanflow = args.loanflow or default_loanflow()
+            with tempfile.TemporaryDirectory(prefix="loanflow-train-") as tmp:
+                out = os.path.join(tmp, f"{name}.features.csv")
+                run_backfill(loanflow, args.spec, args.data, out)
+                backfill = Backfill(out, spec)
+        if args.without_windows and not backfill.is_window.any():
+            raise TrainError(f"--without-windows: {args.spec} has no window features")
+    except TrainError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
 
+    X, names = backfill.X, backfill.names
+    if args.without_windows:
+        keep = ~backfill.is_window
+        X = np.ascontiguousarray(X[:, keep])
+        names = [n for n, k in zip(names, keep) if k]
+    labelled = np.flatnonzero(~np.isnan(backfill.y))
+    y = backfill.y[labelled].astype(np.int32)
+    n_windows = int(backfill.is_window.sum())
+    print(f"xgboost {xgb.__version__}; {name}: {X.shape[0]} rows, {X.shape[1]} features"
+          + (f" ({n_windows} window features dropped)" if args.without_windows
+             else f" ({n_windows} window)" if n_windows else "")
+          + f", {int(y.sum())} positive ({y.mean():.4f})")
+    if len(labelled) < X.shape[0]:
+        print(f"note: {X.shape[0] - len(labelled)} rows have no label: scored, not trained on")
+    if len(np.unique(y)) < 2:
+        print("train.py: error: the labels are all the same: nothing to learn", file=sys.stderr)
+        return 1
+
+    XL = X[labelled]
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=0.2, stratify=y, random_state=SEED)
-    dtrain = xgb.DMatrix(X[tr], label=y[tr], feature_names=names, missing=np.nan, nthread=NTHREAD)
-    dtest = xgb.DMatrix(X[te], label=y[te], feature_names=names, missing=np.nan, nthread=NTHREAD)
+    dtrain = xgb.DMatrix(XL[tr], label=y[tr], feature_names=names, missing=np.nan,
+                         nthread=NTHREAD)
+    dtest = xgb.DMatrix(XL[te], label=y[te], feature_names=names, missing=np.nan,
+                        nthread=NTHREAD)
     booster = xgb.train(PARAMS, dtrain, num_boost_round=NUM_ROUNDS, verbose_eval=False)
 
     p_test = booster.predict(dtest)
     auc = roc_auc_score(y[te], p_test)
-    print(f"held-out AUC ({len(te)} rows, {int(y[te].sum())} positive): {auc:.4f}")
+    what = " without window features" if args.without_windows else ""
+    print(f"held-out AUC{what} ({len(te)} rows, {int(y[te].sum())} positive): {auc:.4f}")
+    if args.without_windows:
+        print("(--without-windows: nothing written)")
+        return 0
 
-    model_file = S.model_path(spec)
+    model_file = model_path(spec)
+    expected = args.expected or os.path.join(HERE, f"{name}.expected.csv")
     booster.save_model(model_file)
 
     # XGBoost's own scores for every row, from the saved file.
@@ -93,9 +325,9 @@ def main() -> int:
     if not np.array_equal(scores, booster.predict(dall)):
         print("WARNING: the reloaded model scores differently from the trained one")
 
-    with open(args.expected, "w", newline="") as fh:
+    with open(expected, "w", newline="") as fh:
         fh.write("id,score\n")
-        for i, s in zip(ids, scores):
+        for i, s in zip(backfill.ids, scores):
             fh.write(f"{i},{score_text(s)}\n")
 
     with open(model_file) as fh:
@@ -114,7 +346,7 @@ def main() -> int:
     print(f"model: {len(trees)} trees, max depth {depth}, {nodes} nodes, base_score "
           f"{doc['learner']['learner_model_param']['base_score']!r}")
     print(f"wrote {model_file} sha256 {sha256(model_file)}")
-    print(f"wrote {args.expected} sha256 {sha256(args.expected)}")
+    print(f"wrote {expected} sha256 {sha256(expected)}")
     return 0
 
 

@@ -430,7 +430,7 @@ mod tests {
         for workers in [2u64, 3, 4, 8] {
             let mut counts = vec![0u32; workers as usize];
             for n in 0..40_000 {
-                counts[(super::id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
+                counts[(id_hash(&format!("lc-{n:06}")) % workers) as usize] += 1;
             }
             let even = 40_000 / workers as u32;
             assert!(
