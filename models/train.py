@@ -134,7 +134,7 @@ def run_backfill(loanflow: str, spec_path: str, data: str, out_csv: str) -> None
     if not (os.path.isfile(loanflow) and os.access(loanflow, os.X_OK)):
         raise TrainError(f"no loanflow binary at {loanflow}: run `cargo build --release` "
                          "first (or pass --loanflow PATH, or --features CSV)")
-    dead = out_csv + ".dead_letters.jsonl"
+    dead = os.path.splitext(out_csv)[0] + ".dead_letters.jsonl"
     cmd = [loanflow, "features", "--dataflow", os.path.abspath(spec_path),
            "--input", os.path.abspath(data), "--output", out_csv, "--dead-letters", dead]
     print("$ " + " ".join(cmd), flush=True)
@@ -147,8 +147,11 @@ def run_backfill(loanflow: str, spec_path: str, data: str, out_csv: str) -> None
             letters = [json.loads(line) for line in fh if line.strip()]
         if letters:
             first = letters[0]
-            print(f"note: {len(letters)} records were dead letters and are not in the "
-                  f"backfill (first: stage {first.get('stage')}: {first.get('reason')})")
+            n = len(letters)
+            what = f"{n} records were dead letters" if n != 1 else "1 record was a dead letter"
+            verb = "are" if n != 1 else "is"
+            print(f"note: {what} and {verb} not in the backfill (first, at stage "
+                  f"{first.get('stage')}: {first.get('reason')})")
 
 
 def parse_f32(text: str) -> np.float32:
@@ -240,7 +243,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", default=os.path.join(ROOT, "dataflows", "lending_club.toml"),
                     help="the dataflow spec (default: dataflows/lending_club.toml)")
-    ap.add_argument("--data", metavar="FILE", default=os.path.join(ROOT, "data", "lending_club.csv"),
+    ap.add_argument("--data", metavar="FILE",
+                    default=os.path.join(ROOT, "data", "lending_club.csv"),
                     help="the applications, for `loanflow features` (default: "
                          "data/lending_club.csv)")
     ap.add_argument("--loanflow", metavar="PATH", default=None,
@@ -288,7 +292,8 @@ def main() -> int:
              else f" ({n_windows} window)" if n_windows else "")
           + f", {int(y.sum())} positive ({y.mean():.4f})")
     if len(labelled) < X.shape[0]:
-        print(f"note: {X.shape[0] - len(labelled)} rows have no label: scored, not trained on")
+        n = X.shape[0] - len(labelled)
+        print(f"note: {n} row{'s have' if n != 1 else ' has'} no label: scored, not trained on")
     if len(np.unique(y)) < 2:
         print("train.py: error: the labels are all the same: nothing to learn", file=sys.stderr)
         return 1
@@ -351,4 +356,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        sys.exit(130)
