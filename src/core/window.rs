@@ -303,14 +303,17 @@ impl Default for Fold {
 }
 
 impl Fold {
-    /// Adds `times` copies of an event with `value`.
+    /// Adds `times` copies of an event with `value`; a negative `times`
+    /// takes them back out (counts and sums only: min and max cannot).
     pub fn add(&mut self, value: Option<i64>, times: i64) {
         self.events += times;
         if let Some(v) = value {
             self.values += times;
             self.sum += i128::from(v) * i128::from(times);
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
+            if times > 0 {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+            }
         }
     }
 

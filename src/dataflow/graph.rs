@@ -16,7 +16,7 @@ use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
-use super::watermark::watermark;
+use super::watermark::{watermark, Ended};
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
@@ -84,6 +84,8 @@ pub struct Windowing {
     /// A source paces itself by this, not by what was delivered, because
     /// applications wait for the watermark — which only more reading moves.
     pub read: ProbeHandle<Epoch>,
+    /// Where a topic source says its partitions ended.
+    pub ended: Ended,
 }
 
 /// Builds `graph` on `raw`, returning its outputs and dead letters; `pace`
@@ -149,7 +151,7 @@ fn ingest_and_clean<'s>(
         return (rows, ingest_dead.concat(clean_dead));
     };
     let lateness = Lateness::new(w.plan.lateness, w.partitions);
-    let (records, late, reports) = watermark(records, lateness);
+    let (records, late, reports) = watermark(records, lateness, w.ended);
     let records = records.probe_with(&w.read);
     let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&w.plan));
     let rows = super::window::windows(rows, reports, w.plan);

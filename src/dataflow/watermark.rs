@@ -8,26 +8,59 @@
 //! may already have been read, and must not count): a
 //! window operator applies it only once its own frontier has passed that
 //! epoch, when every record the report speaks for has arrived there too.
-//! When the input ends (a file read, a bounded topic at its bound), the
+//! When the input ends (a file read; a bounded topic at its bound, which its
+//! source says through [`Ended`] since it keeps reading to commit), the
 //! worker reports `i64::MAX`: it holds nobody back any more.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::scheduling::Activator;
 
 use super::Batches;
 use crate::core::record::{DeadLetter, Record};
 use crate::core::window::{Lateness, Report, Time};
 use crate::core::Epoch;
 
+/// Where a source that keeps its capability after its last record (a
+/// bounded topic read, which still commits) says its partitions ended: the
+/// last epoch with records of them. Saying so wakes the watermark operator
+/// (no frontier moves to wake it).
+#[derive(Clone, Default)]
+pub struct Ended(Rc<EndedInner>);
+
+#[derive(Default)]
+struct EndedInner {
+    last: Cell<Option<Epoch>>,
+    wake: RefCell<Option<Activator>>,
+}
+
+impl Ended {
+    /// The partitions ended with the records of epoch `last`.
+    pub fn set(&self, last: Epoch) {
+        self.0.last.set(Some(last));
+        if let Some(wake) = self.0.wake.borrow().as_ref() {
+            wake.activate();
+        }
+    }
+
+    fn get(&self) -> Option<Epoch> {
+        self.0.last.get()
+    }
+}
+
 /// Checks `records` with `lateness` (this worker's partitions); returns the
-/// admitted records, the late ones, and this worker's reports.
+/// admitted records, the late ones, and this worker's reports. `ended`:
+/// see [`Ended`].
 pub fn watermark<'s>(
     records: Batches<'s, Record>,
     mut lateness: Lateness,
+    ended: Ended,
 ) -> (
     Batches<'s, Record>,
     Batches<'s, DeadLetter>,
@@ -35,6 +68,11 @@ pub fn watermark<'s>(
 ) {
     let worker = records.scope().index();
     let mut builder = OperatorBuilder::new("Watermark".to_owned(), records.scope());
+    ended.0.wake.replace(Some(
+        records
+            .scope()
+            .activator_for(builder.operator_info().address),
+    ));
     let mut input = builder.new_input(records, Pipeline);
     let (ok, ok_stream) = builder.new_output();
     let (dead, dead_stream) = builder.new_output();
@@ -50,6 +88,7 @@ pub fn watermark<'s>(
         // and must not show in its report.
         let mut after: BTreeMap<Epoch, Time> = BTreeMap::new();
         let mut reported = lateness.watermark();
+        let mut reported_through: Option<Epoch> = None;
         move |frontiers| {
             let mut ok = ok.activate();
             let mut dead = dead.activate();
@@ -71,7 +110,13 @@ pub fn watermark<'s>(
                 return;
             };
             let mut reports = reports.activate();
-            match frontiers[0].frontier().first().copied() {
+            let frontier = frontiers[0].frontier().first().copied();
+            let frontier = match (frontier, ended.get()) {
+                // Every record of the ended partitions is in: as good as the end.
+                (Some(f), Some(last)) if f > last => None,
+                (f, _) => f,
+            };
+            match frontier {
                 None => {
                     // The input ended: every partition is at its end. Said
                     // at the last epoch read, which it covers.
@@ -81,7 +126,7 @@ pub fn watermark<'s>(
                         .give((worker, Time::MAX));
                     report_at = None;
                 }
-                Some(f) if f > *cap.time() => {
+                Some(f) if reported_through.is_none_or(|r| f - 1 > r) && f > 0 => {
                     let covered: Epoch = f - 1;
                     let later = after.split_off(&f);
                     if let Some((_, w)) = after.pop_last() {
@@ -91,7 +136,12 @@ pub fn watermark<'s>(
                     reports
                         .session(&cap.delayed(&covered))
                         .give((worker, reported));
-                    cap.downgrade(&f);
+                    // Held at the epoch just reported, not past it: an end
+                    // said later (`Ended`) is reported there, where a
+                    // window operator can still take it before the source
+                    // lets go of its own capability.
+                    cap.downgrade(&covered);
+                    reported_through = Some(covered);
                 }
                 Some(_) => {}
             }

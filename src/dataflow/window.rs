@@ -25,11 +25,13 @@
 //!    epochs may already have removed what the step needs, so they are left
 //!    out ([`answer`]).
 //! 2. **A retraction stamped at epoch `e` uses only reports of epochs
-//!    `< e`**, so every question answered at a step `>= e` still finds its
-//!    window whole ([`events`]).
+//!    `< e`, and keeps two longest windows behind that watermark**, so
+//!    every question answered at a step `>= e` still finds its window whole,
+//!    and the events a sliding fold takes back out are still there to read
+//!    ([`events`], [`fold`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -50,6 +52,7 @@ use crate::core::features::FeatureRow;
 use crate::core::record::id_hash;
 use crate::core::window::{Answer, Assembly, Clock, Fold, Key, Member, Plan, Report, Time, Values};
 use crate::core::Epoch;
+use crate::spec::Agg;
 
 /// One update of the events collection.
 type Update = ((Key, (Time, Values)), Epoch, isize);
@@ -122,7 +125,7 @@ impl Reports {
 
 /// The events collection: each member enters at its own epoch, and is
 /// retracted once the watermark (from reports of earlier epochs only,
-/// invariant 2) is more than its grouping's longest window past it.
+/// invariant 2) is more than two of its grouping's longest windows past it.
 fn events<'s>(
     members: Batches<'s, Member>,
     reports: Batches<'s, Report>,
@@ -148,7 +151,11 @@ fn events<'s>(
                     };
                     let mut session = output.session(&cap);
                     for m in batch.drain(..) {
-                        let until = m.time.saturating_add(longest[m.key.0 as usize]);
+                        // Two windows: a sliding fold takes an event back out
+                        // up to a window after its own window passed (`fold`).
+                        let until = m
+                            .time
+                            .saturating_add(longest[m.key.0 as usize].saturating_mul(2));
                         expiry.push(Reverse((until, m.key.clone(), m.time, m.values.clone())));
                         session.give(((m.key, (m.time, m.values)), epoch, 1));
                     }
@@ -220,9 +227,10 @@ impl Waiting {
         self.questions.pop_first().map(|(_, q)| q)
     }
 
-    fn release(&mut self, epoch: Epoch) {
+    /// `n` questions of `epoch` are answered.
+    fn release(&mut self, epoch: Epoch, n: usize) {
         if let Some(held) = self.caps.get_mut(&epoch) {
-            held.1 -= 1;
+            held.1 -= n;
             if held.1 == 0 {
                 self.caps.remove(&epoch);
             }
@@ -253,6 +261,8 @@ fn answer<'s>(
         let mut clock = Clock::new(workers);
         let mut stash = Reports::default();
         let mut waiting = Waiting::default();
+        let mut sliding = Sliding::default();
+        let mut answered: BTreeMap<Epoch, Vec<Answer>> = BTreeMap::new();
         move |frontiers| {
             members_in.for_each(|cap, batch| {
                 for m in batch.drain(..) {
@@ -281,15 +291,21 @@ fn answer<'s>(
                         batches
                     });
                     let (mut cursor, storage) = group_cursor(batches, &member.key);
-                    let features = fold(&mut cursor, &storage, &plan, &member, step);
-                    let cap = &waiting.caps[&epoch].0;
-                    out.session(cap).give(Answer {
+                    let features = fold(&mut cursor, &storage, &plan, &mut sliding, &member, step);
+                    answered.entry(epoch).or_default().push(Answer {
                         id: member.id,
                         features,
                     });
-                    waiting.release(epoch);
                 }
             }
+            // One message per epoch, not per answer.
+            for (epoch, mut batch) in std::mem::take(&mut answered) {
+                let n = batch.len();
+                out.session(&waiting.caps[&epoch].0)
+                    .give_container(&mut batch);
+                waiting.release(epoch, n);
+            }
+            sliding.forget_before(clock.watermark(), &plan);
             let compact_to: &[Epoch] = match &frontier {
                 Some(f) => std::slice::from_ref(f),
                 None => &[],
@@ -321,13 +337,75 @@ where
     (CursorList::new(cursors, &holding), holding)
 }
 
-/// The member's window features: one pass over its group's events from
-/// `t − longest` up to (not including) `t`, counting only updates of
-/// epochs `<= step` (invariant 1).
+/// Each group's windows as its last question left them: that question's
+/// event time and one running fold per part.
+#[derive(Default)]
+struct Sliding {
+    groups: HashMap<Key, (Time, Vec<Fold>)>,
+}
+
+impl Sliding {
+    /// Forgets the groups whose last question is so old that no window of
+    /// a later one can overlap it (they are computed afresh if asked again).
+    fn forget_before(&mut self, watermark: Time, plan: &Plan) {
+        self.groups
+            .retain(|key, (at, _)| at.saturating_add(plan.grouping(key).longest) > watermark);
+    }
+}
+
+/// Events of the group under `cursor` with `from <= time < to`, each with
+/// its count as of epoch `step` (invariant 1), to `f`.
+fn scan<C>(
+    cursor: &mut C,
+    storage: &C::Storage,
+    from: Time,
+    to: Time,
+    step: Epoch,
+    mut f: impl FnMut(Time, &Values, i64),
+) where
+    C: for<'a> Cursor<
+        Key<'a> = &'a Key,
+        Val<'a> = &'a (Time, Values),
+        TimeGat<'a> = &'a Epoch,
+        DiffGat<'a> = &'a isize,
+    >,
+{
+    if from >= to {
+        return;
+    }
+    cursor.rewind_vals(storage);
+    cursor.seek_val(storage, &(from, Vec::new()));
+    while let Some((time, values)) = cursor.get_val(storage) {
+        if *time >= to {
+            break;
+        }
+        let mut times = 0isize;
+        cursor.map_times(storage, |epoch, diff| {
+            if *epoch <= step {
+                times += *diff;
+            }
+        });
+        if times != 0 {
+            f(*time, values, times as i64);
+        }
+        cursor.step_val(storage);
+    }
+}
+
+/// The member's window features, at step `step` (invariant 1).
+///
+/// Counts and sums slide: from the group's previous question at `prev`,
+/// the events of `[prev, t)` come in and those of `[prev − W, t − W)` go
+/// out, so each event is read about twice per part whatever the window's
+/// length. That needs the events that go out to still be there: they are
+/// retracted only two longest windows behind the watermark (invariant 2).
+/// A group asked after a gap longer than a window, and `min` / `max`
+/// (which cannot take an event back out), read their whole window.
 fn fold<C>(
     cursor: &mut C,
     storage: &C::Storage,
     plan: &Plan,
+    sliding: &mut Sliding,
     member: &Member,
     step: Epoch,
 ) -> Vec<(u32, f32)>
@@ -341,33 +419,33 @@ where
 {
     let grouping = plan.grouping(&member.key);
     let t = member.time;
-    let mut folds = vec![Fold::default(); grouping.parts.len()];
-    if cursor.get_key(storage) == Some(&member.key) {
-        cursor.seek_val(storage, &(t.saturating_sub(grouping.longest), Vec::new()));
-        while let Some((time, values)) = cursor.get_val(storage) {
-            if *time >= t {
-                break;
-            }
-            let mut times = 0isize;
-            cursor.map_times(storage, |epoch, diff| {
-                if *epoch <= step {
-                    times += *diff;
-                }
+    let found = cursor.get_key(storage) == Some(&member.key);
+    let (prev, folds) = sliding
+        .groups
+        .entry(member.key.clone())
+        .or_insert_with(|| (Time::MIN, vec![Fold::default(); grouping.parts.len()]));
+    for (i, (part, _)) in grouping.parts.iter().enumerate() {
+        let from = t.saturating_sub(part.length);
+        let fresh = matches!(part.agg, Agg::Min | Agg::Max) || *prev <= from;
+        let fold = &mut folds[i];
+        if !found {
+            *fold = Fold::default();
+        } else if fresh {
+            *fold = Fold::default();
+            scan(cursor, storage, from, t, step, |_, v, n| fold.add(v[i], n));
+        } else {
+            let gone_from = prev.saturating_sub(part.length);
+            scan(cursor, storage, gone_from, from, step, |_, v, n| {
+                fold.add(v[i], -n)
             });
-            if times > 0 {
-                for (i, (part, _)) in grouping.parts.iter().enumerate() {
-                    if *time >= t.saturating_sub(part.length) {
-                        folds[i].add(values[i], times as i64);
-                    }
-                }
-            }
-            cursor.step_val(storage);
+            scan(cursor, storage, *prev, t, step, |_, v, n| fold.add(v[i], n));
         }
     }
+    *prev = t;
     grouping
         .parts
         .iter()
-        .zip(&folds)
+        .zip(folds.iter())
         .map(|((part, _), f)| (part.slot as u32, f.finish(part)))
         .collect()
 }

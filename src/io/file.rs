@@ -40,7 +40,7 @@ use crate::core::scored::{OutputFormat, Tally};
 use crate::core::Epoch;
 use crate::dataflow::ingest::{HeaderError, Parser};
 use crate::dataflow::Batches;
-use crate::io::{Deads, Done, Feed, Outputs, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
+use crate::io::{Deads, Feed, Outputs, Progress, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
 use crate::spec::Spec;
 
 /// Why a file edge could not read its input or write an output.
@@ -387,7 +387,12 @@ pub struct FileSource {
 }
 
 impl Source for FileSource {
-    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord> {
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        progress: Progress,
+    ) -> Batches<'s, RawRecord> {
+        let done = progress.read;
         let FileSource {
             input,
             progress,

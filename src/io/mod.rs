@@ -63,12 +63,29 @@ impl Feed {
     }
 }
 
+/// How far the dataflow after a source has come: what it may commit, and
+/// how far ahead it may read.
+#[derive(Clone)]
+pub struct Progress {
+    /// Which epochs every sink has finished: offsets up to them may be
+    /// committed.
+    pub delivered: Done,
+    /// What reading is paced by: the source must not open epoch `e` while
+    /// this is still before `e - MAX_EPOCHS_AHEAD`. The same probe as
+    /// `delivered`, except in a dataflow with window features, where
+    /// applications wait for the watermark — which only more reading moves —
+    /// and reading is paced by what was read instead.
+    pub read: Done,
+}
+
 /// One worker's part of an input edge.
 pub trait Source {
-    /// Builds the source on `scope`. `done` shows which epochs the sinks have
-    /// finished; the source must not open epoch `e` while `done` is still
-    /// before `e - MAX_EPOCHS_AHEAD`.
-    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord>;
+    /// Builds the source on `scope`, paced and committing by `progress`.
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        progress: Progress,
+    ) -> Batches<'s, RawRecord>;
 }
 
 /// One worker's part of an output edge.

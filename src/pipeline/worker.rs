@@ -24,10 +24,11 @@ use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::Predictor;
 use crate::dataflow::rows::RowReader;
+use crate::dataflow::watermark::Ended;
 use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
-use crate::io::{Feed, Sink, Source, Stats};
+use crate::io::{Feed, Progress, Sink, Source, Stats};
 use crate::model::Forest;
 use crate::spec::Spec;
 
@@ -90,16 +91,20 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let ledger = OffsetLedger::default();
     let sink = sink(worker, shared, incarnation.as_deref(), &ledger)?;
     let exactly_once = shared.sink.exactly_once().is_some();
-    let (source, parser) = source(shared, exactly_once.then_some(ledger));
+    let windows = windowing(shared, worker.index(), worker.peers());
+    let ended = windows.as_ref().map(|w| w.ended.clone());
+    let (source, parser) = source(shared, exactly_once.then_some(ledger), ended);
     let done = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
-    let windows = windowing(shared);
     // With window features a source paces itself by what was read, not by
     // what was delivered (see `Windowing::read`).
-    let ahead = windows.as_ref().map_or(done.clone(), |w| w.read.clone());
+    let progress = Progress {
+        delivered: done.clone(),
+        read: windows.as_ref().map_or(done.clone(), |w| w.read.clone()),
+    };
     let graph = graph(shared, parser, windows);
     worker.dataflow::<Epoch, _, _>(|scope| {
-        let raw = source.build(scope, ahead);
+        let raw = source.build(scope, progress);
         let (outputs, dead) = crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
         sink.build(outputs, dead).probe_with(&done);
     });
@@ -145,13 +150,21 @@ fn start_up_check(
         .map(|p| p.incarnation.clone()))
 }
 
-/// The window features' plan, if the spec has any (a file's worker reads
-/// one partition: its byte range).
-fn windowing(shared: &Shared) -> Option<Windowing> {
+/// The window features' plan, if the spec has any, with the partitions
+/// worker `index` of `peers` reads: a file's worker one (its byte range), a
+/// topic's worker the partitions it owns (as the Kafka source assigns them).
+fn windowing(shared: &Shared, index: usize, peers: usize) -> Option<Windowing> {
+    let partitions = match &shared.source {
+        SourcePlan::File { .. } => vec![0],
+        SourcePlan::Kafka { partitions, .. } => (0..*partitions)
+            .filter(|p| *p as usize % peers == index)
+            .collect(),
+    };
     Plan::of(&shared.spec).map(|plan| Windowing {
         plan: Arc::new(plan),
-        partitions: vec![0],
+        partitions,
         read: ProbeHandle::new(),
+        ended: Ended::default(),
     })
 }
 
@@ -246,7 +259,11 @@ fn sink(
 }
 
 /// This worker's source and the parser of what it reads, from the plan.
-fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Parser) {
+fn source(
+    shared: &Shared,
+    ledger: Option<OffsetLedger>,
+    ended: Option<Ended>,
+) -> (Box<dyn Source>, Parser) {
     let feed = Feed {
         batch: shared.batch,
         stats: Arc::clone(&shared.stats),
@@ -290,6 +307,7 @@ fn source(shared: &Shared, ledger: Option<OffsetLedger>) -> (Box<dyn Source>, Pa
                 ordered: shared.stages != Stages::Predict,
                 feed,
                 ledger,
+                ended,
             }),
             Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)
                 .expect("JSON needs no header"),

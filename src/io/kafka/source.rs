@@ -26,8 +26,9 @@ use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
 use crate::core::record::{now_ns, Origin, RawRecord};
 use crate::core::Epoch;
+use crate::dataflow::watermark::Ended;
 use crate::dataflow::Batches;
-use crate::io::{Done, Feed, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::io::{Done, Feed, Progress, Source, Stats, MAX_EPOCHS_AHEAD};
 
 /// (partition, next offset) pairs, sorted by partition.
 pub type Offsets = Vec<(i32, i64)>;
@@ -80,13 +81,23 @@ pub struct KafkaSource {
     /// Records per epoch, counters, the stop flag (on a stop the source
     /// finishes its open epochs and commits them, then stops).
     pub feed: Feed,
+    /// With window features: where to say the owned partitions ended (a
+    /// bounded read), so the watermark moves past them while the source
+    /// still commits. A signal then cannot stop the run cleanly (answers wait
+    /// for a watermark only more reading moves): it is a fault, and only
+    /// what was delivered before it is committed.
+    pub ended: Option<Ended>,
     /// Exactly-once: the offsets go to this worker's transactional sink
     /// (see [`crate::io::exactly_once`]) instead of being committed here.
     pub ledger: Option<OffsetLedger>,
 }
 
 impl Source for KafkaSource {
-    fn build<'s>(self: Box<Self>, scope: Scope<'s, Epoch>, done: Done) -> Batches<'s, RawRecord> {
+    fn build<'s>(
+        self: Box<Self>,
+        scope: Scope<'s, Epoch>,
+        progress: Progress,
+    ) -> Batches<'s, RawRecord> {
         let (index, peers) = (scope.index(), scope.peers());
         source(scope, "KafkaSource", move |capability, info| {
             let activator = scope.activator_for(info.address);
@@ -98,7 +109,12 @@ impl Source for KafkaSource {
                     return;
                 };
                 let at = reader.epoch();
-                let wake = reader.step(done.with_frontier(|f| f.first().copied()), &mut batch);
+                let frontier = |p: &Done| p.with_frontier(|f| f.first().copied());
+                let wake = reader.step(
+                    frontier(&progress.delivered),
+                    frontier(&progress.read),
+                    &mut batch,
+                );
                 if !batch.is_empty() {
                     output.session(&cap).give_container(&mut batch);
                 }
@@ -219,14 +235,21 @@ impl Reader {
     }
 
     /// One activation. `done` is the sinks' frontier (`None`: every epoch
-    /// delivered); records read go to `out`, all at [`Reader::epoch`] as it
-    /// was before the call.
-    pub fn step(&mut self, done: Option<Epoch>, out: &mut Vec<RawRecord>) -> Wake {
+    /// delivered), `read` what reading is paced by (see
+    /// [`crate::io::Progress`]); records read go to `out`, all at
+    /// [`Reader::epoch`] as it was before the call.
+    pub fn step(
+        &mut self,
+        done: Option<Epoch>,
+        read: Option<Epoch>,
+        out: &mut Vec<RawRecord>,
+    ) -> Wake {
         let delivered = |e: Epoch| done.is_none_or(|f| f > e);
+        let caught_up = |e: Epoch| read.is_none_or(|f| f > e);
         let Some(consumer) = self.consumer.take() else {
             return Wake::Finished;
         };
-        let wake = self.step_with(&consumer, &delivered, out);
+        let wake = self.step_with(&consumer, &delivered, &caught_up, out);
         self.consumer = Some(consumer);
         wake
     }
@@ -235,6 +258,7 @@ impl Reader {
         &mut self,
         consumer: &BaseConsumer<Context>,
         delivered: &dyn Fn(Epoch) -> bool,
+        read: &dyn Fn(Epoch) -> bool,
         out: &mut Vec<RawRecord>,
     ) -> Wake {
         if self.owned.is_empty() {
@@ -253,6 +277,13 @@ impl Reader {
         }
         if let Phase::Draining(last) = self.phase {
             if !delivered(last) {
+                if self.source.ended.is_some() {
+                    // Window features: other workers' epochs may be ahead,
+                    // and their end is reported at their own last epoch,
+                    // which a window operator takes only once every
+                    // worker's frontier passed it. Empty epochs move ours.
+                    self.epoch += 1;
+                }
                 return Wake::After(Duration::from_millis(1));
             }
             // Everything read is delivered: commit it for sure
@@ -272,11 +303,22 @@ impl Reader {
             if self.epoch == 0 {
                 return Wake::Finished; // nothing was read: nothing to commit
             }
+            if let Some(ended) = &self.source.ended {
+                if self.source.feed.stopping() {
+                    self.source.feed.stats.fail(Fault::fatal(
+                        "stopped before the end of the topic read: applications waiting for the \
+                         watermark were not answered, and only what was delivered before them is \
+                         committed (run it again to finish)",
+                    ));
+                    return Wake::Finished;
+                }
+                ended.set(self.epoch - 1);
+            }
             self.phase = Phase::Draining(self.epoch - 1);
             return Wake::Now;
         }
         let behind = self.epoch.saturating_sub(MAX_EPOCHS_AHEAD);
-        if behind > 0 && !delivered(behind - 1) {
+        if behind > 0 && !read(behind - 1) {
             // Backpressure: the sinks are behind; look again shortly.
             return Wake::After(Duration::from_millis(1));
         }
@@ -737,6 +779,7 @@ mod tests {
                 stats: Arc::clone(stats),
                 stop: Arc::new(AtomicBool::new(false)),
             },
+            ended: None,
             ledger: None,
         }
     }
@@ -749,7 +792,7 @@ mod tests {
         loop {
             assert!(Instant::now() < deadline, "the reader never finished");
             let done = Some(reader.epoch());
-            match reader.step(done, &mut read) {
+            match reader.step(done, done, &mut read) {
                 Wake::Finished => return read,
                 Wake::Now => {}
                 Wake::After(d) => std::thread::sleep(d),
@@ -803,7 +846,9 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         while read.is_empty() {
             assert!(Instant::now() < deadline, "nothing read");
-            if let Wake::After(d) = reader.step(Some(reader.epoch()), &mut read) {
+            if let Wake::After(d) =
+                reader.step(Some(reader.epoch()), Some(reader.epoch()), &mut read)
+            {
                 std::thread::sleep(d);
             }
         }
@@ -813,7 +858,7 @@ mod tests {
         let mut waits = 0;
         while waits < 20 {
             assert!(Instant::now() < deadline, "never held back");
-            match reader.step(Some(frozen), &mut read) {
+            match reader.step(Some(frozen), Some(frozen), &mut read) {
                 Wake::After(d) if d == Duration::from_millis(1) => waits += 1,
                 Wake::After(d) => std::thread::sleep(d),
                 other => assert_ne!(other, Wake::Finished),
@@ -826,7 +871,7 @@ mod tests {
             "read everything although the sinks were behind"
         );
         for _ in 0..20 {
-            reader.step(Some(frozen), &mut read);
+            reader.step(Some(frozen), Some(frozen), &mut read);
         }
         assert_eq!(read.len(), held, "read on although the sinks were behind");
     }
