@@ -257,7 +257,7 @@ feature in model order (shortest float32 text; empty = missing), sorted by event
 time then id. models/train.py trains from it.
 
 Examples:
-  loanflow features --dataflow dataflows/lending_club_velocity.toml \
+  loanflow features --dataflow dataflows/lending_club_velocity.toml \\
       --output out/velocity_features.csv
   # the stateless spec, on 2 workers
   loanflow features -w 2 --output out/features.csv")]
