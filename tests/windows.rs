@@ -1243,16 +1243,7 @@ fn run_scores_every_on_time_record_once_with_the_reference_features() {
 #[test]
 fn run_velocity_dataflow_scores_like_xgboost() {
     let started = Instant::now();
-    let expected: HashMap<String, f64> =
-        std::fs::read_to_string(root().join("models/lending_club_velocity.expected.csv"))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let (id, s) = l.split_once(',').unwrap();
-                (id.to_owned(), s.parse().unwrap())
-            })
-            .collect();
+    let expected = velocity_expected_scores();
     assert_eq!(expected.len(), 9857);
     let dir = tempfile::tempdir().unwrap();
     for (workers, batch) in [(1, 4096), (4, 64)] {
@@ -1273,19 +1264,11 @@ fn run_velocity_dataflow_scores_like_xgboost() {
             &batch.to_string(),
         ]);
         assert!(read_jsonl(&dead).is_empty(), "-w {workers}: dead letters");
-        let scored = read_jsonl(&output);
-        assert_eq!(scored.len(), 9857, "-w {workers}");
-        let mut bad = Mismatches::new(format!("velocity run -w {workers} --batch {batch}"));
-        let mut seen = HashSet::new();
-        for s in &scored {
-            let id = s["id"].as_str().unwrap();
-            assert!(seen.insert(id.to_owned()), "{id} scored twice");
-            let (got, want) = (s["score"].as_f64().unwrap(), expected[id]);
-            if (got - want).abs() > 1e-6 {
-                bad.push("score", format!("{id}: score {got}, XGBoost {want}"));
-            }
-        }
-        bad.assert_none();
+        assert_scores_match(
+            &read_jsonl(&output),
+            &expected,
+            format!("velocity run -w {workers} --batch {batch}"),
+        );
     }
     eprintln!(
         "timing: velocity run test: {:.2} s",
@@ -1397,15 +1380,23 @@ fn velocity_reference(dir: &Path) -> (Spec, HashMap<String, Vec<f32>>, Backfill)
 
 /// XGBoost's own scores of the velocity model, by id.
 fn velocity_expected_scores() -> HashMap<String, f64> {
-    std::fs::read_to_string(root().join("models/lending_club_velocity.expected.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (id, s) = l.split_once(',').unwrap();
-            (id.to_owned(), s.parse().unwrap())
-        })
-        .collect()
+    common::expected_scores_of("lending_club_velocity")
+}
+
+/// Every application scored once, each within 1e-6 of XGBoost's `want`.
+fn assert_scores_match(scored: &[Value], want: &HashMap<String, f64>, what: String) {
+    assert_eq!(scored.len(), 9857, "{what}: one score per application");
+    let mut bad = Mismatches::new(what);
+    let mut seen = HashSet::new();
+    for s in scored {
+        let id = s["id"].as_str().unwrap();
+        assert!(seen.insert(id.to_owned()), "{id} scored twice");
+        let (got, want) = (s["score"].as_f64().unwrap(), want[id]);
+        if (got - want).abs() > 1e-6 {
+            bad.push("score", format!("{id}: score {got}, XGBoost {want}"));
+        }
+    }
+    bad.assert_none();
 }
 
 /// The topics on `broker`.
@@ -1486,19 +1477,11 @@ fn kafka_bounded_read_equals_the_reference() {
     ]);
     assert!(read_jsonl(&dead).is_empty(), "scoring run: dead letters");
     let want = velocity_expected_scores();
-    let scored = read_jsonl(&output);
-    assert_eq!(scored.len(), 9857, "one score per application");
-    let mut bad = Mismatches::new("velocity run from Kafka: scores vs XGBoost");
-    let mut seen = HashSet::new();
-    for s in &scored {
-        let id = s["id"].as_str().unwrap();
-        assert!(seen.insert(id.to_owned()), "{id} scored twice");
-        let (got, want) = (s["score"].as_f64().unwrap(), want[id]);
-        if (got - want).abs() > 1e-6 {
-            bad.push("score", format!("{id}: score {got}, XGBoost {want}"));
-        }
-    }
-    bad.assert_none();
+    assert_scores_match(
+        &read_jsonl(&output),
+        &want,
+        "velocity run from Kafka: scores vs XGBoost".to_owned(),
+    );
     eprintln!(
         "timing: kafka bounded read test: {:.2} s",
         started.elapsed().as_secs_f64()

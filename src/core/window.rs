@@ -374,16 +374,6 @@ impl<R> Assembly<R> {
             None
         }
     }
-
-    /// How many rows wait.
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Whether no row waits.
-    pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
 }
 
 #[cfg(test)]

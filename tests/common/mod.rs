@@ -44,7 +44,13 @@ pub fn stderr(out: &Output) -> String {
 
 /// XGBoost's own score of every shipped application, by id.
 pub fn expected_scores() -> HashMap<String, f64> {
-    std::fs::read_to_string(root().join("models/lending_club.expected.csv"))
+    expected_scores_of("lending_club")
+}
+
+/// XGBoost's own score of every shipped application under
+/// `models/NAME.expected.csv`, by id.
+pub fn expected_scores_of(name: &str) -> HashMap<String, f64> {
+    std::fs::read_to_string(root().join(format!("models/{name}.expected.csv")))
         .unwrap()
         .lines()
         .skip(1)
