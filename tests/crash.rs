@@ -21,6 +21,9 @@ use common::{generate, kafka_run_args, loanflow, loanflow_command, stderr, Broke
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+/// The dataflow with window features.
+const VELOCITY: &str = "dataflows/lending_club_velocity.toml";
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -32,6 +35,11 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// moments meanwhile, finishes with `--until-caught-up`, returns verify's
 /// report.
 fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
+    crash_and_verify_dataflow(exactly_once, seed, None)
+}
+
+/// [`crash_and_verify`] with another dataflow (`None`: the default).
+fn crash_and_verify_dataflow(exactly_once: bool, seed: u64, dataflow: Option<&str>) -> Value {
     let records = env_or("LOANFLOW_CRASH_RECORDS", 40_000);
     let kills = env_or("LOANFLOW_CRASH_KILLS", 3);
     let broker = Broker::start();
@@ -61,6 +69,9 @@ fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     .spawn()
     .unwrap();
     let mut args = kafka_run_args(&broker, &[]);
+    if let Some(dataflow) = dataflow {
+        args.extend(["--dataflow", dataflow]);
+    }
     if exactly_once {
         args.push("--exactly-once");
     }
@@ -70,8 +81,18 @@ fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     // mid catch-up, when outputs are in flight), plus a few milliseconds (so
     // anywhere in the commit cycle).
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let group = "loanflow.lending_club";
-    let watcher = broker.commit_watcher(group, "loans");
+    let group = match dataflow {
+        Some(path) => format!(
+            "loanflow.{}",
+            std::path::Path::new(path)
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+        ),
+        None => "loanflow.lending_club".to_owned(),
+    };
+    let watcher = broker.commit_watcher(&group, "loans");
     let started = Instant::now();
     let rate_per_s: f64 = rate.parse().unwrap();
     for kill in 0..kills {
@@ -121,6 +142,9 @@ fn crash_and_verify(exactly_once: bool, seed: u64) -> Value {
     if exactly_once {
         extra.push("--exactly-once");
     }
+    if let Some(dataflow) = dataflow {
+        extra.extend(["--dataflow", dataflow]);
+    }
     common::verify(&broker, &extra);
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["inputs"], records, "{report}");
@@ -150,4 +174,28 @@ fn at_least_once_survives_sigkills_with_identical_duplicates_only() {
         report["aborted"], 0,
         "no transactions in this mode: {report}"
     );
+}
+
+/// The same with window features (issue 15): every restart first reads the
+/// history before its committed offsets, so its windows are whole; nothing
+/// is lost or doubled.
+#[test]
+fn exactly_once_window_run_survives_sigkills_with_nothing_lost_or_doubled() {
+    let report = crash_and_verify_dataflow(true, 13, Some(VELOCITY));
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+    assert_eq!(report["unexpected"], 0, "{report}");
+    assert_eq!(report["untracked"], 0, "{report}");
+    assert!(report["transactions"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["aborted_differing"], 0, "{report}");
+}
+
+/// At least once with window features: the windows a restart rebuilds are
+/// the ones the killed run had, so every duplicate is byte-identical.
+#[test]
+fn at_least_once_window_run_survives_sigkills_with_identical_duplicates_only() {
+    let report = crash_and_verify_dataflow(false, 14, Some(VELOCITY));
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["differing_duplicates"], 0, "{report}");
+    assert_eq!(report["unexpected"], 0, "{report}");
 }

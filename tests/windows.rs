@@ -1280,17 +1280,18 @@ fn run_velocity_dataflow_scores_like_xgboost() {
 // 5. Other sources: a bounded Kafka read, a cluster, a paced replay
 // ---------------------------------------------------------------------------
 
-/// Checks `run --stages clean` feature rows (JSON Lines at `path`) of the
-/// velocity spec: one row per application, every window feature equal to
-/// the reference bit for bit, and every model feature (window or not) equal
-/// to `loanflow features`' backfill of the same file bit for bit.
-fn check_velocity_rows(
+/// Checks `run --stages clean` feature rows (JSON lines) of the velocity
+/// spec: at most one row per application, every window feature equal to the
+/// reference bit for bit, and every model feature (window or not) equal to
+/// `loanflow features`' backfill of the same file bit for bit. Returns the
+/// ids.
+fn check_velocity_rows_of(
     spec: &Spec,
     reference: &HashMap<String, Vec<f32>>,
     backfill: &Backfill,
     rows: &[String],
     what: &str,
-) {
+) -> HashSet<String> {
     #[derive(serde::Deserialize)]
     struct Row {
         id: String,
@@ -1356,6 +1357,18 @@ fn check_velocity_rows(
         }
     }
     bad.assert_none();
+    ids
+}
+
+/// [`check_velocity_rows_of`] for a run that answers every application.
+fn check_velocity_rows(
+    spec: &Spec,
+    reference: &HashMap<String, Vec<f32>>,
+    backfill: &Backfill,
+    rows: &[String],
+    what: &str,
+) {
+    let ids = check_velocity_rows_of(spec, reference, backfill, rows, what);
     assert_eq!(
         ids.len(),
         reference.len(),
@@ -1397,16 +1410,6 @@ fn assert_scores_match(scored: &[Value], want: &HashMap<String, f64>, what: Stri
         }
     }
     bad.assert_none();
-}
-
-/// The topics on `broker`.
-fn topics(broker: &common::Broker) -> Vec<String> {
-    use rdkafka::consumer::Consumer;
-    let md = broker
-        .consumer(&[])
-        .fetch_metadata(None, Duration::from_secs(10))
-        .unwrap();
-    md.topics().iter().map(|t| t.name().to_owned()).collect()
 }
 
 /// A bounded read of a 4-partition topic holding the real rows (one
@@ -1488,71 +1491,308 @@ fn kafka_bounded_read_equals_the_reference() {
     );
 }
 
-/// A window spec on a topic is refused at set-up, before any topic is
-/// created, with one line naming the flag: a live run must add `--until
-/// end`, an exactly-once one must drop `--exactly-once`.
+/// How many records each partition of `topic` holds (read to the end: this
+/// broker's high watermarks are not trustworthy, scripts/BROKER_NOTES.md
+/// quirk 3).
+fn partition_sizes(broker: &common::Broker, topic: &str) -> Vec<i64> {
+    common::partition_counts(&broker.read_all(topic), broker.partitions(topic))
+}
+
+/// `run --stages clean` of the velocity spec from topic `loans` into JSON
+/// lines at `output`, plus `extra`; returns the rows and the summary.
+fn clean_from_topic(
+    broker: &common::Broker,
+    output: &Path,
+    extra: &[&str],
+) -> (Vec<String>, String) {
+    let mut args = vec![
+        "run",
+        "-q",
+        "--dataflow",
+        VELOCITY,
+        "--stages",
+        "clean",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "-o",
+        path_str(output),
+        "-w",
+        "2",
+        "--batch",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    let out = loanflow(&args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{args:?}: {err}");
+    (common::lines(output).collect(), err)
+}
+
+/// A topic run that starts past a partition's beginning — `--from
+/// offset:N`, `--from time:T`, or a group's committed offsets after an
+/// earlier run — first reads the history before its start (events only: no
+/// output), so every application it answers has exactly the window features
+/// of an uninterrupted run: the reference, bit for bit.
 #[test]
-fn kafka_live_and_exactly_once_window_runs_are_refused_in_one_line() {
+fn kafka_positioned_and_restarted_runs_rebuild_their_windows() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, expected, backfill) = velocity_reference(dir.path());
     let broker = common::Broker::start();
     common::ingest(&broker, "loans", REAL, "4");
-    let dir = tempfile::tempdir().unwrap();
-    let output = dir.path().join("refused.jsonl");
-    let cases: [(&str, &[&str], &str); 2] = [
-        ("live", &[], "--until end"),
-        (
-            "exactly once",
-            &["--until", "end", "--exactly-once"],
-            "drop --exactly-once",
-        ),
-    ];
-    for (what, extra, flag) in cases {
-        let topic = format!("refused.{}", what.replace(' ', "_"));
-        let mut args = vec![
-            "run",
-            "-q",
-            "--dataflow",
-            VELOCITY,
-            "--brokers",
-            &broker.address,
-            "--input-topic",
-            "loans",
-            "--output-topic",
-            &topic,
-            "--connect-timeout",
-            "5",
-        ];
-        args.extend_from_slice(extra);
-        let start = Instant::now();
-        let out = common::loanflow_command(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        assert!(
-            !out.status.success() && out.status.code().is_some(),
-            "{what}: exit {:?}, stderr {err}",
-            out.status
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what}: slow refusal"
-        );
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{what}: one stderr line, got {err}");
-        assert!(lines[0].contains(flag), "{what}: names `{flag}`: {err}");
-        assert!(lines[0].contains("window"), "{what}: says why: {err}");
-        assert!(!err.contains("panicked"), "{what}: {err}");
-        assert!(!output.exists(), "{what}: no output file");
-        let made = topics(&broker);
-        assert!(
-            made.iter().any(|t| t == "loans"),
-            "the listing works: {made:?}"
-        );
-        assert!(
-            !made.iter().any(|t| t.starts_with(&topic)),
-            "{what}: the refused run created topics: {made:?}"
-        );
+    let ends = partition_sizes(&broker, "loans");
+    assert_eq!(ends.iter().sum::<i64>(), 9857, "{ends:?}");
+
+    // --from offset:N: the records before N of each partition are history.
+    let n = 1000;
+    let (rows, err) = clean_from_topic(
+        &broker,
+        &dir.path().join("from_offset.jsonl"),
+        &["--from", &format!("offset:{n}"), "--until", "end"],
+    );
+    let ids = check_velocity_rows_of(&spec, &expected, &backfill, &rows, "--from offset");
+    let answered: i64 = ends.iter().map(|e| (e - n).max(0)).sum();
+    let history: i64 = ends.iter().map(|e| (*e).min(n)).sum();
+    assert_eq!(ids.len() as i64, answered, "--from offset: rows");
+    assert!(
+        err.contains(&format!("{history} before the start read as history")),
+        "--from offset: the summary counts the history: {err}"
+    );
+
+    // A run bounded by time, then one from its committed offsets: together
+    // every application once; the second rebuilt its windows first.
+    let times: Vec<i64> = read_apps(&spec, &root().join(REAL))
+        .iter()
+        .filter_map(|a| a.t)
+        .collect();
+    let middle = rfc3339(times[times.len() / 2]);
+    let until = format!("time:{middle}");
+    let (first, _) = clean_from_topic(
+        &broker,
+        &dir.path().join("first.jsonl"),
+        &["--group", "restarted", "--until", &until],
+    );
+    let (second, err) = clean_from_topic(
+        &broker,
+        &dir.path().join("second.jsonl"),
+        &["--group", "restarted", "--until", "end"],
+    );
+    assert!(
+        err.contains("read as history"),
+        "the restarted run read history: {err}"
+    );
+    let a = check_velocity_rows_of(&spec, &expected, &backfill, &first, "first run");
+    let b = check_velocity_rows_of(&spec, &expected, &backfill, &second, "restarted run");
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both runs answered: {} + {}",
+        a.len(),
+        b.len()
+    );
+    assert!(a.is_disjoint(&b), "a bounded run commits all it answered");
+    assert_eq!(a.len() + b.len(), 9857, "together every application");
+
+    // --from time:T answers exactly what the restarted run did (both start
+    // at each partition's first record at or after T), with the history
+    // before it.
+    let (rows, _) = clean_from_topic(
+        &broker,
+        &dir.path().join("from_time.jsonl"),
+        &["--from", &until, "--until", "end"],
+    );
+    let c = check_velocity_rows_of(&spec, &expected, &backfill, &rows, "--from time");
+    assert_eq!(c, b, "--from time: the applications from T on");
+    eprintln!(
+        "timing: positioned runs test: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs `args` until its stderr says it caught up, then sends SIGINT;
+/// returns its exit code and stderr.
+fn run_live_until_caught_up(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = common::loanflow_command(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log.contains("caught up") {
+        assert!(Instant::now() < deadline, "never caught up: {log}");
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the live run ended by itself: {log}");
+        }
+        log.push_str(&line);
     }
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    err.read_to_string(&mut log).unwrap();
+    let status = child.wait().unwrap();
+    (status.code(), log)
+}
+
+/// A live run stopped by a signal answers what the watermark allows,
+/// commits only what it delivered, and exits cleanly; the next run from the
+/// group's offsets answers the rest with its windows rebuilt. At least
+/// once: every application is answered, and every duplicate is equal.
+#[test]
+fn kafka_live_run_stopped_and_restarted_answers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, expected, backfill) = velocity_reference(dir.path());
+    let broker = common::Broker::start();
+    common::ingest(&broker, "loans", REAL, "4");
+    let live = dir.path().join("live.jsonl");
+    let (code, log) = run_live_until_caught_up(&[
+        "run",
+        "--dataflow",
+        VELOCITY,
+        "--stages",
+        "clean",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "loans",
+        "--group",
+        "stopped",
+        "-o",
+        path_str(&live),
+        "-w",
+        "2",
+        "--batch",
+        "64",
+        "--idle-timeout",
+        "600",
+    ]);
+    assert_eq!(code, Some(0), "a live run stops cleanly: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let (rest, _) = clean_from_topic(
+        &broker,
+        &dir.path().join("rest.jsonl"),
+        &["--group", "stopped", "--until", "end"],
+    );
+    let mut all: Vec<String> = common::lines(&live).collect();
+    let stopped = all.len();
+    all.extend(rest.iter().cloned());
+    // Every row (duplicates too) equals the reference and the backfill.
+    let mut unique: HashMap<String, String> = HashMap::new();
+    for line in &all {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        if let Some(before) = unique.insert(id.clone(), line.clone()) {
+            assert_eq!(&before, line, "{id}: a duplicate differs");
+        }
+    }
+    let rows: Vec<String> = unique.into_values().collect();
+    check_velocity_rows(&spec, &expected, &backfill, &rows, "stopped + restarted");
+    assert!(
+        stopped < 9857,
+        "with a 600 s idle timeout the stopped run cannot have answered the newest applications: {stopped}"
+    );
+    assert!(
+        log.contains("waiting for the watermark were not answered"),
+        "the summary says what was left: {log}"
+    );
+}
+
+/// In a live run, a partition that delivers nothing stops holding the
+/// watermark after `--idle-timeout`: with every record on partition 0 of a
+/// two-partition topic and two workers, all of them are answered (without
+/// the idle rule, worker 1's empty partition would hold every answer back).
+#[test]
+fn kafka_idle_partition_does_not_stall_a_live_run() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::ClientConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, expected, backfill) = velocity_reference(dir.path());
+    let broker = common::Broker::start();
+    common::ingest(&broker, "loans", REAL, "4");
+    common::ingest(&broker, "one_sided", "tests/fixtures/empty.jsonl", "2");
+    let mut records = broker.read_all("loans");
+    records.sort_by_key(|r| (r.timestamp, r.partition, r.offset));
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    for r in &records {
+        let mut record = BaseRecord::to("one_sided")
+            .partition(0)
+            .payload(&r.value)
+            .key(r.key.as_deref().unwrap_or_default());
+        if let Some(t) = r.timestamp {
+            record = record.timestamp(t);
+        }
+        while let Err((e, back)) = producer.send(record) {
+            assert!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{e}"
+            );
+            producer.poll(Duration::from_millis(10));
+            record = back;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(partition_sizes(&broker, "one_sided"), vec![9857, 0]);
+    let args = [
+        "run",
+        "--dataflow",
+        VELOCITY,
+        "--stages",
+        "clean",
+        "--brokers",
+        &broker.address,
+        "--input-topic",
+        "one_sided",
+        "--cleaned-topic",
+        "one_sided.rows",
+        "-w",
+        "2",
+        "--idle-timeout",
+        "1",
+    ];
+    let mut child = common::loanflow_command(&args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut answered = 0usize;
+    while answered < 9857 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        if broker.partitions("one_sided.rows") > 0 {
+            answered = broker.read_all("one_sided.rows").len();
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+    assert_eq!(
+        answered, 9857,
+        "answered while partition 1 is idle; log: {log}"
+    );
+    assert!(status.success(), "{status:?}: {log}");
+    let rows: Vec<String> = broker
+        .read_all("one_sided.rows")
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    check_velocity_rows(&spec, &expected, &backfill, &rows, "one-sided live run");
 }
 
 /// A two-process cluster over the file: the union of its parts (one per

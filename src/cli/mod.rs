@@ -507,6 +507,13 @@ pub struct RunArgs {
     /// pipeline's committed offsets never move.
     #[arg(long, value_name = "BOUND")]
     pub until: Option<crate::core::position::Until>,
+    /// Window features on a live topic: a partition that delivers nothing for this
+    /// many seconds stops holding the watermark, so applications on busy partitions
+    /// are still answered. Wall clock, so the one setting by which two runs of the
+    /// same input can differ: a record from a partition back from idle that is below
+    /// the watermark by then is a late dead letter.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub idle_timeout: Duration,
     /// Stamp every output with `event_time` (the spec's event-time column) and
     /// `latency_ms` (from the source reading it to the sink writing it: wall clock,
     /// so the one field that differs between two replays of the same history).

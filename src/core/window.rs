@@ -14,7 +14,12 @@
 //!    watermark reported before it.** A worker reports the minimum over its
 //!    partitions of (newest − lateness), and an unseen partition reports
 //!    nothing higher than `i64::MIN` ([`Lateness::watermark`]); the global
-//!    watermark is the minimum over workers ([`Clock::watermark`]).
+//!    watermark is the minimum over workers ([`Clock::watermark`]). In a
+//!    live run a partition idle past `--idle-timeout` is left out, and an
+//!    all-idle worker adopts the others' watermark
+//!    ([`Lateness::idle_watermark`]); so a worker admits nothing below
+//!    the highest watermark it reported ([`Lateness::admit`]'s floor), and
+//!    2 holds there too.
 //! 3. **An application is answered only once the global watermark reached
 //!    its event time**: by 2, every event before it has arrived by then, and
 //!    none arriving later lies before it. So its features are exactly the
@@ -24,6 +29,7 @@
 //!    final division is floating point ([`Fold::finish`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,13 +42,21 @@ pub type Time = i64;
 /// One worker's watermark report: (worker index, its watermark).
 pub type Report = (usize, Time);
 
-/// The late rule for the partitions one worker reads (invariant 1).
+/// The late rule for the partitions one worker reads (invariant 1), and
+/// this worker's watermark (invariant 2).
 #[derive(Debug)]
 pub struct Lateness {
     lateness: i64,
     /// The newest event time delivered, per partition this worker owns;
     /// `None` until the partition delivers its first record.
     newest: BTreeMap<i32, Option<Time>>,
+    /// A live run's idle rule: after how long without a record a partition
+    /// stops holding the watermark, and when each last delivered one.
+    idle: Option<(Duration, BTreeMap<i32, Instant>)>,
+    /// The highest watermark this worker reported: nothing below it may be
+    /// admitted any more. Without idle partitions it never bites (every
+    /// partition's newest − lateness is at or above it).
+    floor: Time,
 }
 
 impl Lateness {
@@ -51,12 +65,24 @@ impl Lateness {
         Lateness {
             lateness,
             newest: partitions.into_iter().map(|p| (p, None)).collect(),
+            idle: None,
+            floor: Time::MIN,
         }
+    }
+
+    /// With the idle rule of a live run: a partition that delivered nothing
+    /// for `after` (counted from now for one that never did) stops holding
+    /// the watermark ([`Lateness::idle_watermark`]).
+    pub fn idle_after(mut self, after: Duration, now: Instant) -> Lateness {
+        let seen = self.newest.keys().map(|p| (*p, now)).collect();
+        self.idle = Some((after, seen));
+        self
     }
 
     /// Whether `record` may go on: a record without an event time, or one
     /// behind its partition's newest by more than the lateness, is a dead
-    /// letter saying so.
+    /// letter saying so. So is one below a watermark this worker already
+    /// reported, which only a partition back from idle can deliver.
     pub fn admit(&mut self, record: Record) -> Result<Record, DeadLetter> {
         let Some(t) = record.event_time else {
             return Err(late(
@@ -66,7 +92,7 @@ impl Lateness {
         };
         let partition = record.origin.partition();
         let newest = self.newest.entry(partition).or_insert(None);
-        match *newest {
+        let admitted = match *newest {
             Some(n) if t < n.saturating_sub(self.lateness) => {
                 let reason = format!(
                     "late: event time {} is {} behind the newest of partition {} ({}), more than the lateness of {}",
@@ -76,14 +102,28 @@ impl Lateness {
                     format_time(n),
                     format_duration(self.lateness),
                 );
-                Err(late(record, reason))
+                return Err(late(record, reason));
             }
-            Some(n) if n >= t => Ok(record),
+            _ if t < self.floor => {
+                let reason = format!(
+                    "late: event time {} is {} behind the watermark ({}), which moved on while partition {} was idle (--idle-timeout)",
+                    format_time(t),
+                    format_duration(self.floor - t),
+                    format_time(self.floor),
+                    partition,
+                );
+                return Err(late(record, reason));
+            }
+            Some(n) if n >= t => record,
             _ => {
                 *newest = Some(t);
-                Ok(record)
+                record
             }
+        };
+        if let Some((_, seen)) = &mut self.idle {
+            seen.insert(partition, Instant::now());
         }
+        Ok(admitted)
     }
 
     /// This worker's watermark: no record it admits from now on is below it
@@ -94,6 +134,45 @@ impl Lateness {
             .map(|n| n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)))
             .min()
             .unwrap_or(Time::MAX)
+    }
+
+    /// The watermark with idle partitions left out (a live run's idle
+    /// rule; `i64::MIN` without one): the minimum over the partitions that
+    /// delivered within the idle timeout; when every partition is idle,
+    /// the newest time this worker saw, or `others` (the other workers'
+    /// watermark), whichever is later — an idle worker holds nobody back.
+    /// Only the wall clock decides what is idle, so this is the one part of
+    /// a run that the same input may not repeat (the docs say so).
+    pub fn idle_watermark(&self, now: Instant, others: Time) -> Time {
+        let Some((after, seen)) = &self.idle else {
+            return Time::MIN;
+        };
+        let active = self
+            .newest
+            .iter()
+            .filter(|(p, _)| seen.get(p).is_some_and(|s| now.duration_since(*s) < *after));
+        let mut any = false;
+        let mut lowest = Time::MAX;
+        for (_, n) in active {
+            any = true;
+            lowest = lowest.min(n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)));
+        }
+        if any {
+            return lowest;
+        }
+        let newest = self
+            .newest
+            .values()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(Time::MIN);
+        newest.max(others)
+    }
+
+    /// This worker reported `watermark`: records below it are late from now on.
+    pub fn raise_floor(&mut self, watermark: Time) {
+        self.floor = self.floor.max(watermark);
     }
 }
 
@@ -130,6 +209,18 @@ impl Clock {
     /// The global watermark: the minimum over workers.
     pub fn watermark(&self) -> Time {
         self.latest.iter().copied().min().unwrap_or(Time::MAX)
+    }
+
+    /// The minimum over the workers other than `me` (`i64::MIN` if there
+    /// are none): what an idle worker may adopt.
+    pub fn others(&self, me: usize) -> Time {
+        self.latest
+            .iter()
+            .enumerate()
+            .filter(|(w, _)| *w != me)
+            .map(|(_, t)| *t)
+            .min()
+            .unwrap_or(Time::MIN)
     }
 }
 
@@ -411,6 +502,54 @@ mod tests {
         assert_eq!(l.watermark(), -5);
         assert!(l.admit(record(1, 200)).is_ok());
         assert_eq!(l.watermark(), 90);
+    }
+
+    #[test]
+    fn idle_partitions_stop_holding_the_watermark_and_the_floor_keeps_it_true() {
+        let timeout = Duration::from_secs(10);
+        let now = Instant::now();
+        let fresh = Lateness::new(0, [0, 1]).idle_after(timeout, now);
+        assert_eq!(fresh.idle_watermark(now, 7), Time::MIN, "nobody idle yet");
+        // Started 20 s ago: partition 1 has said nothing since, 0 speaks now.
+        let start = now
+            .checked_sub(Duration::from_secs(20))
+            .expect("a clock 20 s old");
+        let mut l = Lateness::new(0, [0, 1]).idle_after(timeout, start);
+        assert!(l.admit(record(0, 100)).is_ok());
+        assert_eq!(l.watermark(), Time::MIN, "without the idle rule 1 holds");
+        assert_eq!(
+            l.idle_watermark(Instant::now(), 7),
+            100,
+            "only partition 0 counts"
+        );
+        // Every partition idle: the newest seen, or the others' watermark.
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(l.idle_watermark(far, 7), 100);
+        assert_eq!(l.idle_watermark(far, 500), 500);
+        // Once that is reported, a partition back from idle below it is late.
+        l.raise_floor(500);
+        let dead = l.admit(record(1, 400)).unwrap_err();
+        assert!(dead.reason.contains("idle"), "{}", dead.reason);
+        assert!(l.admit(record(1, 500)).is_ok());
+        // Without the idle rule there is no idle watermark, and the floor
+        // never bites: it is never above a partition's newest − lateness.
+        let plain = Lateness::new(0, [0]);
+        assert_eq!(plain.idle_watermark(far, 500), Time::MIN);
+    }
+
+    #[test]
+    fn the_clock_tells_a_worker_the_others_watermark() {
+        let mut c = Clock::new(3);
+        c.report((0, 50));
+        c.report((1, 70));
+        c.report((2, 60));
+        assert_eq!(c.others(0), 60);
+        assert_eq!(c.others(1), 50);
+        assert_eq!(
+            Clock::new(1).others(0),
+            Time::MIN,
+            "no others: nothing to adopt"
+        );
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! as separate services (`--stages clean`, `--stages predict`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::ProbeHandle;
 
@@ -16,7 +17,7 @@ use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
-use super::watermark::{watermark, Ended};
+use super::watermark::{watermark, Marks};
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
@@ -84,8 +85,13 @@ pub struct Windowing {
     /// A source paces itself by this, not by what was delivered, because
     /// applications wait for the watermark — which only more reading moves.
     pub read: ProbeHandle<Epoch>,
-    /// Where a topic source says its partitions ended.
-    pub ended: Ended,
+    /// What the topic source and the window stage of this worker tell
+    /// each other: the end of a bounded read, where history stops, the
+    /// others' watermark, a halt.
+    pub marks: Marks,
+    /// A live topic run's `--idle-timeout` (`None`: a bounded read or a
+    /// file, where every partition ends and nothing is idle).
+    pub idle: Option<Duration>,
 }
 
 /// Builds `graph` on `raw`, returning its outputs and dead letters; `pace`
@@ -150,11 +156,23 @@ fn ingest_and_clean<'s>(
         let (rows, clean_dead) = clean(records, cleaner);
         return (rows, ingest_dead.concat(clean_dead));
     };
-    let lateness = Lateness::new(w.plan.lateness, w.partitions);
-    let (records, late, reports) = watermark(records, lateness, w.ended);
+    // A record of history that cannot be read was dead-lettered by the run
+    // that answered it.
+    let marks = w.marks.clone();
+    let ingest_dead = ingest_dead.filter(move |d| !marks.is_history(&d.origin));
+    let mut lateness = Lateness::new(w.plan.lateness, w.partitions);
+    if let Some(after) = w.idle {
+        lateness = lateness.idle_after(after, Instant::now());
+    }
+    let (records, late, reports, history) = watermark(records, lateness, w.marks.clone());
     let records = records.probe_with(&w.read);
+    let plan = Arc::clone(&w.plan);
+    let history = history.flat_map(move |r| {
+        // Admitted by the watermark operator: every record has an event time.
+        plan.members(&r.id, r.event_time.unwrap_or(i64::MIN), &r.values)
+    });
     let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&w.plan));
-    let rows = super::window::windows(rows, reports, w.plan);
+    let rows = super::window::windows(rows, history, reports, w.plan, w.marks);
     (rows, ingest_dead.concat(late).concat(clean_dead))
 }
 

@@ -9,12 +9,16 @@
 //! window operator applies it only once its own frontier has passed that
 //! epoch, when every record the report speaks for has arrived there too.
 //! When the input ends (a file read; a bounded topic at its bound, which its
-//! source says through [`Ended`] since it keeps reading to commit), the
-//! worker reports `i64::MAX`: it holds nobody back any more.
+//! source says through [`Marks`] since it keeps reading to commit), the
+//! worker reports `i64::MAX`: it holds nobody back any more. Records of
+//! history (before a restarted or positioned run's start, [`Marks`]) are
+//! checked like any other, so lateness is decided as the uninterrupted run
+//! decided it, and go on as events only.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::time::Instant;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -23,52 +27,158 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::scheduling::Activator;
 
 use super::Batches;
-use crate::core::record::{DeadLetter, Record};
+use crate::core::record::{DeadLetter, Origin, Record};
 use crate::core::window::{Lateness, Report, Time};
 use crate::core::Epoch;
 
-/// Where a source that keeps its capability after its last record (a
-/// bounded topic read, which still commits) says its partitions ended: the
-/// last epoch with records of them. Saying so wakes the watermark operator
-/// (no frontier moves to wake it).
-#[derive(Clone, Default)]
-pub struct Ended(Rc<EndedInner>);
+/// What a topic source tells the window stage of its own worker (worker-
+/// local: timely workers are single threads), and the window stage tells it
+/// back:
+/// - **ended**: the last epoch with records of the owned partitions, once a
+///   bounded read reached its bound. A source that keeps its capability
+///   after its last record (it still commits) says so here, which wakes the
+///   watermark operator (no frontier moves to wake it).
+/// - **history**: where each owned partition starts being answered. A run
+///   that starts past a partition's beginning (committed offsets, `--from`)
+///   reads the records before that start too, so the windows hold what they
+///   would have held had the run never stopped; those records are events
+///   only: no output, no dead letter ([`watermark`]).
+/// - **others**: the global watermark of the *other* workers as this
+///   worker's window stage last applied it, which an idle worker adopts
+///   (`core::window::Lateness::idle_watermark`).
+/// - **halted**: the source stopped reading and committed what was
+///   delivered; the worker may leave without waiting for applications that
+///   wait for a watermark nothing will move any more.
+#[derive(Clone)]
+pub struct Marks(Rc<MarksInner>);
 
-#[derive(Default)]
-struct EndedInner {
+struct MarksInner {
     last: Cell<Option<Epoch>>,
     wake: RefCell<Option<Activator>>,
+    history: RefCell<HashMap<i32, Start>>,
+    others: Cell<Time>,
+    halted: Cell<bool>,
 }
 
-impl Ended {
+/// Where a partition's answered records start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At this offset: records before it are history.
+    At(i64),
+    /// Not known yet (`--from time:`, found by reading): every record read
+    /// until then is history.
+    Pending,
+}
+
+impl Default for Marks {
+    fn default() -> Marks {
+        Marks(Rc::new(MarksInner {
+            last: Cell::new(None),
+            wake: RefCell::new(None),
+            history: RefCell::new(HashMap::new()),
+            others: Cell::new(Time::MIN),
+            halted: Cell::new(false),
+        }))
+    }
+}
+
+impl Marks {
     /// The partitions ended with the records of epoch `last`.
-    pub fn set(&self, last: Epoch) {
+    pub fn end(&self, last: Epoch) {
         self.0.last.set(Some(last));
         if let Some(wake) = self.0.wake.borrow().as_ref() {
             wake.activate();
         }
     }
 
-    fn get(&self) -> Option<Epoch> {
+    fn ended(&self) -> Option<Epoch> {
         self.0.last.get()
+    }
+
+    /// Records of `partition` before `offset` are history.
+    pub fn start_at(&self, partition: i32, offset: i64) {
+        self.0
+            .history
+            .borrow_mut()
+            .insert(partition, Start::At(offset));
+    }
+
+    /// Records of `partition` are history until [`Marks::start_at`] says
+    /// where they stop being.
+    pub fn start_pending(&self, partition: i32) {
+        self.0
+            .history
+            .borrow_mut()
+            .insert(partition, Start::Pending);
+    }
+
+    /// Where `partition`'s answered records start, if it has history and
+    /// the start is known.
+    pub fn start(&self, partition: i32) -> Option<i64> {
+        match self.0.history.borrow().get(&partition) {
+            Some(Start::At(at)) => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// Whether `partition` has not found its start yet.
+    pub fn pending(&self, partition: i32) -> bool {
+        self.0.history.borrow().get(&partition) == Some(&Start::Pending)
+    }
+
+    /// Whether the record read at `origin` is history: read to rebuild the
+    /// windows, answered by an earlier run (or before the asked range).
+    pub fn is_history(&self, origin: &Origin) -> bool {
+        let Origin::Kafka {
+            partition, offset, ..
+        } = origin
+        else {
+            return false;
+        };
+        match self.0.history.borrow().get(partition) {
+            Some(Start::At(start)) => offset < start,
+            Some(Start::Pending) => true,
+            None => false,
+        }
+    }
+
+    /// The window stage applied the other workers' watermark `t`.
+    pub fn set_others(&self, t: Time) {
+        self.0.others.set(t);
+    }
+
+    fn others(&self) -> Time {
+        self.0.others.get()
+    }
+
+    /// The source stopped and committed: nothing more will be delivered.
+    pub fn halt(&self) {
+        self.0.halted.set(true);
+    }
+
+    /// Whether the source halted.
+    pub fn halted(&self) -> bool {
+        self.0.halted.get()
     }
 }
 
 /// Checks `records` with `lateness` (this worker's partitions); returns the
-/// admitted records, the late ones, and this worker's reports. `ended`:
-/// see [`Ended`].
+/// admitted records, the late ones, this worker's reports, and the admitted
+/// records of history (see [`Marks`]; a late record of history is dropped:
+/// the run that answered it dead-lettered it).
 pub fn watermark<'s>(
     records: Batches<'s, Record>,
     mut lateness: Lateness,
-    ended: Ended,
+    marks: Marks,
 ) -> (
     Batches<'s, Record>,
     Batches<'s, DeadLetter>,
     Batches<'s, Report>,
+    Batches<'s, Record>,
 ) {
     let worker = records.scope().index();
     let mut builder = OperatorBuilder::new("Watermark".to_owned(), records.scope());
-    ended.0.wake.replace(Some(
+    marks.0.wake.replace(Some(
         records
             .scope()
             .activator_for(builder.operator_info().address),
@@ -77,12 +187,17 @@ pub fn watermark<'s>(
     let (ok, ok_stream) = builder.new_output();
     let (dead, dead_stream) = builder.new_output();
     let (reports, report_stream) = builder.new_output();
+    let (history, history_stream) = builder.new_output();
     let mut ok = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(ok);
     let mut dead = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead);
     let mut reports = OutputBuilder::<_, CapacityContainerBuilder<Vec<Report>>>::from(reports);
+    let mut history = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(history);
     builder.build(move |mut capabilities| {
-        // The reports' capability: at the first epoch not yet reported.
-        let mut report_at = capabilities.pop();
+        // The reports' capability (output 2: ok, dead, reports, history):
+        // at the first epoch not yet reported. The others' initial
+        // capabilities are dropped here; their messages go out at their
+        // input's capabilities.
+        let mut report_at = Some(capabilities.swap_remove(2));
         // The watermark as each epoch's last message left it: messages of
         // later epochs may be drained before the frontier passes an epoch,
         // and must not show in its report.
@@ -92,15 +207,20 @@ pub fn watermark<'s>(
         move |frontiers| {
             let mut ok = ok.activate();
             let mut dead = dead.activate();
+            let mut history = history.activate();
             input.for_each(|cap, batch| {
                 let Some(&epoch) = cap.least() else {
                     return;
                 };
                 let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
+                let mut history = history.session(&cap);
                 for record in batch.drain(..) {
+                    let past = marks.is_history(&record.origin);
                     match lateness.admit(record) {
+                        Ok(r) if past => history.give(r),
                         Ok(r) => ok.give(r),
+                        Err(_) if past => {}
                         Err(d) => dead.give(d),
                     }
                 }
@@ -111,7 +231,7 @@ pub fn watermark<'s>(
             };
             let mut reports = reports.activate();
             let frontier = frontiers[0].frontier().first().copied();
-            let frontier = match (frontier, ended.get()) {
+            let frontier = match (frontier, marks.ended()) {
                 // Every record of the ended partitions is in: as good as the end.
                 (Some(f), Some(last)) if f > last => None,
                 (f, _) => f,
@@ -132,12 +252,23 @@ pub fn watermark<'s>(
                     if let Some((_, w)) = after.pop_last() {
                         reported = w;
                     }
+                    if later.is_empty() {
+                        // Nothing of a later epoch is read yet, so the
+                        // partitions are as `covered` left them: an idle one
+                        // may stop holding the watermark (a live run only;
+                        // the one place the wall clock enters).
+                        reported =
+                            reported.max(lateness.idle_watermark(Instant::now(), marks.others()));
+                    }
                     after = later;
+                    // Invariant 2 of `core::window` for what this worker
+                    // admits from now on, idle partitions or not.
+                    lateness.raise_floor(reported);
                     reports
                         .session(&cap.delayed(&covered))
                         .give((worker, reported));
                     // Held at the epoch just reported, not past it: an end
-                    // said later (`Ended`) is reported there, where a
+                    // said later (`Marks::end`) is reported there, where a
                     // window operator can still take it before the source
                     // lets go of its own capability.
                     cap.downgrade(&covered);
@@ -147,5 +278,5 @@ pub fn watermark<'s>(
             }
         }
     });
-    (ok_stream, dead_stream, report_stream)
+    (ok_stream, dead_stream, report_stream, history_stream)
 }

@@ -5,6 +5,7 @@
 //! rows+members ─split─► rows ─────────────────────────────────► assemble ─► rows
 //!                 └──► members ─(exchange by group)─┬─► events ─► arrange ┐   ▲
 //!                                                    └─► answer ◄─(trace)─┘   │
+//!   history members ─(exchange by group)─► events only                      │
 //!   reports ─(broadcast)─► events, answer            answers ─(exchange by id)┘
 //! ```
 //! Each application is an event of every group it belongs to and a
@@ -44,9 +45,10 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Exchange as _, InputCapability};
+use timely::dataflow::operators::{Capability, Concat, Exchange as _, InputCapability};
 use timely::progress::frontier::AntichainRef;
 
+use super::watermark::Marks;
 use super::Batches;
 use crate::core::features::FeatureRow;
 use crate::core::record::id_hash;
@@ -58,18 +60,23 @@ use crate::spec::Agg;
 type Update = ((Key, (Time, Values)), Epoch, isize);
 
 /// Fills in the window features of `rows` (each with its members), given
-/// every worker's watermark `reports`.
+/// every worker's watermark `reports`; the members of `history` are events
+/// only (a restarted or positioned run's records before its start, see
+/// `watermark::Marks`).
 pub fn windows<'s>(
     rows: Batches<'s, (FeatureRow, Vec<Member>)>,
+    history: Batches<'s, Member>,
     reports: Batches<'s, Report>,
     plan: Arc<Plan>,
+    marks: Marks,
 ) -> Batches<'s, FeatureRow> {
     let (rows, members) = split(rows);
     let members = members.exchange(|m: &Member| m.key.hashed());
+    let history = history.exchange(|m: &Member| m.key.hashed());
     let reports = reports.broadcast();
-    let updates = events(members.clone(), reports.clone(), &plan);
+    let updates = events(members.clone().concat(history), reports.clone(), &plan);
     let arranged = updates.as_collection().arrange_by_key_named("WindowEvents");
-    let answers = answer(members, reports, arranged, plan);
+    let answers = answer(members, reports, arranged, plan, marks);
     assemble(rows, answers)
 }
 
@@ -248,7 +255,9 @@ fn answer<'s>(
     reports: Batches<'s, Report>,
     arranged: Arranged<'s, Events>,
     plan: Arc<Plan>,
+    marks: Marks,
 ) -> Batches<'s, Answer> {
+    let me = members.scope().index();
     let workers = members.scope().peers();
     let mut trace = arranged.trace;
     let mut builder = OperatorBuilder::new("WindowAnswer".to_owned(), members.scope());
@@ -305,6 +314,7 @@ fn answer<'s>(
                     .give_container(&mut batch);
                 waiting.release(epoch, n);
             }
+            marks.set_others(clock.others(me));
             sliding.forget_before(clock.watermark(), &plan);
             let compact_to: &[Epoch] = match &frontier {
                 Some(f) => std::slice::from_ref(f),

@@ -678,6 +678,8 @@ impl Sink for FileSink {
                         buf.clear();
                     }
                 };
+                // What the inputs' frontiers were at the last write.
+                let mut written_through: Vec<Epoch> = Vec::new();
                 move |(scored, scored_frontier), (dead, dead_frontier), _output| {
                     let mut tally = Tally::default();
                     let now = now_ns();
@@ -696,9 +698,23 @@ impl Sink for FileSink {
                         }
                     });
                     stats.outputs(tally);
-                    let finished = scored_frontier.is_empty() && dead_frontier.is_empty();
-                    write(&scored_out, &mut lines, finished, &stats);
-                    write(&dead_out, &mut dead_lines, finished, &stats);
+                    // Written out (to the shared file's buffer, flushed
+                    // when the run publishes) whenever an epoch completes:
+                    // what the `done` probe calls delivered is then never
+                    // only in this operator, even if the dataflow is
+                    // dropped (a stopped window run).
+                    let frontier: Vec<Epoch> = scored_frontier
+                        .frontier()
+                        .iter()
+                        .chain(dead_frontier.frontier().iter())
+                        .copied()
+                        .collect();
+                    let moved = frontier != written_through;
+                    if moved {
+                        written_through = frontier;
+                    }
+                    write(&scored_out, &mut lines, moved, &stats);
+                    write(&dead_out, &mut dead_lines, moved, &stats);
                 }
             },
         )

@@ -112,6 +112,9 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Records a replay passed over: before `--from`.
     pub skipped: AtomicU64,
+    /// Records of history a window run read before its start, to rebuild
+    /// its windows (events only: no output, no dead letter).
+    pub history: AtomicU64,
     /// Kafka partitions this process's sources own.
     pub partitions: AtomicU64,
     /// Of those, the ones read to their end (partition EOF, or their

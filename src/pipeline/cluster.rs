@@ -392,6 +392,8 @@ pub struct ProcessCounts {
     pub dead_letters: u64,
     /// Records passed over before `--from`.
     pub skipped: u64,
+    /// Records of history read to rebuild the windows.
+    pub history: u64,
     /// Nanoseconds the process had nothing to do (see `pipeline::progress`).
     pub idle_ns: u64,
 }
@@ -408,6 +410,7 @@ impl ProcessCounts {
             cleaned: Stats::get(&stats.cleaned),
             dead_letters: Stats::get(&stats.dead_letters),
             skipped: Stats::get(&stats.skipped),
+            history: Stats::get(&stats.history),
             idle_ns: Stats::get(&stats.idle_ns),
         }
     }

@@ -17,7 +17,7 @@ use super::summary::Summary;
 use super::worker::{run_worker, Shared};
 use crate::cli::RunArgs;
 use crate::core::fault::Fault;
-use crate::core::position::{From, Until};
+use crate::core::position::Until;
 use crate::core::scored::OutputFormat;
 use crate::dataflow::graph::Stages;
 use crate::dataflow::pace::Pace;
@@ -141,12 +141,6 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
     let at = placement(args, membership.as_ref());
     let kafka = args.kafka.config()?;
     let source = SourcePlan::new(args, &spec, kafka.as_ref())?;
-    check_windows(
-        args,
-        &spec,
-        &source,
-        args.until_caught_up || args.until.is_some(),
-    )?;
     let sink = SinkPlan::new(args, &source, kafka.as_ref(), at)?;
     let until = if args.until_caught_up {
         Some(Until::End)
@@ -193,38 +187,8 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         from: args.from,
         until,
         max_record_bytes: args.max_record_bytes as usize,
+        idle_timeout: args.idle_timeout,
     })
-}
-
-/// What a dataflow with window features can run on today: files (any
-/// worker count, cluster, replay) and a bounded read of a topic from its
-/// beginning. A live topic run needs idle partitions to stop holding the
-/// watermark, and a restarted or positioned one needs its windows' history:
-/// both are refused here, before any worker starts, rather than run wrong.
-fn check_windows(args: &RunArgs, spec: &Spec, source: &SourcePlan, bounded: bool) -> Result<()> {
-    if spec.windows.is_empty() || !matches!(source, SourcePlan::Kafka { .. }) {
-        return Ok(());
-    }
-    let refuse = |what: &str| {
-        Err(anyhow!(
-            "dataflow `{}` has window features, which read a topic only {what}",
-            spec.name
-        ))
-    };
-    if !bounded {
-        return refuse(
-            "to a bound for now: add --until end (or --until-caught-up), or use `loanflow features` on a file",
-        );
-    }
-    if args.exactly_once {
-        return refuse("at least once for now: drop --exactly-once");
-    }
-    if !matches!(args.from, From::Committed | From::Earliest) || args.group.is_some() {
-        return refuse(
-            "from its beginning for now (the windows need the history before a start position): drop --from and --group",
-        );
-    }
-    Ok(())
 }
 
 /// `spec` with its label column carried like a passthrough column (the
@@ -264,6 +228,7 @@ fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) 
         };
         for c in counts {
             totals.skipped += c.skipped;
+            totals.history += c.history;
             totals.records_in += c.records_in;
             totals.bytes_in += c.bytes_in;
             totals.scored += c.scored;
@@ -343,6 +308,8 @@ fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) 
     Ok(Summary {
         busy: elapsed.saturating_sub(Duration::from_nanos(totals.idle_ns)),
         skipped: totals.skipped,
+        history: totals.history,
+        windows: !shared.spec.windows.is_empty() && shared.stages != Stages::Predict,
         signal: shared.control.signal(),
         unfinished,
         records_in: totals.records_in,

@@ -36,6 +36,12 @@ pub struct Summary {
     pub busy: Duration,
     /// Records a bounded replay passed over: those before `--from`.
     pub skipped: u64,
+    /// Records of history read to rebuild the windows (a window run that
+    /// started past a partition's beginning): read, not answered.
+    pub history: u64,
+    /// The dataflow has window features: a signal leaves the applications
+    /// that wait for the watermark unanswered (and their offsets uncommitted).
+    pub windows: bool,
     /// Workers over the whole cluster.
     pub workers: usize,
     /// Processes in the cluster (1: not a cluster).
@@ -72,6 +78,22 @@ impl Summary {
     /// [`Summary::busy`] in seconds (never 0, never more than elapsed).
     fn busy_seconds(&self) -> f64 {
         self.busy.min(self.elapsed).as_secs_f64().max(1e-9)
+    }
+
+    /// Records read and neither answered nor dead-lettered (nor history,
+    /// nor skipped): applications a stopped window run left waiting for
+    /// the watermark. 0 for a stateless dataflow.
+    pub fn waiting(&self) -> u64 {
+        if !self.windows {
+            return 0;
+        }
+        let outputs = if self.stages == Stages::Clean {
+            self.cleaned
+        } else {
+            self.scored
+        };
+        self.records_in
+            .saturating_sub(self.history + self.skipped + outputs + self.dead_letters)
     }
 
     /// Whether the run spent a noticeable part of its time waiting.
@@ -124,9 +146,28 @@ impl fmt::Display for Summary {
         if self.skipped > 0 {
             write!(f, " ({} outside --from/--until skipped)", self.skipped)?;
         }
+        if self.history > 0 {
+            write!(
+                f,
+                " ({} before the start read as history, to rebuild the windows)",
+                self.history
+            )?;
+        }
         writeln!(f)?;
         let signal = signal_name(self.signal.unwrap_or(super::control::SIGINT));
-        if self.unfinished {
+        let waiting = self.waiting();
+        if self.interrupted && waiting > 0 {
+            writeln!(
+                f,
+                "  (stopped by {signal}: {waiting} applications waiting for the watermark were not answered \
+                 nor committed; the next run reads them again{})",
+                if self.unfinished {
+                    "; file outputs are left as .partial"
+                } else {
+                    ""
+                }
+            )?;
+        } else if self.unfinished {
             writeln!(
                 f,
                 "  (stopped by {signal} before the end of the input: what was read is delivered; \
@@ -183,6 +224,8 @@ mod tests {
             dead_letters: 0,
             elapsed: Duration::from_millis(elapsed_ms),
             busy: Duration::from_millis(busy_ms),
+            history: 0,
+            windows: false,
             skipped: 0,
             workers: 1,
             processes: 1,

@@ -24,7 +24,7 @@ use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::Predictor;
 use crate::dataflow::rows::RowReader;
-use crate::dataflow::watermark::Ended;
+use crate::dataflow::watermark::Marks;
 use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
@@ -74,6 +74,9 @@ pub struct Shared {
     pub until: Option<Until>,
     /// Records longer than this many bytes are dead letters.
     pub max_record_bytes: usize,
+    /// A live topic run with window features: after how long without a
+    /// record a partition stops holding the watermark (`--idle-timeout`).
+    pub idle_timeout: Duration,
 }
 
 /// What a worker ends with: on worker 0 of a cluster, every process's counts.
@@ -92,8 +95,8 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let sink = sink(worker, shared, incarnation.as_deref(), &ledger)?;
     let exactly_once = shared.sink.exactly_once().is_some();
     let windows = windowing(shared, worker.index(), worker.peers());
-    let ended = windows.as_ref().map(|w| w.ended.clone());
-    let (source, parser) = source(shared, exactly_once.then_some(ledger), ended);
+    let marks = windows.as_ref().map(|w| w.marks.clone());
+    let (source, parser) = source(shared, exactly_once.then_some(ledger), marks.clone());
     let done = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
     // With window features a source paces itself by what was read, not by
@@ -109,12 +112,15 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
         sink.build(outputs, dead).probe_with(&done);
     });
     let stats = &shared.stats;
-    while !done.done() && !stats.failed() {
+    let halted = || marks.as_ref().is_some_and(Marks::halted);
+    while !done.done() && !stats.failed() && !halted() {
         worker.step_or_park(Some(Duration::from_millis(100)));
     }
-    if stats.failed() && !done.done() {
+    if (stats.failed() || halted()) && !done.done() {
         // A failed run leaves epochs that will never finish (a sink holds
-        // the capabilities of undelivered messages): drop the dataflow, or
+        // the capabilities of undelivered messages), and so does a window
+        // run stopped while applications wait for the watermark (its source
+        // committed what was delivered, then halted): drop the dataflow, or
         // timely would wait for it forever.
         worker.drop_dataflow(pipeline);
     }
@@ -160,11 +166,13 @@ fn windowing(shared: &Shared, index: usize, peers: usize) -> Option<Windowing> {
             .filter(|p| *p as usize % peers == index)
             .collect(),
     };
+    let live = matches!(&shared.source, SourcePlan::Kafka { .. }) && shared.until.is_none();
     Plan::of(&shared.spec).map(|plan| Windowing {
         plan: Arc::new(plan),
         partitions,
         read: ProbeHandle::new(),
-        ended: Ended::default(),
+        marks: Marks::default(),
+        idle: live.then_some(shared.idle_timeout),
     })
 }
 
@@ -262,7 +270,7 @@ fn sink(
 fn source(
     shared: &Shared,
     ledger: Option<OffsetLedger>,
-    ended: Option<Ended>,
+    marks: Option<Marks>,
 ) -> (Box<dyn Source>, Parser) {
     let feed = Feed {
         batch: shared.batch,
@@ -307,7 +315,7 @@ fn source(
                 ordered: shared.stages != Stages::Predict,
                 feed,
                 ledger,
-                ended,
+                marks,
             }),
             Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)
                 .expect("JSON needs no header"),

@@ -26,7 +26,7 @@ use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
 use crate::core::record::{now_ns, Origin, RawRecord};
 use crate::core::Epoch;
-use crate::dataflow::watermark::Ended;
+use crate::dataflow::watermark::Marks;
 use crate::dataflow::Batches;
 use crate::io::{Done, Feed, Progress, Source, Stats, MAX_EPOCHS_AHEAD};
 
@@ -81,12 +81,15 @@ pub struct KafkaSource {
     /// Records per epoch, counters, the stop flag (on a stop the source
     /// finishes its open epochs and commits them, then stops).
     pub feed: Feed,
-    /// With window features: where to say the owned partitions ended (a
-    /// bounded read), so the watermark moves past them while the source
-    /// still commits. A signal then cannot stop the run cleanly (answers wait
-    /// for a watermark only more reading moves): it is a fault, and only
-    /// what was delivered before it is committed.
-    pub ended: Option<Ended>,
+    /// With window features, what the source tells the window stage
+    /// ([`Marks`]): where the owned partitions ended (a bounded read), so
+    /// the watermark moves past them while the source still commits; where
+    /// history stops (a run that starts past a partition's beginning reads
+    /// from the beginning, so its windows are whole); and that it halted.
+    /// A stop (a signal) cannot wait for applications waiting for a
+    /// watermark only more reading moves: the source commits what was
+    /// delivered and halts, and the next run reads the rest again.
+    pub marks: Option<Marks>,
     /// Exactly-once: the offsets go to this worker's transactional sink
     /// (see [`crate::io::exactly_once`]) instead of being committed here.
     pub ledger: Option<OffsetLedger>,
@@ -181,7 +184,8 @@ pub struct Reader {
     committed: Option<Offsets>,
     last_outage_log: Option<Instant>,
     last_probe: Option<Instant>,
-    /// The newest offsets snapshot taken (a new epoch only when they move).
+    /// The read positions at the newest snapshot (a new epoch only when
+    /// they move; the snapshot itself may hold a partition at its start).
     last_snapshot: Option<Offsets>,
 }
 
@@ -195,7 +199,7 @@ impl Reader {
             .collect();
         // The process's caught-up count (the run's watcher reports it).
         Stats::add(&source.feed.stats.partitions, owned.len() as u64);
-        let consumer = match assign(&source, &owned) {
+        let consumer = match assign(&source, &owned, source.marks.as_ref()) {
             Ok(c) => Some(SourceConsumer(Some(c))),
             Err(e) => {
                 source.feed.stats.fail(Fault::fatal(format!(
@@ -277,7 +281,7 @@ impl Reader {
         }
         if let Phase::Draining(last) = self.phase {
             if !delivered(last) {
-                if self.source.ended.is_some() {
+                if self.source.marks.is_some() {
                     // Window features: other workers' epochs may be ahead,
                     // and their end is reported at their own last epoch,
                     // which a window operator takes only once every
@@ -303,16 +307,26 @@ impl Reader {
             if self.epoch == 0 {
                 return Wake::Finished; // nothing was read: nothing to commit
             }
-            if let Some(ended) = &self.source.ended {
+            if let Some(marks) = &self.source.marks {
                 if self.source.feed.stopping() {
-                    self.source.feed.stats.fail(Fault::fatal(
-                        "stopped before the end of the topic read: applications waiting for the \
-                         watermark were not answered, and only what was delivered before them is \
-                         committed (run it again to finish)",
-                    ));
-                    return Wake::Finished;
+                    // Stopped (not at the bound): applications waiting for
+                    // the watermark will not be answered. What was
+                    // delivered is committed (synchronously: the process
+                    // exits next), and the worker may leave; the capability
+                    // stays, or the watermark would pass what was never read.
+                    if let (Some(offsets), None) = (&self.committed, &self.source.ledger) {
+                        commit(
+                            consumer,
+                            &self.topic,
+                            offsets,
+                            true,
+                            &self.source.feed.stats,
+                        );
+                    }
+                    marks.halt();
+                    return Wake::After(Duration::from_secs(1));
                 }
-                ended.set(self.epoch - 1);
+                marks.end(self.epoch - 1);
             }
             self.phase = Phase::Draining(self.epoch - 1);
             return Wake::Now;
@@ -415,22 +429,40 @@ impl Reader {
                     }
                     self.next.insert(partition, message.offset() + 1);
                     if let (Some(t), Some(from)) = (time, skip_before) {
-                        if t < from {
-                            Stats::add(&self.source.feed.stats.skipped, 1);
-                            continue;
+                        // With window features, the records before the
+                        // first one at or after `--from` are history (read,
+                        // not answered); after it, earlier ones are skipped.
+                        let history = self.source.marks.as_ref().filter(|m| m.pending(partition));
+                        match history {
+                            Some(marks) if t >= from => marks.start_at(partition, message.offset()),
+                            Some(_) => {}
+                            None if t < from => {
+                                Stats::add(&self.source.feed.stats.skipped, 1);
+                                continue;
+                            }
+                            None => {}
                         }
                     }
                     let payload = message.payload().unwrap_or_default();
                     bytes += payload.len();
                     count += 1;
+                    let origin = Origin::Kafka {
+                        topic: Arc::clone(&self.topic),
+                        partition,
+                        offset: message.offset(),
+                    };
+                    if self
+                        .source
+                        .marks
+                        .as_ref()
+                        .is_some_and(|m| m.is_history(&origin))
+                    {
+                        Stats::add(&self.source.feed.stats.history, 1);
+                    }
                     out.push(RawRecord {
                         read_at,
                         bytes: payload.to_vec(),
-                        origin: Origin::Kafka {
-                            topic: Arc::clone(&self.topic),
-                            partition,
-                            offset: message.offset(),
-                        },
+                        origin,
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -456,6 +488,17 @@ impl Reader {
             let mut offsets: Offsets = self.next.iter().map(|(p, o)| (*p, *o)).collect();
             offsets.sort_unstable();
             self.last_snapshot = Some(offsets.clone());
+            // A partition still reading its history keeps its start: an
+            // offset is never committed below where the run began (that
+            // would read the answered records again, and make `verify`
+            // take committed transactions for aborted ones).
+            if let Some(marks) = &self.source.marks {
+                for (p, o) in &mut offsets {
+                    if let Some(start) = marks.start(*p) {
+                        *o = (*o).max(start);
+                    }
+                }
+            }
             if let Some(ledger) = &self.source.ledger {
                 // Invariant 1 of exactly_once: recorded before the capability moves on.
                 ledger.record(self.epoch, offsets.clone());
@@ -585,8 +628,17 @@ enum AssignError {
 }
 
 /// Creates this worker's consumer and assigns its partitions at the group's
-/// committed offsets (or the start position where there is none).
-fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, AssignError> {
+/// committed offsets (or the start position where there is none). With
+/// window features (`marks`), a partition whose start is past its beginning
+/// is assigned at its beginning instead, and `marks` learns where history
+/// stops: the windows are rebuilt from every retained record before the
+/// start (what a restart costs: reading the partition from its earliest
+/// retained offset, without emitting).
+fn assign(
+    source: &KafkaSource,
+    owned: &[i32],
+    marks: Option<&Marks>,
+) -> Result<BaseConsumer<Context>, AssignError> {
     let consumer = consumer(source)?;
     if owned.is_empty() {
         return Ok(consumer);
@@ -638,11 +690,57 @@ fn assign(source: &KafkaSource, owned: &[i32]) -> Result<BaseConsumer<Context>, 
                 .filter(|o| matches!(o, Offset::Offset(n) if *n >= 0) || *o == Offset::End)
                 .unwrap_or(START),
         };
+        let offset = match marks {
+            Some(marks) => history(source, &consumer, marks, p, offset),
+            None => offset,
+        };
         tracing::info!(topic = %source.topic, partition = p, ?offset, group = %source.group, "assigned");
         assignment.add_partition_offset(&source.topic, p, offset)?;
     }
     consumer.assign(&assignment)?;
     Ok(consumer)
+}
+
+/// Where a window run reads partition `p` that would start at `start`:
+/// at offset 0 (not the broker's "earliest", scripts/BROKER_NOTES.md quirk
+/// 9; records gone by retention are passed over by `auto.offset.reset`),
+/// with `marks` told where history stops. `--from latest` needs the
+/// partition's end, which is looked up (and, where that fails, the windows
+/// start empty, said in the log).
+fn history(
+    source: &KafkaSource,
+    consumer: &BaseConsumer<Context>,
+    marks: &Marks,
+    p: i32,
+    start: Offset,
+) -> Offset {
+    let at = match (source.from, start) {
+        (From::Time(_), _) => {
+            marks.start_pending(p);
+            None
+        }
+        (_, Offset::End) => {
+            match consumer.fetch_watermarks(&source.topic, p, source.config.connect_timeout) {
+                Ok((_, high)) => Some(high),
+                Err(e) => {
+                    tracing::warn!(topic = %source.topic, partition = p,
+                        "cannot look up the partition's end ({e}): its window features start empty");
+                    return start;
+                }
+            }
+        }
+        (_, Offset::Offset(n)) => Some(n),
+        _ => return start,
+    };
+    if let Some(at) = at {
+        if at <= 0 {
+            return start; // nothing before the start: no history
+        }
+        marks.start_at(p, at);
+    }
+    tracing::info!(topic = %source.topic, partition = p, until = ?at,
+        "reading history from offset 0 to rebuild the windows");
+    START
 }
 
 /// How long every owned partition must stay at its end before a bounded run
@@ -779,7 +877,7 @@ mod tests {
                 stats: Arc::clone(stats),
                 stop: Arc::new(AtomicBool::new(false)),
             },
-            ended: None,
+            marks: None,
             ledger: None,
         }
     }
