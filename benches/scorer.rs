@@ -2,7 +2,8 @@
 //!
 //!     cargo bench --bench scorer
 //!
-//! Compare with XGBoost's own `inplace_predict` (one thread) on the same rows:
+//! Compare with XGBoost's own `inplace_predict` and `pred_contribs` (one
+//! thread) on the same rows:
 //!     .venv-models/bin/python models/bench_xgboost.py
 
 // criterion_group! defines an undocumented public function.
@@ -14,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use loanflow::core::record::{Format, Origin, RawRecord, Record};
 use loanflow::dataflow::clean::Cleaner;
 use loanflow::dataflow::ingest::Parser;
-use loanflow::model::Model;
+use loanflow::model::{Explainer, Model};
 use loanflow::spec::Spec;
 
 fn load() -> (Spec, Model, Vec<RawRecord>, Vec<Record>, Vec<f32>) {
@@ -64,6 +65,20 @@ fn scorer(c: &mut Criterion) {
         b.iter(|| {
             for (row, o) in features.chunks_exact(width).zip(out.iter_mut()) {
                 *o = forest.predict_row(row);
+            }
+        })
+    });
+    group.finish();
+
+    // TreeSHAP contributions (reason codes), one thread, every row.
+    let mut group = c.benchmark_group("explain");
+    group.throughput(Throughput::Elements(rows as u64));
+    let mut scratch = Explainer::new();
+    let mut contributions = vec![0.0f32; width + 1];
+    group.bench_function("contributions (9,857 rows)", |b| {
+        b.iter(|| {
+            for row in features.chunks_exact(width) {
+                forest.contributions_with(&mut scratch, row, &mut contributions);
             }
         })
     });

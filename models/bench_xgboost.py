@@ -10,6 +10,10 @@ tiled to --rows rows. The booster runs with nthread=1.
   one-by-one Booster.inplace_predict on a [1, k] slice, one call per row, for
              --single rows; best of --reps. Mostly Python/ctypes overhead
              per call: what a naive per-event Python scorer pays.
+  contribs   Booster.predict(DMatrix, pred_contribs=True) on the 9,857 real
+             rows (TreeSHAP, exact in 3.2.0), DMatrix built once outside the
+             timing; best of --reps. Compare with `cargo bench --bench scorer`
+             (explain/contributions).
 """
 import argparse
 import os
@@ -63,6 +67,14 @@ def main() -> int:
             booster.inplace_predict(X[i:i + 1], missing=np.nan)
         single.append(time.perf_counter() - t0)
 
+    dm = xgb.DMatrix(X, feature_names=names, missing=np.nan, nthread=1)
+    booster.predict(dm, pred_contribs=True)   # warm up
+    contribs = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        booster.predict(dm, pred_contribs=True)
+        contribs.append(time.perf_counter() - t0)
+
     trees = booster.num_boosted_rounds()
     print(f"xgboost {xgb.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, nthread=1")
@@ -71,7 +83,8 @@ def main() -> int:
     print(f"max |inplace_predict - predict(DMatrix)| on {len(X)} rows: {diff}")
     print()
     print(f"{'mode':<12} {'rows':>10} {'best s':>10} {'median s':>10} {'rows/s (best)':>15} {'us/row':>8}")
-    for name, n, ts in [("batch", len(big), batch), ("one-by-one", n1, single)]:
+    for name, n, ts in [("batch", len(big), batch), ("one-by-one", n1, single),
+                        ("contribs", len(X), contribs)]:
         best, med = min(ts), float(np.median(ts))
         print(f"{name:<12} {n:>10} {best:>10.4f} {med:>10.4f} {n / best:>15,.0f} {1e6 * best / n:>8.3f}")
     return 0

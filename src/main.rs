@@ -190,6 +190,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::execute(args),
         Command::Generate(args) => commands::generate::execute(args, &control),
         Command::Features(args) => commands::features::execute(args, &control),
+        Command::Explain(args) => commands::explain::execute(args, &control),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

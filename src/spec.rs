@@ -370,6 +370,52 @@ pub struct Label {
     pub positive: String,
 }
 
+/// Which scored applications carry reasons (`[explain] for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainFor {
+    /// Only the flagged ones (`score >= threshold`): adverse-action notices.
+    #[default]
+    Flagged,
+    /// Every one.
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExplain {
+    #[serde(default = "default_top")]
+    top: usize,
+    #[serde(default, rename = "for")]
+    rows: ExplainFor,
+    #[serde(default)]
+    text: toml::Table,
+}
+
+fn default_top() -> usize {
+    4
+}
+
+/// The `[explain]` table: reason codes on scored applications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explain {
+    /// How many reasons each explained application carries (default 4).
+    pub top: usize,
+    /// Which applications carry them (default: the flagged ones).
+    pub rows: ExplainFor,
+    /// Per source (an input column a feature reads, or a window feature's
+    /// name): the text a person reads. A source without one is named by
+    /// itself.
+    pub text: HashMap<String, String>,
+}
+
+impl Explain {
+    /// The text of `source`: the spec's, else the source's own name.
+    pub fn text_of<'a>(&'a self, source: &'a str) -> &'a str {
+        self.text.get(source).map_or(source, String::as_str)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -390,6 +436,8 @@ struct RawSpec {
     features: Vec<Feature>,
     #[serde(default)]
     lateness: Option<String>,
+    #[serde(default)]
+    explain: Option<RawExplain>,
 }
 
 fn default_threshold() -> f64 {
@@ -429,6 +477,8 @@ pub struct Spec {
     /// How far (ns) a record may be behind the newest event time of its
     /// partition before it is late (`lateness`, default 0).
     pub lateness: i64,
+    /// Reason codes on scored applications, if the spec asks for them.
+    pub explain: Option<Explain>,
 }
 
 impl Spec {
@@ -501,6 +551,10 @@ impl Spec {
                 ))
             })?,
         };
+        let explain = raw
+            .explain
+            .map(|e| check_explain(e, &raw.features, &invalid))
+            .transpose()?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Spec {
             path: path.to_owned(),
@@ -520,6 +574,7 @@ impl Spec {
             ),
             windows,
             lateness,
+            explain,
         })
     }
 
@@ -615,6 +670,47 @@ fn check_features(
         }
     }
     Ok(())
+}
+
+/// The name a feature's contributions are reported under: its input column,
+/// or a window feature's own name.
+pub fn source_of(feature: &Feature) -> &str {
+    match feature {
+        Feature::Window { name, .. } => name,
+        other => other.column().expect("a stateless feature reads a column"),
+    }
+}
+
+/// `[explain]`, checked: `top` at least 1, every `text` key a source (a
+/// column some feature reads, or a window feature's name) and a string.
+fn check_explain(
+    raw: RawExplain,
+    features: &[Feature],
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<Explain, SpecError> {
+    if raw.top == 0 {
+        return Err(invalid(
+            "`[explain] top = 0`: give at least 1 reason (the norm is 4)".into(),
+        ));
+    }
+    let sources: Vec<&str> = features.iter().map(source_of).collect();
+    let mut text = HashMap::new();
+    for (key, value) in raw.text {
+        if !sources.contains(&key.as_str()) {
+            return Err(invalid(format!(
+                "`[explain.text]` names `{key}`, which no feature reads (name an input column of [[features]] or a window feature)"
+            )));
+        }
+        let toml::Value::String(value) = value else {
+            return Err(invalid(format!("`[explain.text] {key}` must be a string")));
+        };
+        text.insert(key, value);
+    }
+    Ok(Explain {
+        top: raw.top,
+        rows: raw.rows,
+        text,
+    })
 }
 
 /// The window features, checked and compiled: a duration, a column that
@@ -806,8 +902,36 @@ values = ["a", "b"]
     }
 
     #[test]
+    fn explain_table_defaults_and_checks() {
+        let spec = parse(&format!("{BASE}\n[explain]\n")).unwrap();
+        let explain = spec.explain.unwrap();
+        assert_eq!((explain.top, explain.rows), (4, ExplainFor::Flagged));
+        assert_eq!(explain.text_of("g"), "g");
+        let spec = parse(&format!(
+            "{BASE}\n[explain]\ntop = 2\nfor = \"all\"\n[explain.text]\ng = \"The g\"\n"
+        ))
+        .unwrap();
+        let explain = spec.explain.unwrap();
+        assert_eq!((explain.top, explain.rows), (2, ExplainFor::All));
+        assert_eq!(explain.text_of("g"), "The g");
+        assert!(parse(BASE).unwrap().explain.is_none());
+        for (bad, says) in [
+            ("top = 0", "top = 0"),
+            ("for = \"some\"", "some"),
+            ("[explain.text]\nid = \"x\"", "`id`, which no feature reads"),
+            ("[explain.text]\nx = 3", "must be a string"),
+            ("color = 1", "color"),
+        ] {
+            let err = parse(&format!("{BASE}\n[explain]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn shipped_specs_load() {
-        for name in ["lending_club", "quix_fraud"] {
+        for name in ["lending_club", "quix_fraud", "lending_club_explain"] {
             let path =
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("dataflows/{name}.toml"));
             let spec = Spec::load(&path).unwrap();

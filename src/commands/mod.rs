@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod explain;
 pub mod features;
 pub mod generate;
 pub mod ingest;

@@ -3,7 +3,8 @@
 //!
 //! Owns the records ([`record`]), the feature rows between the clean and
 //! predict stages and their JSON shape ([`features`]), the scored output, what
-//! a sink takes, and its one JSON shape ([`scored`]), where a stream starts and stops and the event-time window
+//! a sink takes, and its one JSON shape ([`scored`]), the reason codes a
+//! scored application may carry ([`reasons`]), where a stream starts and stops and the event-time window
 //! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
 //! fault with its retry hint ([`fault`]), and the rules of window features
@@ -15,6 +16,7 @@ pub mod features;
 pub mod names;
 pub mod pace;
 pub mod position;
+pub mod reasons;
 pub mod record;
 pub mod scored;
 pub mod window;

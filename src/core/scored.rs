@@ -2,10 +2,17 @@
 //! application or, from a clean stage, a feature row) and the one JSON shape
 //! every sink writes each in (file and Kafka alike), so two edges never
 //! disagree on an output's bytes.
+//!
+//! A spec with `[explain]` adds `reasons` (see [`super::reasons`]) to the
+//! applications it explains, after the pass-through columns; every other
+//! output is byte for byte what it is without `[explain]`.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::features::{FeatureRow, RowFormat};
+use super::reasons::{Reason, Sources};
 use super::record::{write_json_str, Origin, Value};
 use crate::spec::Spec;
 
@@ -88,16 +95,19 @@ pub struct Scored {
     /// Where the application was read: an exactly-once sink routes by its
     /// input partition (see `io::exactly_once`).
     pub origin: Origin,
+    /// Its reason codes, if the spec's `[explain]` covers it (top first).
+    pub reasons: Option<Vec<Reason>>,
 }
 
 /// How a scored application is written: one JSON object, the same for the
-/// file and the Kafka sink. Fields: `id`, `score`, `flagged`, `model`, then
-/// the spec's pass-through columns.
+/// file and the Kafka sink. Fields: `id`, `score`, `flagged`, `model`, the
+/// spec's pass-through columns, then `reasons` where an application has them.
 #[derive(Debug, Clone)]
 pub struct OutputFormat {
     rows: RowFormat,
     model_id: String,
     passthrough: Vec<String>,
+    sources: Option<Arc<Sources>>,
     /// Also write `event_time` and `latency_ms` (read → written, wall clock).
     stamp: bool,
 }
@@ -113,6 +123,7 @@ impl OutputFormat {
                 .iter()
                 .map(|&i| spec.columns[i].name.clone())
                 .collect(),
+            sources: Sources::of(spec).map(Arc::new),
             stamp: false,
         }
     }
@@ -153,6 +164,10 @@ impl OutputFormat {
             write_json_str(out, name);
             out.push(b':');
             value.write_json(out);
+        }
+        if let (Some(reasons), Some(sources)) = (&scored.reasons, &self.sources) {
+            out.extend_from_slice(b",\"reasons\":");
+            sources.write_json(reasons, out);
         }
         if self.stamp {
             out.extend_from_slice(b",\"event_time\":");
@@ -199,6 +214,7 @@ mod tests {
                 Value::Str("C4".into()),
                 Value::Int(16100),
             ],
+            reasons: None,
         };
         let mut out = Vec::new();
         format.write_scored(&scored, 0, &mut out);

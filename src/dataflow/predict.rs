@@ -1,12 +1,20 @@
 //! The predict stage: feature rows → [`Scored`] applications, a batch at a
 //! time through the native scorer. A plain struct, free of timely: the
 //! operator that runs it is [`graph::predict`](crate::dataflow::graph::predict).
+//!
+//! With `[explain]` ([`Predictor::explaining`]), each application the spec
+//! explains (flagged, or all) also gets its reason codes: its TreeSHAP
+//! contributions (exact, as XGBoost's `pred_contribs`), grouped back to their
+//! sources and cut to the top few ([`crate::core::reasons`]). They are
+//! computed from the feature row alone, so every stage layout — one dataflow,
+//! or a predict stage reading the middle topic — gives the same reasons.
 
 use std::sync::Arc;
 
 use crate::core::features::FeatureRow;
+use crate::core::reasons::{Reason, Sources};
 use crate::core::scored::Scored;
-use crate::model::Forest;
+use crate::model::{Explainer, Forest};
 
 /// Scores batches of rows with one forest.
 pub struct Predictor {
@@ -14,6 +22,16 @@ pub struct Predictor {
     threshold: f64,
     features: Vec<f32>,
     scores: Vec<f32>,
+    explain: Option<Explaining>,
+}
+
+/// What explaining needs, kept across batches.
+struct Explaining {
+    sources: Arc<Sources>,
+    scratch: Explainer,
+    contributions: Vec<f32>,
+    grouped: Vec<Reason>,
+    top: Vec<Reason>,
 }
 
 impl Predictor {
@@ -24,7 +42,27 @@ impl Predictor {
             threshold,
             features: Vec::new(),
             scores: Vec::new(),
+            explain: None,
         }
+    }
+
+    /// Also gives reasons to the applications `sources` explains (`None`:
+    /// none). The forest must be explainable (checked when the run loads it).
+    pub fn explaining(mut self, sources: Option<Arc<Sources>>) -> Predictor {
+        self.explain = sources.map(|sources| {
+            assert!(
+                self.forest.explainable(),
+                "an [explain] run loads a model with node covers"
+            );
+            Explaining {
+                contributions: vec![0.0; self.forest.num_features() + 1],
+                sources,
+                scratch: Explainer::new(),
+                grouped: Vec::new(),
+                top: Vec::new(),
+            }
+        });
+        self
     }
 
     /// Scores `rows` together, appending one [`Scored`] per row to `out`.
@@ -53,16 +91,35 @@ impl Predictor {
         self.scores.resize(n, 0.0);
         self.forest.predict_batch(&self.features, &mut self.scores);
         let threshold = self.threshold;
-        out.extend(pending.into_iter().zip(&self.scores).map(
-            |((id, event_time, passthrough, read_at, origin), &score)| Scored {
-                id,
-                origin,
-                score,
-                flagged: f64::from(score) >= threshold,
-                event_time,
-                passthrough,
-                read_at,
+        let (forest, features, explain) = (&self.forest, &self.features, &mut self.explain);
+        out.extend(pending.into_iter().zip(&self.scores).enumerate().map(
+            |(i, ((id, event_time, passthrough, read_at, origin), &score))| {
+                let flagged = f64::from(score) >= threshold;
+                let reasons = explain
+                    .as_mut()
+                    .filter(|e| e.sources.explains(flagged))
+                    .map(|e| e.reasons(forest, &features[i * width..(i + 1) * width]));
+                Scored {
+                    id,
+                    origin,
+                    score,
+                    flagged,
+                    event_time,
+                    passthrough,
+                    read_at,
+                    reasons,
+                }
             },
         ));
+    }
+}
+
+impl Explaining {
+    /// The top reasons of one row.
+    fn reasons(&mut self, forest: &Forest, row: &[f32]) -> Vec<Reason> {
+        forest.contributions_with(&mut self.scratch, row, &mut self.contributions);
+        self.sources
+            .top(row, &self.contributions, &mut self.grouped, &mut self.top);
+        self.top.clone()
     }
 }

@@ -31,13 +31,34 @@ const FEATURE_MASK: u32 = INTERNAL - 1;
 /// One node, 16 bytes. For a leaf: `left` is the node itself, `value` the leaf value.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
-struct Node {
+pub(super) struct Node {
     /// Feature index, with the DEFAULT_LEFT and INTERNAL flags in the top bits.
     feature: u32,
     threshold: f32,
     /// Absolute index of the left child; the right child is `left + 1`.
-    left: u32,
-    value: f32,
+    pub(super) left: u32,
+    pub(super) value: f32,
+}
+
+impl Node {
+    /// Whether the node splits (else it is a leaf).
+    #[inline]
+    pub(super) fn is_split(&self) -> bool {
+        self.feature & INTERNAL != 0
+    }
+
+    /// The feature a split reads.
+    #[inline]
+    pub(super) fn feature(&self) -> u32 {
+        self.feature & FEATURE_MASK
+    }
+
+    /// The child a row with value `x` goes to (a split's; NaN = missing).
+    #[inline]
+    pub(super) fn next(&self, x: f32) -> u32 {
+        let go_left = (x < self.threshold) | (x.is_nan() & (self.feature & DEFAULT_LEFT != 0));
+        self.left + u32::from(!go_left)
+    }
 }
 
 /// Rows walked through a tree together by [`Forest::predict_batch`].
@@ -47,6 +68,7 @@ const BLOCK: usize = 64;
 #[derive(Debug, Default, Clone)]
 pub struct TreeBuilder {
     nodes: Vec<BuilderNode>,
+    covers: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +108,13 @@ impl TreeBuilder {
         });
     }
 
+    /// Gives every node its cover (the training rows' hessian sum that
+    /// reached it: XGBoost's `sum_hessian`), in node order. TreeSHAP needs
+    /// them; a tree pushed without covers cannot be explained.
+    pub fn covers(&mut self, covers: Vec<f32>) {
+        self.covers = Some(covers);
+    }
+
     /// Checks that the nodes form one tree rooted at node 0: every node reached
     /// exactly once, so no cycles and nothing shared. Returns the depth.
     pub fn check(&self) -> Result<usize, TreeError> {
@@ -118,6 +147,17 @@ impl TreeBuilder {
                 n - count
             )));
         }
+        if let Some(covers) = &self.covers {
+            if covers.len() != n {
+                return Err(TreeError(format!("{} covers for {n} nodes", covers.len())));
+            }
+            if let Some(i) = covers.iter().position(|c| !(c.is_finite() && *c >= 0.0)) {
+                return Err(TreeError(format!(
+                    "node {i} has cover {}, not a finite number >= 0",
+                    covers[i]
+                )));
+            }
+        }
         Ok(depth)
     }
 }
@@ -130,12 +170,25 @@ pub struct TreeError(String);
 /// A scoring-ready forest.
 #[derive(Debug, Clone)]
 pub struct Forest {
-    nodes: Vec<Node>,
+    pub(super) nodes: Vec<Node>,
     /// Per tree: index of its root in `nodes` and its depth.
-    trees: Vec<(u32, u32)>,
-    num_features: usize,
-    base_margin: f32,
+    pub(super) trees: Vec<(u32, u32)>,
+    pub(super) num_features: usize,
+    pub(super) base_margin: f32,
     objective: Objective,
+    /// What TreeSHAP needs besides the nodes; `None` once a tree without
+    /// covers was pushed.
+    pub(super) shap: Option<ShapNodes>,
+}
+
+/// Per node (indexed like `Forest::nodes`): its cover and its mean value
+/// (XGBoost's `FillNodeMeanValues`); per tree: the distinct features it
+/// splits on, in first-use order. See `shap.rs` for how they are used.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ShapNodes {
+    pub(super) covers: Vec<f32>,
+    pub(super) means: Vec<f32>,
+    pub(super) tree_features: Vec<Vec<u32>>,
 }
 
 impl Forest {
@@ -148,6 +201,7 @@ impl Forest {
             num_features,
             base_margin,
             objective,
+            shap: Some(ShapNodes::default()),
         }
     }
 
@@ -206,6 +260,31 @@ impl Forest {
             self.nodes.push(node);
         }
         self.trees.push((root, depth));
+        let shap = match (self.shap.take(), &tree.covers) {
+            (Some(shap), Some(covers)) => Some(shap_nodes(shap, &tree, covers, &order)),
+            _ => None,
+        };
+        self.shap = shap;
+    }
+
+    /// Whether every tree carries its node covers, so the forest can be
+    /// explained ([`Forest::contributions`]).
+    pub fn explainable(&self) -> bool {
+        self.shap.is_some()
+    }
+
+    /// The margin of one row: the sum before the objective's transform.
+    pub fn margin_row(&self, row: &[f32]) -> f32 {
+        assert_eq!(row.len(), self.num_features, "row width");
+        let mut sum = self.base_margin;
+        for &(root, depth) in &self.trees {
+            let mut idx = root;
+            for _ in 0..depth {
+                idx = self.step(idx, row);
+            }
+            sum += self.nodes[idx as usize].value;
+        }
+        sum
     }
 
     /// How many values each row has.
@@ -259,16 +338,7 @@ impl Forest {
 
     /// Scores one row (`num_features` values, NaN = missing).
     pub fn predict_row(&self, row: &[f32]) -> f32 {
-        assert_eq!(row.len(), self.num_features, "row width");
-        let mut sum = self.base_margin;
-        for &(root, depth) in &self.trees {
-            let mut idx = root;
-            for _ in 0..depth {
-                idx = self.step(idx, row);
-            }
-            sum += self.nodes[idx as usize].value;
-        }
-        self.transform(sum)
+        self.transform(self.margin_row(row))
     }
 
     /// Scores `out.len()` rows stored row-major in `rows`.
@@ -335,6 +405,50 @@ impl Forest {
         );
         out
     }
+}
+
+/// `shap` extended by one tree's covers, mean values and features;
+/// `order[new] = old` maps the forest's layout to the builder's numbering.
+fn shap_nodes(mut shap: ShapNodes, tree: &TreeBuilder, covers: &[f32], order: &[u32]) -> ShapNodes {
+    let mut means = vec![0.0f32; tree.nodes.len()];
+    mean_value(tree, covers, 0, &mut means);
+    let mut features = Vec::new();
+    for &old in order {
+        let old = old as usize;
+        shap.covers.push(covers[old]);
+        shap.means.push(means[old]);
+        if let BuilderNode::Split { feature, .. } = tree.nodes[old] {
+            if !features.contains(&feature) {
+                features.push(feature);
+            }
+        }
+    }
+    shap.tree_features.push(features);
+    shap
+}
+
+/// XGBoost's `FillNodeMeanValues`, in its `f32` order: a leaf's value, else
+/// `(mean(left) * cover(left) + mean(right) * cover(right)) / cover(node)`.
+/// A node of zero cover takes its children's plain mean, `(mean(left) +
+/// mean(right)) * 0.5`: the weights `shap.rs` gives its children then.
+fn mean_value(tree: &TreeBuilder, covers: &[f32], i: usize, means: &mut [f32]) -> f32 {
+    let m = match tree.nodes[i] {
+        BuilderNode::Leaf(value) => value,
+        BuilderNode::Split { left, right, .. } => {
+            let (l, r) = (left as usize, right as usize);
+            let ml = mean_value(tree, covers, l, means);
+            let mr = mean_value(tree, covers, r, means);
+            if covers[i] > 0.0 {
+                let mut m = ml * covers[l];
+                m += mr * covers[r];
+                m / covers[i]
+            } else {
+                (ml + mr) * 0.5
+            }
+        }
+    };
+    means[i] = m;
+    m
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The model: an XGBoost JSON model file loaded into a native forest, with
 //! its identity (file name + content hash) and the check that it fits a
-//! dataflow spec. Scoring needs no Python and no C++ XGBoost. May import
-//! nothing else of the crate.
+//! dataflow spec. Scoring and explaining (TreeSHAP contributions, `shap.rs`)
+//! need no Python and no C++ XGBoost. May import nothing else of the crate.
 
 mod forest;
+mod shap;
 mod xgboost;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use forest::{Forest, Objective};
+pub use shap::Explainer;
 pub use xgboost::LoadError;
 
 /// Why a model could not be used. Each message names the model file.

@@ -2,6 +2,9 @@
 //! the current layout (XGBoost 2.x/3.x) and the 1.4-era layout of the
 //! tutorial's reference model, into a [`Forest`].
 //!
+//! Each node's cover (`sum_hessian`) is kept for TreeSHAP (`shap.rs`); a
+//! model without it still scores, but cannot be explained.
+//!
 //! Whatever this loader cannot score exactly as XGBoost does — multiclass,
 //! multi-target trees, categorical splits, DART, an objective it does not know
 //! — is refused here, at load time, with an error naming it. It never returns
@@ -102,6 +105,9 @@ struct TreeDoc {
     categories_nodes: Vec<i64>,
     #[serde(default)]
     tree_param: Option<TreeParam>,
+    /// Each node's cover (TreeSHAP's weights); both layouts write it.
+    #[serde(default)]
+    sum_hessian: Option<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +305,9 @@ fn build_tree(t: usize, tree: &TreeDoc, num_feature: usize) -> Result<TreeBuilde
             r as u32,
         );
     }
+    if let Some(covers) = &tree.sum_hessian {
+        builder.covers(covers.clone());
+    }
     let depth = builder.check().map_err(|e| corrupt(e.to_string()))?;
     if depth > MAX_TREE_DEPTH {
         return Err(LoadError::Unsupported(format!(
@@ -372,6 +381,20 @@ mod tests {
         assert!(parse(cycle.as_bytes()).is_err());
         assert!(parse(b"{\"learner\":1}").is_err());
         assert!(parse(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn covers_make_a_model_explainable_and_bad_ones_are_refused() {
+        let (forest, _) = parse(model("binary:logistic", "").as_bytes()).unwrap();
+        assert!(!forest.explainable());
+        let with = model("binary:logistic", r#","sum_hessian":[4.0,3.0,1.0]"#);
+        let (forest, _) = parse(with.as_bytes()).unwrap();
+        assert!(forest.explainable());
+        for bad in ["[4.0,3.0]", "[4.0,-3.0,1.0]"] {
+            let text = model("binary:logistic", &format!(r#","sum_hessian":{bad}"#));
+            let e = parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("cover"), "{e}");
+        }
     }
 
     #[test]

@@ -60,7 +60,8 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn read_rows(spec: &Spec, path: &Path) -> Result<Vec<FeatureRow>> {
+/// The feature rows a clean run wrote to `path`, in file order.
+pub fn read_rows(spec: &Spec, path: &Path) -> Result<Vec<FeatureRow>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut reader = RowReader::new(spec, usize::MAX);

@@ -20,7 +20,8 @@ pub struct Loaded {
 /// Loads the spec at `dataflow` and its model (`model` if given, else the
 /// spec's) and checks that they fit together. A run that only makes
 /// features (`scores: false`) loads no model: training a new one starts
-/// from those features.
+/// from those features. A spec with `[explain]` needs a model whose trees
+/// carry their node covers.
 pub fn load(dataflow: &Path, model: Option<&Path>, scores: bool) -> Result<Loaded> {
     let spec = Spec::load(dataflow)?;
     if !scores {
@@ -31,6 +32,13 @@ pub fn load(dataflow: &Path, model: Option<&Path>, scores: bool) -> Result<Loade
     }
     let model = Model::load(model.unwrap_or(&spec.model))?;
     model.check_features(&spec.name, &spec.feature_names())?;
+    if spec.explain.is_some() && !model.forest.explainable() {
+        return Err(anyhow!(
+            "model {} has no node covers (`sum_hessian`), which [explain] in {} needs: save it with XGBoost's save_model (JSON), or drop [explain]",
+            model.path.display(),
+            spec.path.display()
+        ));
+    }
     Ok(Loaded {
         spec: Arc::new(spec),
         model: Arc::new(model),

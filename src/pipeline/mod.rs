@@ -3,7 +3,8 @@
 //! worker starts — so set-up errors are one clear line — then execute the
 //! dataflow on timely workers and return a [`Summary`]. Also the jobs that
 //! need no dataflow: producing a file into a topic ([`produce`]), copying a
-//! topic ([`copy`]), resampling a stream ([`generate`]).
+//! topic ([`copy`]), resampling a stream ([`generate`]), explaining one
+//! application ([`explain`](mod@explain)).
 //!
 //! Owns [`load`] (spec + model), [`plan`] (source and sink, decided once),
 //! [`run`](mod@run) (the run itself), [`control`] (what the process hands a job),
@@ -24,6 +25,7 @@ pub mod backfill;
 pub mod cluster;
 pub mod control;
 pub mod copy;
+pub mod explain;
 pub mod generate;
 pub mod load;
 pub mod plan;

@@ -15,6 +15,7 @@ use super::control::Control;
 use super::plan::{Placement, SinkPlan, SourcePlan};
 use crate::core::fault::Fault;
 use crate::core::position::{From, Until};
+use crate::core::reasons::Sources;
 use crate::core::scored::OutputFormat;
 use crate::core::window::Plan;
 use crate::core::Epoch;
@@ -178,7 +179,10 @@ fn windowing(shared: &Shared, index: usize, peers: usize) -> Option<Windowing> {
 
 /// The stages this run has, each with its plain struct.
 fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
-    let predictor = || Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold);
+    let predictor = || {
+        Predictor::new(Arc::clone(&shared.forest), shared.spec.threshold)
+            .explaining(Sources::of(&shared.spec).map(Arc::new))
+    };
     match shared.stages {
         Stages::All => Graph::All {
             parser,
