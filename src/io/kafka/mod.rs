@@ -21,6 +21,11 @@
 //!    is delivered, and committing `next` as of `e` loses nothing. A restart
 //!    resumes from the committed offsets: records after them may be scored
 //!    twice (at-least-once), never skipped.
+//! 4. With window features a run that starts past a partition's beginning
+//!    reads it from offset 0 as history (events only, see
+//!    `dataflow::watermark::Marks`), and an offsets snapshot never holds a
+//!    partition below its start ([`source`]'s `close_epoch`): reading
+//!    history moves nothing that is committed, so 3 holds unchanged.
 //!
 //! # Caught up
 //! A partition is at its end when a fetch reports it there (librdkafka's

@@ -488,8 +488,8 @@ impl Reader {
             let mut offsets: Offsets = self.next.iter().map(|(p, o)| (*p, *o)).collect();
             offsets.sort_unstable();
             self.last_snapshot = Some(offsets.clone());
-            // A partition still reading its history keeps its start: an
-            // offset is never committed below where the run began (that
+            // Invariant 4 of `super`: a partition still reading its history
+            // keeps its start, never committed below where the run began (that
             // would read the answered records again, and make `verify`
             // take committed transactions for aborted ones).
             if let Some(marks) = &self.source.marks {
