@@ -259,8 +259,19 @@ pub struct Plan {
     pub lateness: i64,
 }
 
-/// A group's key: the grouping's index and its values as text.
-pub type Key = (u32, String);
+/// A group's key: the grouping's index, a hash of its values' text, and
+/// that text. Ordered in that order, so the arrangement's key comparisons
+/// (seeks, merges) compare two integers and reach the text only when the
+/// hashes tie — in practice, for the same group. The text keeps distinct
+/// groups apart whatever the hash.
+pub type Key = (u32, u64, String);
+
+/// FNV-1a, 64 bits: the same on every process and platform.
+fn key_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// An application's values for one grouping: one per part, fixed point;
 /// `None` where the column has no value (or the part counts applications).
@@ -339,7 +350,7 @@ impl Plan {
                 }
             }
             members.push(Member {
-                key: (g as u32, key),
+                key: (g as u32, key_hash(&key), key),
                 time,
                 id: id.to_owned(),
                 values: grouping

@@ -31,15 +31,18 @@
 //!    and the events a sliding fold takes back out are still there to read
 //!    ([`events`], [`fold`]).
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, CursorList, Navigable};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
 use differential_dataflow::trace::TraceReader;
-use differential_dataflow::{AsCollection, Hashable};
+use differential_dataflow::Hashable;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -57,7 +60,32 @@ use crate::core::Epoch;
 use crate::spec::Agg;
 
 /// One update of the events collection.
-type Update = ((Key, (Time, Values)), Epoch, isize);
+type Update = ((GroupId, (Time, Values)), Epoch, isize);
+
+/// A group as the arrangement keys it: the grouping's index and a number
+/// this worker gave the group's text ([`Groups`]), so that sorting,
+/// merging and seeking compare integers, never text.
+type GroupId = (u32, u64);
+
+/// The numbers this worker gave its groups, shared by the operators that
+/// read and write its arrangement (worker-local: one thread). A number
+/// stands for exactly one text, so distinct groups never meet; numbers are
+/// never reused, and the map grows with the distinct groups a worker keeps
+/// (state × grade here: a few hundred).
+#[derive(Clone, Default)]
+struct Groups(Rc<RefCell<HashMap<Key, u64>>>);
+
+impl Groups {
+    fn id(&self, key: &Key) -> GroupId {
+        let mut ids = self.0.borrow_mut();
+        let next = ids.len() as u64;
+        let id = match ids.get(key) {
+            Some(id) => *id,
+            None => *ids.entry(key.clone()).or_insert(next),
+        };
+        (key.0, id)
+    }
+}
 
 /// Fills in the window features of `rows` (each with its members), given
 /// every worker's watermark `reports`; the members of `history` are events
@@ -74,9 +102,23 @@ pub fn windows<'s>(
     let members = members.exchange(|m: &Member| m.key.hashed());
     let history = history.exchange(|m: &Member| m.key.hashed());
     let reports = reports.broadcast();
-    let updates = events(members.clone().concat(history), reports.clone(), &plan);
-    let arranged = updates.as_collection().arrange_by_key_named("WindowEvents");
-    let answers = answer(members, reports, arranged, plan, marks);
+    let groups = Groups::default();
+    let updates = events(
+        members.clone().concat(history),
+        reports.clone(),
+        &plan,
+        groups.clone(),
+    );
+    // Not exchanged again: the updates are on the worker that keeps their
+    // group already (members go by their key's hash), the one whose answer
+    // operator reads them, and `GroupId`s are that worker's own numbers.
+    let arranged = arrange_core::<_, _, ValBatcher<GroupId, (Time, Values), Epoch, isize>, _>(
+        updates,
+        Pipeline,
+        "WindowEvents",
+        ValBatcher::new,
+    );
+    let answers = answer(members, reports, arranged, plan, marks, groups);
     assemble(rows, answers)
 }
 
@@ -137,6 +179,7 @@ fn events<'s>(
     members: Batches<'s, Member>,
     reports: Batches<'s, Report>,
     plan: &Plan,
+    groups: Groups,
 ) -> Batches<'s, Update> {
     let longest: Vec<i64> = plan.groupings.iter().map(|g| g.longest).collect();
     let workers = members.scope().peers();
@@ -150,7 +193,7 @@ fn events<'s>(
             let mut clock = Clock::new(workers);
             let mut stash = Reports::default();
             // Members by when they may go: event time + the longest window.
-            let mut expiry: BinaryHeap<Reverse<(Time, Key, Time, Values)>> = BinaryHeap::new();
+            let mut expiry: BinaryHeap<Reverse<(Time, GroupId, Time, Values)>> = BinaryHeap::new();
             move |(members, members_frontier), (reports, reports_frontier), output| {
                 members.for_each(|cap, batch| {
                     let Some(&epoch) = cap.least() else {
@@ -163,8 +206,9 @@ fn events<'s>(
                         let until = m
                             .time
                             .saturating_add(longest[m.key.0 as usize].saturating_mul(2));
-                        expiry.push(Reverse((until, m.key.clone(), m.time, m.values.clone())));
-                        session.give(((m.key, (m.time, m.values)), epoch, 1));
+                        let group = groups.id(&m.key);
+                        expiry.push(Reverse((until, group, m.time, m.values.clone())));
+                        session.give(((group, (m.time, m.values)), epoch, 1));
                     }
                 });
                 reports.for_each(|cap, batch| {
@@ -246,7 +290,7 @@ impl Waiting {
 }
 
 /// The arrangement of events: by group, values sorted by event time.
-type Events = TraceAgent<ValSpine<Key, (Time, Values), Epoch, isize>>;
+type Events = TraceAgent<ValSpine<GroupId, (Time, Values), Epoch, isize>>;
 
 /// Answers each member's question once the watermark passed its event
 /// time, from the arrangement's trace (invariant 1), at its own epoch.
@@ -256,6 +300,7 @@ fn answer<'s>(
     arranged: Arranged<'s, Events>,
     plan: Arc<Plan>,
     marks: Marks,
+    groups: Groups,
 ) -> Batches<'s, Answer> {
     let me = members.scope().index();
     let workers = members.scope().peers();
@@ -299,8 +344,17 @@ fn answer<'s>(
                         trace.map_spans(|span| batches.extend(span.inner.clone()));
                         batches
                     });
-                    let (mut cursor, storage) = group_cursor(batches, &member.key);
-                    let features = fold(&mut cursor, &storage, &plan, &mut sliding, &member, step);
+                    let group = groups.id(&member.key);
+                    let (mut cursor, storage) = group_cursor(batches, &group);
+                    let features = fold(
+                        &mut cursor,
+                        &storage,
+                        &plan,
+                        &mut sliding,
+                        group,
+                        &member,
+                        step,
+                    );
                     answered.entry(epoch).or_default().push(Answer {
                         id: member.id,
                         features,
@@ -330,9 +384,9 @@ fn answer<'s>(
 /// A cursor over the batches that hold `key`, at `key`. (Only those:
 /// `CursorList::seek_val` moves every cursor it holds, and a batch cursor
 /// past its last key must not be moved.)
-fn group_cursor<B>(batches: &[B], key: &Key) -> (CursorList<B::Cursor>, Vec<B>)
+fn group_cursor<B>(batches: &[B], key: &GroupId) -> (CursorList<B::Cursor>, Vec<B>)
 where
-    B: Navigable<Cursor: for<'a> Cursor<Storage = B, Key<'a> = &'a Key>> + Clone,
+    B: Navigable<Cursor: for<'a> Cursor<Storage = B, Key<'a> = &'a GroupId>> + Clone,
 {
     let mut cursors = Vec::new();
     let mut holding = Vec::new();
@@ -351,15 +405,16 @@ where
 /// event time and one running fold per part.
 #[derive(Default)]
 struct Sliding {
-    groups: HashMap<Key, (Time, Vec<Fold>)>,
+    groups: HashMap<GroupId, (Time, Vec<Fold>)>,
 }
 
 impl Sliding {
     /// Forgets the groups whose last question is so old that no window of
     /// a later one can overlap it (they are computed afresh if asked again).
     fn forget_before(&mut self, watermark: Time, plan: &Plan) {
-        self.groups
-            .retain(|key, (at, _)| at.saturating_add(plan.grouping(key).longest) > watermark);
+        self.groups.retain(|key, (at, _)| {
+            at.saturating_add(plan.groupings[key.0 as usize].longest) > watermark
+        });
     }
 }
 
@@ -374,7 +429,7 @@ fn scan<C>(
     mut f: impl FnMut(Time, &Values, i64),
 ) where
     C: for<'a> Cursor<
-        Key<'a> = &'a Key,
+        Key<'a> = &'a GroupId,
         Val<'a> = &'a (Time, Values),
         TimeGat<'a> = &'a Epoch,
         DiffGat<'a> = &'a isize,
@@ -416,23 +471,25 @@ fn fold<C>(
     storage: &C::Storage,
     plan: &Plan,
     sliding: &mut Sliding,
+    group: GroupId,
     member: &Member,
     step: Epoch,
 ) -> Vec<(u32, f32)>
 where
     C: for<'a> Cursor<
-        Key<'a> = &'a Key,
+        Key<'a> = &'a GroupId,
         Val<'a> = &'a (Time, Values),
         TimeGat<'a> = &'a Epoch,
         DiffGat<'a> = &'a isize,
     >,
 {
     let grouping = plan.grouping(&member.key);
+    debug_assert_eq!(group.0, member.key.0);
     let t = member.time;
-    let found = cursor.get_key(storage) == Some(&member.key);
+    let found = cursor.get_key(storage) == Some(&group);
     let (prev, folds) = sliding
         .groups
-        .entry(member.key.clone())
+        .entry(group)
         .or_insert_with(|| (Time::MIN, vec![Fold::default(); grouping.parts.len()]));
     for (i, (part, _)) in grouping.parts.iter().enumerate() {
         let from = t.saturating_sub(part.length);
