@@ -30,6 +30,11 @@
 //!    every question answered at a step `>= e` still finds its window whole,
 //!    and the events a sliding fold takes back out are still there to read
 //!    ([`events`], [`fold`]).
+//! 3. **A group lives on one worker, and only there is it numbered.**
+//!    Members travel by their key's hash; the arrangement is built where
+//!    they arrive, without another exchange ([`windows`]), so the numbers
+//!    a worker's [`Groups`] gives (the arrangement's keys, for integer
+//!    compares) never meet another worker's.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
