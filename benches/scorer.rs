@@ -82,6 +82,15 @@ fn scorer(c: &mut Criterion) {
             }
         })
     });
+    // The fast walk (per-leaf tables, built before timing).
+    forest.fast_tables();
+    group.bench_function("fast contributions (9,857 rows)", |b| {
+        b.iter(|| {
+            for row in features.chunks_exact(width) {
+                forest.fast_contributions_with(&mut scratch, row, &mut contributions);
+            }
+        })
+    });
     group.finish();
 
     let mut group = c.benchmark_group("stages");

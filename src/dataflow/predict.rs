@@ -4,7 +4,8 @@
 //!
 //! With `[explain]` ([`Predictor::explaining`]), each application the spec
 //! explains (flagged, or all) also gets its reason codes: its TreeSHAP
-//! contributions (exact, as XGBoost's `pred_contribs`), grouped back to their
+//! contributions (the fast walk, `crate::model`'s `fast_contributions_with`:
+//! XGBoost's `pred_contribs` values within `f32` rounding), grouped back to their
 //! sources and cut to the top few ([`crate::core::reasons`]). They are
 //! computed from the feature row alone, so every stage layout — one dataflow,
 //! or a predict stage reading the middle topic — gives the same reasons.
@@ -117,7 +118,7 @@ impl Predictor {
 impl Explaining {
     /// The top reasons of one row.
     fn reasons(&mut self, forest: &Forest, row: &[f32]) -> Vec<Reason> {
-        forest.contributions_with(&mut self.scratch, row, &mut self.contributions);
+        forest.fast_contributions_with(&mut self.scratch, row, &mut self.contributions);
         self.sources
             .top(row, &self.contributions, &mut self.grouped, &mut self.top);
         self.top.clone()

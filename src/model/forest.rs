@@ -179,6 +179,10 @@ pub struct Forest {
     /// What TreeSHAP needs besides the nodes; `None` once a tree without
     /// covers was pushed.
     pub(super) shap: Option<ShapNodes>,
+    /// The fast walk's tables (`fast_shap.rs`'s `FastShap`), built on first
+    /// use; reset by [`Forest::push`]. Typed `Any` so that this module, below
+    /// `fast_shap.rs`, does not name it.
+    pub(super) fast: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Per node (indexed like `Forest::nodes`): its cover and its mean value
@@ -202,6 +206,7 @@ impl Forest {
             base_margin,
             objective,
             shap: Some(ShapNodes::default()),
+            fast: std::sync::OnceLock::new(),
         }
     }
 
@@ -219,6 +224,7 @@ impl Forest {
                 );
             }
         }
+        self.fast = std::sync::OnceLock::new();
         let root = self.nodes.len() as u32;
         // Breadth-first: position in `order` is the new index (relative to root).
         let mut order: Vec<u32> = vec![0];
