@@ -9,6 +9,8 @@
 //! sources and cut to the top few ([`crate::core::reasons`]). They are
 //! computed from the feature row alone, so every stage layout — one dataflow,
 //! or a predict stage reading the middle topic — gives the same reasons.
+//! A batch is scored whole first, then its explained rows are explained one
+//! after another.
 
 use std::sync::Arc;
 

@@ -180,7 +180,7 @@ pub struct Forest {
     /// covers was pushed.
     pub(super) shap: Option<ShapNodes>,
     /// The fast walk's tables (`fast_shap.rs`'s `FastShap`), built on first
-    /// use; reset by [`Forest::push`]. Typed `Any` so that this module, below
+    /// use (or by `fast_tables`); reset by [`Forest::push`]. Typed `Any` so that this module, below
     /// `fast_shap.rs`, does not name it.
     pub(super) fast: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }

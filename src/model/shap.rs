@@ -59,6 +59,8 @@ pub(super) struct FastScratch {
     pub(super) right: Vec<u32>,
     pub(super) total: Vec<f64>,
     pub(super) tree: Vec<f32>,
+    /// Per group, where its table row for this row starts.
+    pub(super) offsets: Vec<u32>,
 }
 
 /// Scratch space to explain rows with one forest, reused row after row.
