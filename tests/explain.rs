@@ -503,9 +503,49 @@ fn a_run_with_explain_puts_the_top_reasons_on_flagged_applications_only() {
         "--output",
         &out("chain.jsonl"),
     ]);
+    // A 2 × 2 cluster (its parts together) and a paced replay.
+    run_ok(&[
+        "cluster",
+        "--processes",
+        "2",
+        "-w",
+        "2",
+        "-q",
+        "--dataflow",
+        EXPLAIN_SPEC,
+        "--output",
+        &out("cluster.jsonl"),
+    ]);
+    let mut cluster = BTreeMap::new();
+    for p in 0..2 {
+        let part = dir
+            .path()
+            .join("cluster.jsonl.d")
+            .join(format!("part-{p:05}.jsonl"));
+        let lines = lines_by_id(&part);
+        assert!(!lines.is_empty(), "process {p} wrote nothing");
+        cluster.extend(lines);
+    }
+    run_ok(&[
+        "replay",
+        "data/lending_club.csv",
+        "--speed",
+        "20000000",
+        "-q",
+        "--dataflow",
+        EXPLAIN_SPEC,
+        "--output",
+        &out("replay.jsonl"),
+    ]);
     let one = lines_by_id(Path::new(&out("flagged.jsonl")));
     assert_eq!(lines_by_id(Path::new(&out("w2.jsonl"))), one);
     assert_eq!(lines_by_id(Path::new(&out("chain.jsonl"))), one);
+    assert_eq!(cluster, one, "a 2 × 2 cluster");
+    assert_eq!(
+        lines_by_id(Path::new(&out("replay.jsonl"))),
+        one,
+        "a replay"
+    );
 }
 
 #[test]
