@@ -28,6 +28,10 @@ prints the held-out AUC and writes, NAME being the spec's ``name``:
   models/NAME.expected.csv  id,score: XGBoost's own probability for every
                             row of the backfill (labelled or not), the
                             reference the Rust scorer must reproduce
+  models/NAME.reference.json  the training rows' histograms of the score and
+                            of every feature (edges at the deciles, the
+                            share per bin and missing): what drift
+                            monitoring (PSI) compares a stream with
 
 --without-windows trains on the same rows and split with the spec's window
 features dropped and only prints the held-out AUC (it writes nothing): what
@@ -239,6 +243,50 @@ class Backfill:
 
 # ---------------------------------------------------------------- training
 
+def histogram(values: np.ndarray) -> dict:
+    """A reference histogram of float32 `values` (NaN = missing): bin edges
+    at the deciles of the present values (float32, distinct, ascending) and
+    the share of all values in each bin, where bin i holds the values with
+    exactly i edges at or below them (bin 0: below the first edge; the last:
+    at or above the last edge), and the share missing."""
+    values = values.astype(np.float32)
+    present = values[~np.isnan(values)]
+    if len(present):
+        q = np.quantile(present.astype(np.float64), np.linspace(0.1, 0.9, 9), method="lower")
+        edges = np.unique(q.astype(np.float32))
+    else:
+        edges = np.array([], dtype=np.float32)
+    bins = np.searchsorted(edges, present, side="right")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    n = len(values)
+    return {
+        "edges": [float(e) for e in edges],
+        "proportions": [c / n for c in counts.tolist()],
+        "missing": (n - len(present)) / n,
+    }
+
+
+def write_reference(path: str, model_file: str, names: list, X: np.ndarray,
+                    booster, nthread: int) -> None:
+    """models/NAME.reference.json: what monitoring compares a stream with
+    (population stability index): the histogram of the score and of every
+    model feature over the training rows."""
+    d = xgb.DMatrix(X, feature_names=names, missing=np.nan, nthread=nthread)
+    scores = booster.predict(d)
+    doc = {
+        "model": os.path.basename(model_file),
+        "model_sha256": sha256(model_file),
+        "rows": int(X.shape[0]),
+        "bins": "edges at the training deciles; bin i holds values with i edges <= value",
+        "score": histogram(scores),
+        "features": [dict(name=n, **histogram(X[:, j])) for j, n in enumerate(names)],
+    }
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    print(f"wrote {os.path.relpath(path, ROOT)} ({len(names)} features + the score)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", default=os.path.join(ROOT, "dataflows", "lending_club.toml"),
@@ -334,6 +382,9 @@ def main() -> int:
         fh.write("id,score\n")
         for i, s in zip(backfill.ids, scores):
             fh.write(f"{i},{score_text(s)}\n")
+
+    reference = os.path.join(HERE, f"{name}.reference.json")
+    write_reference(reference, model_file, names, XL[tr], saved, NTHREAD)
 
     with open(model_file) as fh:
         doc = json.load(fh)

@@ -8,9 +8,11 @@
 //! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
 //! fault with its retry hint ([`fault`]), and the rules of window features
-//! over event time: lateness, watermarks, groups and exact folds ([`window`]). May import only [`crate::spec`] and
+//! over event time: lateness, watermarks, groups and exact folds ([`window`]), and drift against
+//! the training data: reference histograms and the population stability index ([`drift`]). May import only [`crate::spec`] and
 //! [`crate::model`].
 
+pub mod drift;
 pub mod fault;
 pub mod features;
 pub mod names;
