@@ -48,7 +48,8 @@
 //! **Substitutions** (the only ones; each printed with the command it
 //! changed): [`DOC_BROKERS`] → the fresh broker; `scripts/broker start` →
 //! `start --prebuilt` / `start --patched` (the build under test); the
-//! hostfile's hosts → free loopback ports; [`SCALE_DOWN`]. An example of
+//! hostfile's hosts → free loopback ports; [`DOC_HTTP`] → a free loopback
+//! port; [`SCALE_DOWN`]. An example of
 //! one cluster process (`--processes N --process I`) whose peers are on
 //! "other machines" runs with them: the same command with `--process J`.
 //!
@@ -73,6 +74,10 @@ use common::{
 /// Addresses the documentation uses for "your broker": replaced by the
 /// fresh broker's address.
 const DOC_BROKERS: &[&str] = &["127.0.0.1:9092", "kafka:9092"];
+
+/// The address the documentation serves `--http` on: replaced by a free
+/// loopback port per command.
+const DOC_HTTP: &str = "--http 127.0.0.1:9100";
 
 /// The scale-downs for 2 CI cores, applied wherever they match.
 const SCALE_DOWN: &[(&str, &str)] = &[
@@ -897,6 +902,14 @@ impl Session {
         }
         for (shown, scaled) in SCALE_DOWN {
             ran = replace_word(&ran, shown, scaled);
+        }
+        // Sessions run side by side: each `--http` gets a port of its own.
+        while ran.contains(DOC_HTTP) {
+            ran = ran.replacen(
+                DOC_HTTP,
+                &format!("--http 127.0.0.1:{}", free_loopback_port()),
+                1,
+            );
         }
         let line = one_line(&ran);
         if subcommand(&line).as_deref() == Some("bench")

@@ -96,6 +96,8 @@ Examples:
   loanflow run --stages clean --output out/rows.jsonl
   loanflow run --stages predict --input out/rows.jsonl \\
       --output out/scored.jsonl
+  # Prometheus metrics (/metrics), /healthz and a live page (/) while it runs
+  loanflow run --http 127.0.0.1:9100 --output out/watched.jsonl
 
 --stages clean|predict runs one stage as its own service, as the tutorial
 deployed them: a clean stage writes a feature row per application (JSON keyed
@@ -148,7 +150,15 @@ host A `loanflow run -w 4 --processes 2 --process 0 --hostfile hosts.txt` and
 the same with --process 1 on host B; every process must run the same binary,
 spec and model (checked at start-up). Workers are numbered across the cluster,
 so file lines and Kafka partitions are shared by all N × W workers; file
-outputs become OUTPUT.d/part-0000I.jsonl.")]
+outputs become OUTPUT.d/part-0000I.jsonl.
+
+With --http ADDR the process serves, while it runs, /metrics (Prometheus: records
+per stage, dead letters by stage and reason, latency, batch sizes, consumer lag
+and committed offsets per partition, transactions, restarts, watermark lag, the
+monitor's flag rates and PSI), /healthz (200 while the workers run) and / (a
+live page: records/s, latency p50/p99, flag rate and PSI, the newest flagged
+applications; nothing loaded from elsewhere). A bad or busy ADDR stops the run
+before it starts. In a cluster process I serves on ADDR's port + I.")]
     Run(RunCommandArgs),
     /// Try a cluster on this machine: launch N `loanflow run` processes connected on loopback.
     #[command(after_help = "\
@@ -217,7 +227,10 @@ Examples:
       --output out/february.jsonl
   # 5000 records per second into the pipeline, scores to a topic
   loanflow replay data/lending_club.csv --rate 5000 --brokers 127.0.0.1:9092 \\
-      --output-topic scored")]
+      --output-topic scored
+  # watched: metrics, /healthz and the live page on http://127.0.0.1:9100/
+  loanflow replay data/lending_club.csv --speed 604800 --http 127.0.0.1:9100 \\
+      --output out/watched.jsonl")]
     Replay(ReplayArgs),
     /// Copy a topic to another with no processing: the raw consume → produce
     /// limit of a broker, to measure the pipeline against.
@@ -541,6 +554,11 @@ pub struct RunArgs {
     /// so the one field that differs between two replays of the same history).
     #[arg(long)]
     pub stamp: bool,
+    /// Serve Prometheus metrics (/metrics), a health check (/healthz) and a live
+    /// page (/) on ADDR (host:port) while the run lasts; in a cluster, process I
+    /// serves on ADDR's port + I.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Carry the spec's label column through the clean stage like a
     /// passthrough column: what `loanflow features` writes beside the features.
     #[arg(skip)]

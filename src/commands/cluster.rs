@@ -190,6 +190,14 @@ pub fn execute(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&signalled_early))
             .context("cannot install signal handlers")?;
     }
+    if let Some(addr) = &args.http {
+        // Each process serves on ADDR's port + its index (pipeline::run).
+        for i in 0..processes {
+            let offset = u16::try_from(i).unwrap_or(u16::MAX);
+            let at = crate::io::http::with_port_offset(addr, offset)?;
+            eprintln!("loanflow: process {i} serves http://{at}/ (metrics: /metrics)");
+        }
+    }
     let dir = TempDir::new()?;
     let (hostfile, ports) = write_hostfile(&dir, processes)?;
     tracing::info!(processes, hostfile = %hostfile.display(), "launching");

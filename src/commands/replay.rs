@@ -99,6 +99,12 @@ pub fn replay(args: &ReplayArgs, control: &Control) -> Result<Replayed> {
         args.speed
     };
     let pacer = Pacer::new(speed, args.rate);
+    if args.topic.is_some() && args.run.http.is_some() {
+        return Err(anyhow!(
+            "--http serves a run of the pipeline, and replay --topic only produces: \
+             give --http to the run that reads the topic"
+        ));
+    }
     if let Some(topic) = &args.topic {
         let spec = Spec::load(&args.run.pipeline.dataflow)?;
         let config = args.run.kafka.required()?;

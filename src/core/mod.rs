@@ -9,12 +9,13 @@
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
 //! fault with its retry hint ([`fault`]), and the rules of window features
 //! over event time: lateness, watermarks, groups and exact folds ([`window`]), and drift against
-//! the training data: reference histograms and the population stability index ([`drift`]). May import only [`crate::spec`] and
+//! the training data: reference histograms and the population stability index ([`drift`]), and the process's metrics that `--http` exposes ([`metrics`]). May import only [`crate::spec`] and
 //! [`crate::model`].
 
 pub mod drift;
 pub mod fault;
 pub mod features;
+pub mod metrics;
 pub mod names;
 pub mod pace;
 pub mod position;

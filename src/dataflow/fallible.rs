@@ -9,6 +9,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
 use super::Batches;
+use crate::core::metrics::{self, StageCounters};
 use crate::core::record::DeadLetter;
 use crate::core::Epoch;
 
@@ -51,6 +52,7 @@ where
         OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>::from(
             dead,
         );
+    let counters = StageCounters::of(&name.to_lowercase());
     builder.build(move |_| {
         // After a `Stop`: the epoch's capability, never released.
         let mut stopped: Option<Capability<Epoch>> = None;
@@ -63,15 +65,27 @@ where
                 }
                 let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
+                let (n_in, mut n_out) = (batch.len(), 0);
                 for item in batch.drain(..) {
                     match logic(item) {
-                        Ok(o) => ok.give(o),
-                        Err(Refused::Dead(d)) => dead.give(d),
+                        Ok(o) => {
+                            n_out += 1;
+                            ok.give(o);
+                        }
+                        Err(Refused::Dead(d)) => {
+                            if let Some(m) = metrics::installed() {
+                                m.dead_letters(std::slice::from_ref(&d));
+                            }
+                            dead.give(d);
+                        }
                         Err(Refused::Stop) => {
                             stopped = cap.retain_least(0);
                             return;
                         }
                     }
+                }
+                if let Some(c) = &counters {
+                    c.moved(n_in, n_out);
                 }
             });
         }

@@ -21,6 +21,7 @@ use super::watermark::{watermark, Marks};
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
+use crate::core::metrics::StageCounters;
 use crate::core::record::{id_hash, DeadLetter, RawRecord, Record};
 use crate::core::scored::{Output, Scored};
 use crate::core::window::{Lateness, Member, Plan};
@@ -242,10 +243,14 @@ pub fn clean<'s>(
 
 /// Predict scores whole batches (timely's containers) at once.
 pub fn predict<'s>(rows: Batches<'s, FeatureRow>, mut predictor: Predictor) -> Batches<'s, Scored> {
+    let counters = StageCounters::of("predict");
     rows.unary(Pipeline, "Predict", move |_, _| {
         let mut scored = Vec::new();
         move |input, output| {
             input.for_each(|cap, batch| {
+                if let Some(c) = &counters {
+                    c.moved(batch.len(), batch.len());
+                }
                 predictor.score_batch(batch.drain(..), &mut scored);
                 output.session(&cap).give_container(&mut scored);
             });

@@ -215,16 +215,28 @@ pub fn watermark<'s>(
                 let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
                 let mut history = history.session(&cap);
+                let metrics = crate::core::metrics::installed();
                 for record in batch.drain(..) {
+                    if let (Some(m), Some(t)) = (metrics, record.event_time) {
+                        m.event_read(t);
+                    }
                     let past = marks.is_history(&record.origin);
                     match lateness.admit(record) {
                         Ok(r) if past => history.give(r),
                         Ok(r) => ok.give(r),
                         Err(_) if past => {}
-                        Err(d) => dead.give(d),
+                        Err(d) => {
+                            if let Some(m) = metrics {
+                                m.dead_letters(std::slice::from_ref(&d));
+                            }
+                            dead.give(d);
+                        }
                     }
                 }
                 after.insert(epoch, lateness.watermark());
+                if let Some(m) = metrics {
+                    m.set_watermark(lateness.watermark());
+                }
             });
             let Some(cap) = report_at.as_mut() else {
                 return;

@@ -35,6 +35,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Scope;
 
 use crate::core::fault::Fault;
+use crate::core::metrics::Tap;
 use crate::core::record::{now_ns, DeadLetter, Format, Origin, RawRecord, Record};
 use crate::core::scored::{OutputFormat, Tally};
 use crate::core::Epoch;
@@ -435,8 +436,7 @@ impl Source for FileSource {
                 }
                 drop(session);
                 let read = (cursor.position().min(input.data.len()) - from) as u64;
-                Stats::add(&stats.records_in, count as u64);
-                Stats::add(&stats.bytes_in, read);
+                stats.read(count, read);
                 if let Some(bar) = &progress {
                     bar.inc(read);
                 }
@@ -670,6 +670,7 @@ impl Sink for FileSink {
             move |_, _| {
                 let mut lines = Vec::with_capacity(CHUNK + 4096);
                 let mut dead_lines = Vec::new();
+                let mut tap = Tap::new();
                 let write = |out: &FileOutput, buf: &mut Vec<u8>, force: bool, stats: &Stats| {
                     if !buf.is_empty() && (force || buf.len() >= CHUNK) {
                         if let Err(e) = out.write(buf) {
@@ -688,6 +689,7 @@ impl Sink for FileSink {
                             format.write(&s, now, &mut lines);
                             lines.push(b'\n');
                             tally.count(&s);
+                            tap.see(&s, now);
                         }
                     });
                     dead.for_each(|_, batch| {
@@ -698,6 +700,7 @@ impl Sink for FileSink {
                         }
                     });
                     stats.outputs(tally);
+                    tap.flush();
                     // Written out (to the shared file's buffer, flushed
                     // when the run publishes) whenever an epoch completes:
                     // what the `done` probe calls delivered is then never

@@ -7,12 +7,14 @@
 //! sinks), [`kafka`] (config, source, sink, readers), [`exactly_once`] (the
 //! protocol, shared with `verify`, and the transactional sink, built on
 //! [`kafka`]), the run-wide counters and first fault ([`Stats`]) and the
-//! failpoints tests arm ([`failpoints`]). May import [`crate::dataflow`] and
+//! failpoints tests arm ([`failpoints`]), and the `--http` server of
+//! metrics and the live page ([`http`]). May import [`crate::dataflow`] and
 //! below; never the pipeline or a command.
 
 pub mod exactly_once;
 pub mod failpoints;
 pub mod file;
+pub mod http;
 pub mod kafka;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,10 +144,27 @@ impl Stats {
 
     /// What a sink delivered in one activation.
     pub fn outputs(&self, tally: Tally) {
+        if let Some(m) = crate::core::metrics::installed() {
+            m.delivered(
+                tally.scored,
+                tally.flagged,
+                tally.cleaned,
+                tally.dead_letters,
+            );
+        }
         Stats::add(&self.scored, tally.scored);
         Stats::add(&self.flagged, tally.flagged);
         Stats::add(&self.cleaned, tally.cleaned);
         Stats::add(&self.dead_letters, tally.dead_letters);
+    }
+
+    /// A source read `count` records of `bytes` bytes, as one batch.
+    pub fn read(&self, count: usize, bytes: u64) {
+        Stats::add(&self.records_in, count as u64);
+        Stats::add(&self.bytes_in, bytes);
+        if let Some(m) = crate::core::metrics::installed() {
+            m.source_batch(count);
+        }
     }
 
     /// Records a fault (the first one wins); workers stop soon after.

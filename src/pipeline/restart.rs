@@ -46,7 +46,11 @@ pub fn run_restarting(args: &RunArgs, control: &Control) -> Result<Summary> {
             }
             Next::Restart => {
                 tracing::warn!("{e:#}; starting again from the last committed transaction");
+                let down = Instant::now();
                 std::thread::sleep(Duration::from_secs(1));
+                if let Some(m) = crate::core::metrics::installed() {
+                    m.restarted(down.elapsed().as_secs_f64());
+                }
             }
         }
     }

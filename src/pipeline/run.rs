@@ -139,6 +139,12 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
     let workers = args.workers as usize;
     let membership = Membership::from_flags(&args.cluster, workers)?;
     let at = placement(args, membership.as_ref());
+    if let Some(addr) = &args.http {
+        // Before anything is read or written: a bad or busy address is a
+        // set-up error. A run started again keeps the server (io::http).
+        let offset = u16::try_from(at.process).unwrap_or(u16::MAX);
+        crate::io::http::serve(&crate::io::http::with_port_offset(addr, offset)?)?;
+    }
     let kafka = args.kafka.config()?;
     let source = SourcePlan::new(args, &spec, kafka.as_ref())?;
     let sink = SinkPlan::new(args, &source, kafka.as_ref(), at)?;
@@ -329,5 +335,6 @@ fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) 
         model: shared.fingerprint.model.clone(),
         interrupted: shared.control.stopped(),
         restarts: 0,
+        http: crate::io::http::served().map(|a| a.to_string()),
     })
 }

@@ -67,6 +67,8 @@ pub struct Summary {
     /// Times the run started its dataflow again after an aborted
     /// transaction ([`super::restart::run_restarting`]); the counts are the last start's.
     pub restarts: u32,
+    /// Where `--http` served the metrics and the live page, if it did.
+    pub http: Option<String>,
 }
 
 impl Summary {
@@ -116,7 +118,11 @@ impl fmt::Display for Summary {
                 self.scored,
                 self.dead_letters,
                 self.output
-            );
+            )
+            .and_then(|()| match &self.http {
+                Some(addr) => write!(f, "; served http://{addr}/"),
+                None => Ok(()),
+            });
         }
         write!(
             f,
@@ -204,7 +210,11 @@ impl fmt::Display for Summary {
             Some(to) => writeln!(f, "  dead letters  {:>10}  → {}", self.dead_letters, to)?,
             None => writeln!(f, "  dead letters  {:>10}", self.dead_letters)?,
         }
-        write!(f, "  model         {}", self.model)
+        write!(f, "  model         {}", self.model)?;
+        if let Some(addr) = &self.http {
+            write!(f, "\n  http          http://{addr}/ (metrics: /metrics)")?;
+        }
+        Ok(())
     }
 }
 
@@ -228,6 +238,7 @@ mod tests {
             windows: false,
             skipped: 0,
             workers: 1,
+            http: None,
             processes: 1,
             process: 0,
             output: "topic loans.scored".into(),

@@ -86,6 +86,7 @@ pub type WorkerResult = Result<Option<Vec<ProcessCounts>>, Fault>;
 /// Runs one worker to its end.
 pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     shared.started.get_or_init(Instant::now);
+    let _running = Running::new();
     let incarnation = match &shared.membership {
         Some(m) => start_up_check(worker, shared, m)?,
         None => None,
@@ -135,6 +136,28 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let first = m.is_first_of_process(worker.index());
     let counts = cluster::gather(worker, first.then(|| ProcessCounts::of(m.process, stats)));
     Ok((worker.index() == 0).then_some(counts))
+}
+
+/// Counts this worker in the metrics' running workers while it lives
+/// (`/healthz`), however it ends.
+struct Running(Option<&'static crate::core::metrics::Metrics>);
+
+impl Running {
+    fn new() -> Running {
+        let m = crate::core::metrics::installed();
+        if let Some(m) = m {
+            m.worker_running(1);
+        }
+        Running(m)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.worker_running(-1);
+        }
+    }
 }
 
 /// A cluster's start-up check: every worker sees every process's

@@ -23,6 +23,7 @@ use super::protocol::{
     HEADER_WORKER,
 };
 use crate::core::fault::Fault;
+use crate::core::metrics::{self, Tap};
 use crate::core::record::{now_ns, DeadLetter};
 use crate::core::scored::{Output, OutputFormat, Tally};
 use crate::core::Epoch;
@@ -222,12 +223,14 @@ impl TransactionalSink {
         let now = now_ns();
         let mut value = Vec::with_capacity(1024);
         let mut tally = Tally::default();
+        let mut tap = Tap::new();
         // What `verify` counts: the messages of the output topic.
         let mut n = 0;
         for s in &outputs {
             value.clear();
             self.format.write(s, now, &mut value);
             tally.count(s);
+            tap.see(s, now);
             let topic = topic_of(s, &self.topic, self.cleaned_topic.as_deref());
             n += u64::from(topic == self.topic);
             let record = output_record(topic, s, &value, 0).headers(self.headers(&epoch));
@@ -295,6 +298,13 @@ impl TransactionalSink {
             let _ = producer.abort_transaction(self.config.connect_timeout);
             return Err(txn_fail("commit", &e));
         }
+        if let Some(m) = metrics::installed() {
+            m.transaction(true);
+            for &(p, o) in offsets {
+                m.set_committed_offset(&self.input_topic, p, o);
+            }
+        }
+        tap.flush();
         tracing::debug!(%txn, produced = ?t1, offsets_sent = ?t2, flushed = ?t3, committed = ?t0.elapsed(), n, "transaction timing");
         if let Some(failure) = producer.context().deliveries.failure() {
             return Err(failure);
@@ -411,6 +421,10 @@ impl Sink for TransactionalSink {
                             drop(caps); // invariant 4: released only once committed
                         }
                         Err(e) => {
+                            // Aborted here, or by the next start's fencing.
+                            if let Some(m) = metrics::installed() {
+                                m.transaction(false);
+                            }
                             this.stats.fail(e);
                             held_forever = caps;
                         }

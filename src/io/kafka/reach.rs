@@ -229,7 +229,11 @@ impl LagBoard {
                     part.committed_offset
                 };
                 if end >= 0 && position >= 0 {
-                    board.insert((topic.clone(), p), (end - position).max(0) as u64);
+                    let lag = (end - position).max(0) as u64;
+                    if let Some(m) = crate::core::metrics::installed() {
+                        m.set_consumer_lag(topic, p, lag);
+                    }
+                    board.insert((topic.clone(), p), lag);
                 }
             }
         }

@@ -19,6 +19,7 @@ use timely::dataflow::operators::Capability;
 
 use super::config::{Context, KafkaConfig};
 use crate::core::fault::Fault;
+use crate::core::metrics::Tap;
 use crate::core::record::{now_ns, DeadLetter, Stage};
 use crate::core::scored::{Output, OutputFormat, Tally};
 use crate::core::Epoch;
@@ -228,6 +229,7 @@ impl Sink for KafkaSink {
                 // Capabilities of epochs with messages in flight (invariant 2).
                 let mut held: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
                 let mut value = Vec::with_capacity(1024);
+                let mut tap = Tap::new();
                 move |(scored, scored_frontier), (dead, dead_frontier), output| {
                     let Some(producer) = producer.as_ref() else {
                         scored.for_each(|_, _| {});
@@ -251,6 +253,7 @@ impl Sink for KafkaSink {
                                 Err(e) => this.stats.fail(e),
                             }
                             tally.count(&s);
+                            tap.see(&s, now);
                         }
                     });
                     dead.for_each(|cap, batch| {
@@ -275,6 +278,7 @@ impl Sink for KafkaSink {
                         }
                     });
                     this.stats.outputs(tally);
+                    tap.flush();
                     // Serve delivery reports, then release every finished epoch.
                     producer.poll(Duration::ZERO);
                     let deliveries = &producer.context().deliveries;

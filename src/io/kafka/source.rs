@@ -477,8 +477,7 @@ impl Reader {
                 }
             }
         }
-        Stats::add(&self.source.feed.stats.records_in, count as u64);
-        Stats::add(&self.source.feed.stats.bytes_in, bytes as u64);
+        self.source.feed.stats.read(count, bytes as u64);
     }
 
     /// Closes the epoch if the offsets moved (a snapshot, for the ledger
@@ -806,6 +805,11 @@ fn commit(
     } else {
         CommitMode::Async
     };
+    if let Some(m) = crate::core::metrics::installed() {
+        for &(p, o) in offsets {
+            m.set_committed_offset(topic, p, o);
+        }
+    }
     if let Err(e) = consumer.commit(&tpl, mode) {
         if sync {
             stats.fail(Fault::fatal(format!(

@@ -1,0 +1,862 @@
+//! The process's metrics: what `--http` exposes on `/metrics` (Prometheus'
+//! text format, through `prometheus-client`) and draws on the live page.
+//!
+//! Every layer that counts something imports this module (it sits in
+//! `core`, below them all) and reaches the one [`Metrics`] through
+//! [`installed`].
+//!
+//! # Invariants
+//! 1. **Off costs one load.** The metrics exist only once [`install`] ran
+//!    (a run with `--http` calls it before any worker starts); until then
+//!    [`installed`] is `None` and every hook is a branch on it.
+//! 2. **Per batch, not per record.** Counters move once per batch (a
+//!    stage's activation, a sink's write); the only per-record work is a
+//!    [`Tap`]'s: a latency bucket in a local array and, for a flagged
+//!    application, a copy of its id into a local list of at most
+//!    [`FEED_LEN`], both handed over once per activation.
+//! 3. **Counters only grow, over the whole process**: a run started again
+//!    after a fault ([`Metrics::restarted`]) keeps counting from where the
+//!    last one stopped, as Prometheus expects of a counter.
+//! 4. **Monitor values are gauges and short series**: the last value per
+//!    group or column is the gauge; the last [`SERIES_LEN`] windows of each
+//!    are kept, by window end, for the page.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::record::{DeadLetter, Stage};
+use super::scored::Output;
+
+/// Upper bounds (seconds) of the read → write latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// [`LATENCY_BUCKETS`] in nanoseconds (a sink compares integers).
+const LATENCY_BUCKETS_NS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut ns = [0u64; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    ns
+};
+
+/// How many flagged applications the live feed keeps.
+pub const FEED_LEN: usize = 50;
+
+/// How many windows of each monitor series the page is given.
+pub const SERIES_LEN: usize = 500;
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics, made on the first call (invariant 1).
+pub fn install() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The process's metrics if a run installed them.
+#[inline]
+pub fn installed() -> Option<&'static Metrics> {
+    METRICS.get()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLabels {
+    stage: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ColumnLabels {
+    column: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// A histogram whose buckets are plain atomics, so a sink merges a whole
+/// activation's latencies with one add per bucket (prometheus-client's own
+/// histogram takes one observation at a time).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Per bucket of [`LATENCY_BUCKETS`], then one for the rest (+Inf): not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn new() -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// The counts per bucket (not cumulative, the last one +Inf), and the total.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BUCKETS.len() + 1], u64) {
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            self.count.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The `q` quantile (seconds) of bucket counts `counts` (not cumulative,
+/// the last one +Inf), interpolated linearly within its bucket; `None`
+/// with no observation.
+pub fn quantile(counts: &[u64; LATENCY_BUCKETS.len() + 1], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 && (below + c) as f64 >= rank {
+            let lo = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+            let Some(&hi) = LATENCY_BUCKETS.get(i) else {
+                return Some(lo); // in +Inf: the last finite bound is all we know
+            };
+            let within = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
+            return Some(lo + (hi - lo) * within);
+        }
+        below += c;
+    }
+    LATENCY_BUCKETS.last().copied()
+}
+
+/// The registry's handle on the one [`LatencyHistogram`].
+#[derive(Debug, Clone)]
+struct LatencyMetric(std::sync::Arc<LatencyHistogram>);
+
+impl EncodeMetric for LatencyMetric {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (counts, count) = self.0.snapshot();
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts)
+            .collect();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A flagged application in the live feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flagged {
+    /// Its id.
+    pub id: String,
+    /// Its score.
+    pub score: f32,
+    /// Its event time (ns since the epoch), if it has one.
+    pub event_time: Option<i64>,
+    /// When the sink wrote it (ns since the epoch).
+    pub written_at: i64,
+}
+
+/// One monitor series: window end (ms since the epoch) → value, the last
+/// [`SERIES_LEN`] windows.
+pub type Series = BTreeMap<i64, f64>;
+
+/// Everything `/metrics` exposes, as cheap handles (see the module's invariants).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    records_in: Family<StageLabels, Counter>,
+    records_out: Family<StageLabels, Counter>,
+    delivered: Family<KindLabels, Counter>,
+    dead_letters: Family<DeadLabels, Counter>,
+    latency: std::sync::Arc<LatencyHistogram>,
+    batch_size: Histogram,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    committed_offset: Family<PartitionLabels, Gauge>,
+    transactions: Family<OutcomeLabels, Counter>,
+    restarts: Counter,
+    outage: FloatCounter,
+    watermark_lag: FloatGauge,
+    workers_running: Gauge,
+    flag_rate: Family<GroupLabels, FloatGauge>,
+    psi: Family<ColumnLabels, FloatGauge>,
+    flag_series: Mutex<BTreeMap<String, Series>>,
+    psi_series: Mutex<BTreeMap<String, Series>>,
+    feed: Mutex<VecDeque<Flagged>>,
+    /// Monotonic count of what was pushed to the feed (the page's cursor).
+    feed_pushed: AtomicU64,
+    /// Newest event time a source delivered (ns), for the watermark lag.
+    newest_event: AtomicI64,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("loanflow");
+        let m = Metrics {
+            records_in: Family::default(),
+            records_out: Family::default(),
+            delivered: Family::default(),
+            dead_letters: Family::default(),
+            latency: std::sync::Arc::new(LatencyHistogram::new()),
+            batch_size: Histogram::new([1.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0]),
+            consumer_lag: Family::default(),
+            committed_offset: Family::default(),
+            transactions: Family::default(),
+            restarts: Counter::default(),
+            outage: FloatCounter::default(),
+            watermark_lag: FloatGauge::default(),
+            workers_running: Gauge::default(),
+            flag_rate: Family::default(),
+            psi: Family::default(),
+            flag_series: Mutex::default(),
+            psi_series: Mutex::default(),
+            feed: Mutex::new(VecDeque::with_capacity(FEED_LEN)),
+            feed_pushed: AtomicU64::new(0),
+            newest_event: AtomicI64::new(i64::MIN),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "records_in",
+            "Records into each stage (source: read from the input)",
+            m.records_in.clone(),
+        );
+        registry.register(
+            "records_out",
+            "Records out of each stage, dead letters not counted (sink: delivered)",
+            m.records_out.clone(),
+        );
+        registry.register(
+            "outputs",
+            "Outputs delivered by the sinks, by kind (scored, flagged, cleaned, dead_letter); committed ones with exactly once",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Dead letters made, by stage and reason (its values blanked)",
+            m.dead_letters.clone(),
+        );
+        registry.register_with_unit(
+            "latency",
+            "From the source reading an application to the sink writing it",
+            Unit::Seconds,
+            LatencyMetric(m.latency.clone()),
+        );
+        registry.register(
+            "batch_size",
+            "Records per batch a source hands to the dataflow",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Records behind the partition's end, from the consumer's statistics",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "committed_offset",
+            "The next offset to read, as last committed for the group",
+            m.committed_offset.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Kafka transactions, by outcome (committed, aborted)",
+            m.transactions.clone(),
+        );
+        registry.register(
+            "restarts",
+            "Runs started again after a fault a restart helps",
+            m.restarts.clone(),
+        );
+        registry.register_with_unit(
+            "outage",
+            "Time spent between a failed run and its restart",
+            Unit::Seconds,
+            m.outage.clone(),
+        );
+        registry.register_with_unit(
+            "watermark_lag",
+            "Newest event time read minus the watermark (window dataflows)",
+            Unit::Seconds,
+            m.watermark_lag.clone(),
+        );
+        registry.register(
+            "workers_running",
+            "Worker threads of this process now running",
+            m.workers_running.clone(),
+        );
+        registry.register(
+            "monitor_flag_rate",
+            "The monitor's flag rate per group, in its newest window",
+            m.flag_rate.clone(),
+        );
+        registry.register(
+            "monitor_psi",
+            "The monitor's population stability index per column, in its newest window",
+            m.psi.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The exposition, in the OpenMetrics text format (which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// The exposition in Prometheus' older text format (0.0.4), for a
+    /// scraper that does not ask for OpenMetrics (`promtool`, `curl`): the
+    /// same samples, a counter's family named with its `_total`, no `# UNIT`
+    /// nor `# EOF`.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// A stage's counters, to keep and move once per batch.
+    pub fn stage(&self, stage: &str) -> StageCounters {
+        let labels = StageLabels {
+            stage: stage.to_owned(),
+        };
+        StageCounters {
+            input: self.records_in.get_or_create(&labels).clone(),
+            output: self.records_out.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// A source handed a batch of `n` records to the dataflow.
+    pub fn source_batch(&self, n: usize) {
+        if n > 0 {
+            self.batch_size.observe(n as f64);
+            self.stage("source").moved(n, n);
+        }
+    }
+
+    /// A sink delivered these (at least once: written and acknowledged;
+    /// exactly once: committed).
+    pub fn delivered(&self, scored: u64, flagged: u64, cleaned: u64, dead_letters: u64) {
+        for (kind, n) in [
+            ("scored", scored),
+            ("flagged", flagged),
+            ("cleaned", cleaned),
+            ("dead_letter", dead_letters),
+        ] {
+            if n > 0 {
+                let labels = KindLabels {
+                    kind: kind.to_owned(),
+                };
+                self.delivered.get_or_create(&labels).inc_by(n);
+            }
+        }
+        let out = scored + cleaned;
+        if out > 0 {
+            self.stage("sink").moved(out as usize, out as usize);
+        }
+    }
+
+    /// Dead letters a stage made, counted by stage and reason.
+    pub fn dead_letters(&self, dead: &[DeadLetter]) {
+        let mut by: BTreeMap<(&str, String), u64> = BTreeMap::new();
+        for d in dead {
+            *by.entry((stage_name(d.stage), reason_kind(&d.reason)))
+                .or_default() += 1;
+        }
+        for ((stage, reason), n) in by {
+            let labels = DeadLabels {
+                stage: stage.to_owned(),
+                reason,
+            };
+            self.dead_letters.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    /// A partition's lag (records behind its end).
+    pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: u64) {
+        self.consumer_lag
+            .get_or_create(&partition_labels(topic, partition))
+            .set(lag.min(i64::MAX as u64) as i64);
+    }
+
+    /// A partition's committed offset.
+    pub fn set_committed_offset(&self, topic: &str, partition: i32, offset: i64) {
+        self.committed_offset
+            .get_or_create(&partition_labels(topic, partition))
+            .set(offset);
+    }
+
+    /// A Kafka transaction ended: committed or aborted.
+    pub fn transaction(&self, committed: bool) {
+        let outcome = if committed { "committed" } else { "aborted" };
+        self.transactions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A run is started again after `outage_seconds` down.
+    pub fn restarted(&self, outage_seconds: f64) {
+        self.restarts.inc();
+        self.outage.inc_by(outage_seconds.max(0.0));
+    }
+
+    /// A source delivered an event at `event_time` (ns); cheap: one atomic max.
+    pub fn event_read(&self, event_time: i64) {
+        self.newest_event.fetch_max(event_time, Ordering::Relaxed);
+    }
+
+    /// The global watermark moved to `watermark` (ns).
+    pub fn set_watermark(&self, watermark: i64) {
+        let newest = self.newest_event.load(Ordering::Relaxed);
+        if newest != i64::MIN && watermark != i64::MIN && watermark != i64::MAX {
+            self.watermark_lag
+                .set(newest.saturating_sub(watermark).max(0) as f64 / 1e9);
+        }
+    }
+
+    /// A worker started (`+1`) or ended (`-1`).
+    pub fn worker_running(&self, delta: i64) {
+        self.workers_running.inc_by(delta);
+    }
+
+    /// How many workers run now (`/healthz` answers 200 while any does).
+    pub fn workers_running(&self) -> i64 {
+        self.workers_running.get()
+    }
+
+    /// The latency histogram (the page derives p50/p99 from it).
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
+    /// Outputs delivered so far of `kind` (`scored`, `flagged`, `cleaned`, `dead_letter`).
+    pub fn delivered_count(&self, kind: &str) -> u64 {
+        self.delivered
+            .get(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// The monitor's hook: `group`'s flag rate in the window ending at
+    /// `window_end_ms`.
+    pub fn set_flag_rate(&self, group: &str, window_end_ms: i64, rate: f64) {
+        self.flag_rate
+            .get_or_create(&GroupLabels {
+                group: group.to_owned(),
+            })
+            .set(rate);
+        keep(&self.flag_series, group, window_end_ms, rate);
+    }
+
+    /// The monitor's hook: `column`'s PSI in the window ending at `window_end_ms`.
+    pub fn set_psi(&self, column: &str, window_end_ms: i64, psi: f64) {
+        self.psi
+            .get_or_create(&ColumnLabels {
+                column: column.to_owned(),
+            })
+            .set(psi);
+        keep(&self.psi_series, column, window_end_ms, psi);
+    }
+
+    /// The flag-rate series by group.
+    pub fn flag_series(&self) -> BTreeMap<String, Series> {
+        self.flag_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The PSI series by column.
+    pub fn psi_series(&self) -> BTreeMap<String, Series> {
+        self.psi_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The live feed, newest first, and how many were ever pushed.
+    pub fn feed(&self) -> (Vec<Flagged>, u64) {
+        let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            feed.iter().rev().cloned().collect(),
+            self.feed_pushed.load(Ordering::Relaxed),
+        )
+    }
+
+    fn push_feed(&self, flagged: &mut Vec<Flagged>) {
+        if flagged.is_empty() {
+            return;
+        }
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        self.feed_pushed
+            .fetch_add(flagged.len() as u64, Ordering::Relaxed);
+        for f in flagged.drain(..) {
+            if feed.len() == FEED_LEN {
+                feed.pop_front();
+            }
+            feed.push_back(f);
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus' 0.0.4 text format (see
+/// [`Metrics::encode_text`]).
+pub fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 64);
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+fn keep(series: &Mutex<BTreeMap<String, Series>>, key: &str, at: i64, value: f64) {
+    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+    let s = series.entry(key.to_owned()).or_default();
+    s.insert(at, value);
+    while s.len() > SERIES_LEN {
+        s.pop_first();
+    }
+}
+
+fn partition_labels(topic: &str, partition: i32) -> PartitionLabels {
+    PartitionLabels {
+        topic: topic.to_owned(),
+        partition: partition.to_string(),
+    }
+}
+
+/// The stage's name as a label.
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Ingest => "ingest",
+        Stage::Clean => "clean",
+        Stage::Predict => "predict",
+        Stage::Late => "late",
+    }
+}
+
+/// A dead letter's reason with its values blanked, so the label has few
+/// values: the first backquoted name (the column) is kept, later backquoted
+/// values become `…`, digits become `N`, and a parenthesised tail (the
+/// expected levels) is dropped.
+pub fn reason_kind(reason: &str) -> String {
+    let head = reason.split(" (").next().unwrap_or(reason);
+    let mut out = String::with_capacity(head.len());
+    let mut quoted = 0;
+    let mut inside = false;
+    let mut last_digit = false;
+    for c in head.chars() {
+        if c == '`' {
+            if !inside {
+                quoted += 1;
+                if quoted > 1 {
+                    out.push('…');
+                }
+            }
+            inside = !inside;
+            last_digit = false;
+            continue;
+        }
+        if inside && quoted > 1 {
+            continue;
+        }
+        if c.is_ascii_digit() {
+            if !last_digit {
+                out.push('N');
+            }
+            last_digit = true;
+            continue;
+        }
+        last_digit = false;
+        out.push(c);
+    }
+    let mut out: String = out.trim().chars().take(80).collect();
+    if out.is_empty() {
+        let _ = write!(out, "unknown");
+    }
+    out
+}
+
+/// A stage's two counters (records in, records out), kept by an operator
+/// and moved once per batch.
+#[derive(Debug, Clone)]
+pub struct StageCounters {
+    input: Counter,
+    output: Counter,
+}
+
+impl StageCounters {
+    /// The counters of `stage`, if the metrics are installed.
+    pub fn of(stage: &str) -> Option<StageCounters> {
+        installed().map(|m| m.stage(stage))
+    }
+
+    /// One batch: `n_in` records in, `n_out` passed on.
+    #[inline]
+    pub fn moved(&self, n_in: usize, n_out: usize) {
+        if n_in > 0 {
+            self.input.inc_by(n_in as u64);
+        }
+        if n_out > 0 {
+            self.output.inc_by(n_out as u64);
+        }
+    }
+}
+
+/// A sink's per-activation view of what it writes: latencies into local
+/// buckets, flagged applications into a short local list; [`Tap::flush`]
+/// hands both over (invariant 2). A no-op without metrics.
+#[derive(Debug)]
+pub struct Tap {
+    metrics: Option<&'static Metrics>,
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: u64,
+    count: u64,
+    flagged: Vec<Flagged>,
+}
+
+impl Default for Tap {
+    fn default() -> Tap {
+        Tap::new()
+    }
+}
+
+impl Tap {
+    /// A tap on the installed metrics (a no-op if there are none).
+    pub fn new() -> Tap {
+        Tap {
+            metrics: installed(),
+            buckets: [0; LATENCY_BUCKETS.len() + 1],
+            sum_ns: 0,
+            count: 0,
+            flagged: Vec::new(),
+        }
+    }
+
+    /// Whether anything is listening.
+    #[inline]
+    pub fn on(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// The sink writes `output` at `now` (ns since the epoch).
+    #[inline]
+    pub fn see(&mut self, output: &Output, now: i64) {
+        if self.metrics.is_none() {
+            return;
+        }
+        if let Output::Scored(s) = output {
+            self.latency(s.read_at, now);
+            if s.flagged {
+                if self.flagged.len() == FEED_LEN {
+                    self.flagged.remove(0);
+                }
+                self.flagged.push(Flagged {
+                    id: s.id.clone(),
+                    score: s.score,
+                    event_time: s.event_time,
+                    written_at: now,
+                });
+            }
+        }
+    }
+
+    #[inline]
+    fn latency(&mut self, read_at: i64, now: i64) {
+        if read_at <= 0 {
+            return; // not stamped by a source (a test's record)
+        }
+        let ns = now.saturating_sub(read_at).max(0) as u64;
+        let i = LATENCY_BUCKETS_NS.partition_point(|&b| b < ns);
+        self.buckets[i] += 1;
+        self.sum_ns += ns;
+        self.count += 1;
+    }
+
+    /// Hands this activation's latencies and flagged applications over.
+    pub fn flush(&mut self) {
+        let Some(m) = self.metrics else { return };
+        if self.count > 0 {
+            for (i, n) in self.buckets.iter_mut().enumerate() {
+                if *n > 0 {
+                    m.latency.buckets[i].fetch_add(*n, Ordering::Relaxed);
+                    *n = 0;
+                }
+            }
+            m.latency.sum_ns.fetch_add(self.sum_ns, Ordering::Relaxed);
+            m.latency.count.fetch_add(self.count, Ordering::Relaxed);
+            self.sum_ns = 0;
+            self.count = 0;
+        }
+        m.push_feed(&mut self.flagged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_keep_the_column_and_blank_the_values() {
+        assert_eq!(
+            reason_kind("column `sub_grade`: unknown level `Z9` (expected one of A1, A2)"),
+            "column sub_grade: unknown level …"
+        );
+        assert_eq!(
+            reason_kind("wrong field count: 12 where the header has 45"),
+            "wrong field count: N where the header has N"
+        );
+        assert_eq!(reason_kind(""), "unknown");
+    }
+
+    #[test]
+    fn the_text_format_names_counter_families_with_their_total() {
+        let open = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total 3\n\
+                    # HELP x_lag_seconds Lag.\n# TYPE x_lag_seconds gauge\n# UNIT x_lag_seconds seconds\n\
+                    x_lag_seconds 1.5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(open),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total 3\n\
+             # HELP x_lag_seconds Lag.\n# TYPE x_lag_seconds gauge\nx_lag_seconds 1.5\n"
+        );
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket() {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        assert_eq!(quantile(&counts, 0.5), None);
+        counts[1] = 100; // (0.0005, 0.001]
+        let p50 = quantile(&counts, 0.5).unwrap();
+        assert!((p50 - 0.00075).abs() < 1e-12, "{p50}");
+        counts[LATENCY_BUCKETS.len()] = 100; // beyond the last bound
+        assert_eq!(quantile(&counts, 0.99), Some(60.0));
+    }
+
+    /// The monitor's hooks, called directly: gauges in the exposition and
+    /// series for the page (the global metrics are shared by this test
+    /// binary's tests, so each test uses its own names).
+    #[test]
+    fn the_monitor_hooks_set_gauges_and_keep_series() {
+        let m = install();
+        m.set_flag_rate("hook_A1", 1_000, 0.25);
+        m.set_flag_rate("hook_A1", 2_000, 0.5);
+        m.set_psi("hook_int_rate", 2_000, 0.3);
+        let text = m.encode();
+        assert!(
+            text.contains("loanflow_monitor_flag_rate{group=\"hook_A1\"} 0.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("loanflow_monitor_psi{column=\"hook_int_rate\"} 0.3"),
+            "{text}"
+        );
+        let flags = m.flag_series();
+        assert_eq!(
+            flags["hook_A1"].iter().collect::<Vec<_>>(),
+            vec![(&1_000, &0.25), (&2_000, &0.5)]
+        );
+        for end in 0..(SERIES_LEN as i64 + 10) {
+            m.set_psi("hook_long", end, 0.01);
+        }
+        let long = &m.psi_series()["hook_long"];
+        assert_eq!(long.len(), SERIES_LEN);
+        assert_eq!(long.first_key_value().map(|(k, _)| *k), Some(10));
+    }
+
+    #[test]
+    fn a_tap_hands_over_latencies_and_the_newest_flagged() {
+        use crate::core::record::Origin;
+        use crate::core::scored::Scored;
+        let m = install();
+        let (before, count_before) = m.latency().snapshot();
+        let (_, pushed_before) = m.feed();
+        let mut tap = Tap::new();
+        let now = 10_000_000_000;
+        for i in 0..(FEED_LEN + 5) {
+            tap.see(
+                &Output::Scored(Scored {
+                    id: format!("tap-{i}"),
+                    score: 0.9,
+                    flagged: true,
+                    event_time: None,
+                    passthrough: vec![],
+                    read_at: now - 2_000_000, // 2 ms
+                    origin: Origin::File {
+                        path: "t".into(),
+                        line: 1,
+                    },
+                    reasons: None,
+                }),
+                now,
+            );
+        }
+        tap.flush();
+        let (after, count_after) = m.latency().snapshot();
+        assert_eq!(count_after - count_before, (FEED_LEN + 5) as u64);
+        let i = LATENCY_BUCKETS.partition_point(|&b| b < 0.002);
+        assert_eq!(after[i] - before[i], (FEED_LEN + 5) as u64);
+        let (feed, pushed) = m.feed();
+        assert_eq!(pushed - pushed_before, FEED_LEN as u64);
+        assert_eq!(feed[0].id, format!("tap-{}", FEED_LEN + 4));
+    }
+}
