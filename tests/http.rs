@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_loopback_port, in_ci, ingest, kafka_run_args, loanflow, loanflow_command, root};
+use common::{
+    free_loopback_port, in_ci, ingest, kafka_run_args, loanflow, loanflow_command, root, verify,
+};
 
 /// Whether `tool` is on the PATH; without it, a test is skipped — except
 /// in CI, where it must be there.
@@ -495,13 +497,33 @@ fn a_bad_or_busy_http_address_is_one_line_before_anything_runs() {
     );
 }
 
-/// In a cluster each process serves on ADDR's port + its index: the
-/// launcher lists the addresses and each process's summary names its own.
+/// A port P with P and P + 1 free on loopback a moment ago, below the
+/// ephemeral range (so no port-0 bind of this or another test, nor the
+/// launcher's hostfile ports, takes P + 1 meanwhile).
+fn free_port_pair() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    (0..1000u64)
+        .map(|i| 20_000 + ((seed.wrapping_mul(2_654_435_761) + i * 7_919) % 12_000) as u16)
+        .find(|&p| {
+            let a = std::net::TcpListener::bind(("127.0.0.1", p));
+            let b = std::net::TcpListener::bind(("127.0.0.1", p + 1));
+            a.is_ok() && b.is_ok()
+        })
+        .expect("two free consecutive ports below 32000")
+}
+
+/// In a cluster each process serves on ADDR's port + its index: each says
+/// so once bound (the launcher passes the line on) and its summary names
+/// its own.
 #[test]
 fn a_cluster_serves_one_port_per_process() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.jsonl");
-    let port = free_loopback_port();
+    let port = free_port_pair();
     let http = format!("127.0.0.1:{port}");
     let out = loanflow(&[
         "cluster",
@@ -518,7 +540,7 @@ fn a_cluster_serves_one_port_per_process() {
     for i in 0..2 {
         let at = format!("http://127.0.0.1:{}/", port + i);
         assert!(
-            stderr.contains(&format!("process {i} serves {at}")),
+            stderr.contains(&format!("[p{i}] loanflow: process {i} serves {at}")),
             "{stderr}"
         );
     }
@@ -528,6 +550,388 @@ fn a_cluster_serves_one_port_per_process() {
     );
     assert!(
         stderr.contains(&format!("http          http://{http}/")),
+        "{stderr}"
+    );
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The sum of the samples whose name and labels start with `prefix`, and
+/// how many there are.
+fn sum_of(text: &str, prefix: &str) -> (f64, usize) {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .fold((0.0, 0), |(sum, n), v| (sum + v, n + 1))
+}
+
+/// `/metrics` of the process serving on `addr`, if it answers 200.
+fn scrape(addr: &str) -> Option<String> {
+    get(addr, "/metrics")
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+}
+
+/// `args` started with stdout dropped and stderr piped.
+fn spawn(args: &[&str]) -> Running {
+    Running(
+        loanflow_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Stops `run` with SIGTERM: whether it exited 0, and its stderr.
+fn stop(run: &mut Running) -> (bool, String) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut stderr = String::new();
+    run.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (run.0.wait().unwrap().success(), stderr)
+}
+
+/// Waits until `/metrics` on `http` shows all 9857 applications of
+/// `data/lending_club.csv` delivered (with exactly once: committed) and
+/// their offsets committed; returns that scrape.
+fn scrape_when_all_committed(http: &str) -> String {
+    wait_for("every application delivered and committed", 120, || {
+        let text = scrape(http)?;
+        (sample(&text, "loanflow_outputs_total{kind=\"scored\"}") == Some(9857.0)
+            && sum_of(&text, "loanflow_committed_offset{topic=\"loans\",") == (9857.0, 4))
+            .then_some(text)
+    })
+}
+
+const COMMITTED: &str = "loanflow_transactions_total{outcome=\"committed\"}";
+const ABORTED: &str = "loanflow_transactions_total{outcome=\"aborted\"}";
+
+/// A clean `--exactly-once` run on the patched broker: `/metrics` counts
+/// as many committed transactions as the run committed — each writer
+/// (incarnation, worker) numbers its transactions 0, 1, … and writes a
+/// progress record in each, so its last one tells how many it committed —
+/// and shows 0 aborted.
+#[test]
+fn exactly_once_transactions_are_counted_as_committed() {
+    let broker = common::Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+    let http = format!("127.0.0.1:{}", free_loopback_port());
+    let mut run = spawn(&kafka_run_args(
+        &broker,
+        &["--exactly-once", "--http", &http],
+    ));
+    let text = scrape_when_all_committed(&http);
+    let committed = sample(&text, COMMITTED).expect("a committed count");
+    assert_eq!(sample(&text, ABORTED), Some(0.0), "{text}");
+
+    let progress = broker.read_all("scored.progress");
+    let header = |r: &common::Record, key: &str| -> String {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key} header: {:?}", r.headers))
+            .1
+            .clone()
+    };
+    let mut last: std::collections::HashMap<(String, String), u64> = Default::default();
+    for r in &progress {
+        let writer = (
+            header(r, "loanflow.incarnation"),
+            header(r, "loanflow.worker"),
+        );
+        let epoch: u64 = header(r, "loanflow.epoch").parse().unwrap();
+        let at = last.entry(writer).or_default();
+        *at = (*at).max(epoch + 1);
+    }
+    assert_eq!(last.len(), 2, "one incarnation, two workers: {last:?}");
+    let by_progress: u64 = last.values().sum();
+    assert_eq!(committed, by_progress as f64, "{text}");
+    eprintln!("{committed} transactions committed, by /metrics and by the progress records");
+    assert_eq!(
+        progress.len() as u64,
+        by_progress,
+        "one progress record each"
+    );
+    // Idle, nothing more is committed.
+    let again = scrape(&http).unwrap();
+    assert_eq!(sample(&again, COMMITTED), Some(committed));
+
+    let (ok, stderr) = stop(&mut run);
+    assert!(ok, "{stderr}");
+    let report = verify(&broker, &["--exactly-once"]);
+    assert!(report.contains("; 0 aborted records discarded"), "{report}");
+}
+
+/// A transaction that fails (the `txn-add-offsets` failpoint, as in
+/// tests/outage.rs) restarts the run in process: `/metrics` counts one
+/// restart, outage seconds (at least the second it waits before starting
+/// again), the aborted transaction, and — counters spanning the restart —
+/// every application committed exactly once.
+#[cfg(feature = "failpoints")] // arms LOANFLOW_FAILPOINTS (scripts/test builds with it)
+#[test]
+fn a_restart_is_counted_with_its_outage_and_aborted_transaction() {
+    let broker = common::Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+    let http = format!("127.0.0.1:{}", free_loopback_port());
+    let mut run = Running(
+        loanflow_command(&kafka_run_args(
+            &broker,
+            &["--exactly-once", "--http", &http],
+        ))
+        .env(
+            "LOANFLOW_FAILPOINTS",
+            "txn-add-offsets=3*off->1*return->off",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let text = scrape_when_all_committed(&http);
+    assert_eq!(
+        sample(&text, "loanflow_restarts_total"),
+        Some(1.0),
+        "{text}"
+    );
+    let outage = sample(&text, "loanflow_outage_seconds_total").unwrap();
+    assert!(outage >= 1.0, "{text}");
+    assert!(sample(&text, ABORTED).unwrap() >= 1.0, "{text}");
+    assert!(sample(&text, COMMITTED).unwrap() >= 1.0, "{text}");
+    eprintln!(
+        "restarted once: {outage} s of outage, {:?} committed, {:?} aborted",
+        sample(&text, COMMITTED),
+        sample(&text, ABORTED)
+    );
+    let (ok, stderr) = stop(&mut run);
+    assert!(ok, "{stderr}");
+    let restarts = stderr
+        .lines()
+        .filter(|l| l.contains("starting again from the last committed transaction"))
+        .count();
+    assert_eq!(restarts, 1, "{stderr}");
+    let report = verify(&broker, &["--exactly-once"]);
+    assert!(report.contains("lost:                 0\n"), "{report}");
+    assert!(report.contains("duplicated:           0 "), "{report}");
+}
+
+/// Seconds since the epoch of an RFC 3339 time.
+fn epoch_seconds(rfc3339: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .timestamp() as f64
+}
+
+/// The velocity dataflow, paced on two workers: the watermark gauge is the
+/// global watermark — within the data's event times, never going back, and
+/// at or past the event time of every flagged application the live feed
+/// shows written (an application is answered only once the global
+/// watermark reached it) —
+/// and the lag is the newest event time read minus it: at least 0, and
+/// the two add up to no more than the data's newest event time.
+#[test]
+fn the_watermark_gauges_follow_the_global_watermark_of_a_window_run() {
+    let text = std::fs::read_to_string(root().join("data/lending_club.csv")).unwrap();
+    let column = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "applied_at")
+        .unwrap();
+    let times: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| epoch_seconds(l.split(',').nth(column).unwrap()))
+        .collect();
+    let first = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let newest = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let http = format!("127.0.0.1:{}", free_loopback_port());
+    let mut replay = spawn(&[
+        "replay",
+        "data/lending_club.csv",
+        "--dataflow",
+        "dataflows/lending_club_velocity.toml",
+        "-w",
+        "2",
+        "--rate",
+        "600",
+        "--batch",
+        "50",
+        "--http",
+        &http,
+        "-o",
+        output.to_str().unwrap(),
+        "-q",
+    ]);
+    wait_for("the server", 30, || scrape(&http));
+    let mut seen: Vec<(f64, f64)> = Vec::new();
+    let mut checked_outputs = 0;
+    while replay.0.try_wait().unwrap().is_none() && seen.len() < 40 {
+        // The flagged applications the sink wrote (the live feed), then the
+        // gauges: each one's event time is at or below the watermark.
+        let Some((_, live)) = get(&http, "/api/live") else {
+            break;
+        };
+        let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+        let written: Vec<f64> = live["feed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["event_time_ms"].as_i64().unwrap() as f64 / 1e3)
+            .collect();
+        let Some(text) = scrape(&http) else { break };
+        if let (Some(wm), Some(lag)) = (
+            sample(&text, "loanflow_watermark_seconds"),
+            sample(&text, "loanflow_watermark_lag_seconds"),
+        ) {
+            assert!(wm >= first && wm <= newest, "watermark {wm}: {text}");
+            assert!(lag >= 0.0 && wm + lag <= newest + 1e-3, "lag {lag}: {text}");
+            if let Some(&(before, _)) = seen.last() {
+                assert!(wm >= before, "the watermark went back: {before} → {wm}");
+            }
+            for t in &written {
+                assert!(*t <= wm + 1e-3, "written at {t}, watermark {wm}");
+            }
+            checked_outputs = checked_outputs.max(written.len());
+            seen.push((wm, lag));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "{} scrapes, {checked_outputs} outputs checked; (watermark, lag): first {:?}, last {:?}",
+        seen.len(),
+        seen.first(),
+        seen.last()
+    );
+    assert!(
+        seen.len() >= 5,
+        "too few scrapes with a watermark: {seen:?}"
+    );
+    assert!(
+        checked_outputs > 0,
+        "no output checked against the watermark"
+    );
+    assert!(
+        seen.last().unwrap().0 > seen[0].0,
+        "the watermark never moved: {seen:?}"
+    );
+    drop(replay);
+}
+
+/// A cluster with `--http 127.0.0.1:0`: each process serves on a port the
+/// system gave it and says so; the launcher passes the lines on, and each
+/// listed address answers with that process's own counts (which add up to
+/// the input) — the port is the real one.
+#[test]
+fn a_cluster_on_port_0_lists_the_bound_ports() {
+    let broker = common::Broker::start();
+    ingest(&broker, "loans", "data/lending_club.csv", "4");
+    let mut launcher = Running(
+        loanflow_command(&[
+            "cluster",
+            "--processes",
+            "2",
+            "-w",
+            "1",
+            "--brokers",
+            &broker.address,
+            "--input-topic",
+            "loans",
+            "--output-topic",
+            "scored",
+            "--partitions",
+            "4",
+            "--http",
+            "127.0.0.1:0",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    // The launcher's lines as they come.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = launcher.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.clone()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut addrs: [Option<String>; 2] = [None, None];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while addrs.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no address for each process: {lines:#?}"));
+        for (i, addr) in addrs.iter_mut().enumerate() {
+            let said = format!("[p{i}] loanflow: process {i} serves http://");
+            if let Some(rest) = line.strip_prefix(&said) {
+                let at = rest.split('/').next().unwrap().to_owned();
+                assert!(addr.replace(at).is_none(), "said twice: {lines:#?}");
+            }
+        }
+        lines.push(line);
+    }
+    let addrs: Vec<String> = addrs.into_iter().map(Option::unwrap).collect();
+    for addr in &addrs {
+        assert!(
+            addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+            "{addrs:?}"
+        );
+    }
+    assert_ne!(addrs[0], addrs[1]);
+    // Each serves its own share; together, every application.
+    let shares = wait_for("both processes to score their shares", 120, || {
+        let shares: Vec<f64> = addrs
+            .iter()
+            .map(|a| sample(&scrape(a)?, "loanflow_outputs_total{kind=\"scored\"}"))
+            .collect::<Option<_>>()?;
+        (shares.iter().sum::<f64>() == 9857.0).then_some(shares)
+    });
+    assert!(shares.iter().all(|s| *s > 0.0), "{shares:?}");
+
+    let (ok, _) = {
+        let kill = Command::new("kill")
+            .args(["-TERM", &launcher.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        (launcher.0.wait().unwrap().success(), ())
+    };
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let stderr = lines.join("\n");
+    assert!(ok, "{stderr}");
+    // The summaries name the same addresses.
+    assert!(
+        stderr.contains(&format!("http          http://{}/", addrs[0])),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("served http://{}/", addrs[1])),
         "{stderr}"
     );
 }

@@ -158,7 +158,9 @@ and committed offsets per partition, transactions, restarts, watermark lag, the
 monitor's flag rates and PSI), /healthz (200 while the workers run) and / (a
 live page: records/s, latency p50/p99, flag rate and PSI, the newest flagged
 applications; nothing loaded from elsewhere). A bad or busy ADDR stops the run
-before it starts. In a cluster process I serves on ADDR's port + I.")]
+before it starts; once bound, the run says where it serves (the real port of
+ADDR's port 0). In a cluster process I serves on ADDR's port + I (with port 0,
+on a free port of its own).")]
     Run(RunCommandArgs),
     /// Try a cluster on this machine: launch N `loanflow run` processes connected on loopback.
     #[command(after_help = "\
@@ -555,8 +557,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub stamp: bool,
     /// Serve Prometheus metrics (/metrics), a health check (/healthz) and a live
-    /// page (/) on ADDR (host:port) while the run lasts; in a cluster, process I
-    /// serves on ADDR's port + I.
+    /// page (/) on ADDR (host:port; port 0: a free one, named on stderr) while
+    /// the run lasts; in a cluster, process I serves on ADDR's port + I.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
     /// Carry the spec's label column through the clean stage like a

@@ -191,12 +191,12 @@ pub fn execute(args: &RunArgs, run_args: &[OsString]) -> Result<()> {
             .context("cannot install signal handlers")?;
     }
     if let Some(addr) = &args.http {
-        // Each process serves on ADDR's port + its index (pipeline::run).
-        for i in 0..processes {
-            let offset = u16::try_from(i).unwrap_or(u16::MAX);
-            let at = crate::io::http::with_port_offset(addr, offset)?;
-            eprintln!("loanflow: process {i} serves http://{at}/ (metrics: /metrics)");
-        }
+        // Each process serves on ADDR's port + its index (pipeline::run),
+        // or on a port of its own with `:0`; once bound, it says where on
+        // its stderr, which is passed on with the rest (`[pI] loanflow:
+        // process I serves http://…/`). Checked here: one line, not N.
+        let last = u16::try_from(processes.saturating_sub(1)).unwrap_or(u16::MAX);
+        crate::io::http::with_port_offset(addr, last)?;
     }
     let dir = TempDir::new()?;
     let (hostfile, ports) = write_hostfile(&dir, processes)?;

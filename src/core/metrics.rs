@@ -20,6 +20,14 @@
 //! 4. **Monitor values are gauges and short series**: the last value per
 //!    group or column is the gauge; the last [`SERIES_LEN`] windows of each
 //!    are kept, by window end, for the page.
+//! 5. **The watermark is the global one**, as the window stage applies it
+//!    (`core::window::Clock`, the minimum over every worker's report), and
+//!    it only moves forward here too (each worker's window stage reports the
+//!    same sequence, at its own pace), set before the answers it lets out:
+//!    every application written has an event time at or below it. The lag
+//!    is computed when scraped: the newest event time read by this process
+//!    minus that watermark, so it grows while the watermark is held back,
+//!    not only when it moves.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -188,6 +196,50 @@ impl EncodeMetric for LatencyMetric {
     }
 }
 
+/// The event times behind the watermark gauges (invariant 5).
+#[derive(Debug)]
+struct EventClock {
+    newest: AtomicI64,
+    watermark: AtomicI64,
+}
+
+impl EventClock {
+    fn read(&self) -> Option<(i64, i64)> {
+        let newest = self.newest.load(Ordering::Relaxed);
+        let watermark = self.watermark.load(Ordering::Relaxed);
+        (newest != i64::MIN && watermark != i64::MIN)
+            .then(|| (watermark, newest.saturating_sub(watermark).max(0)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum EventClockValue {
+    Lag,
+    Watermark,
+}
+
+/// A gauge of the [`EventClock`], read when scraped; no sample until the
+/// watermark is known.
+#[derive(Debug, Clone)]
+struct EventClockMetric(std::sync::Arc<EventClock>, EventClockValue);
+
+impl EncodeMetric for EventClockMetric {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let Some((watermark, lag)) = self.0.read() else {
+            return Ok(());
+        };
+        let ns = match self.1 {
+            EventClockValue::Lag => lag,
+            EventClockValue::Watermark => watermark,
+        };
+        encoder.encode_gauge(&(ns as f64 / 1e9))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 /// A flagged application in the live feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flagged {
@@ -220,7 +272,6 @@ pub struct Metrics {
     transactions: Family<OutcomeLabels, Counter>,
     restarts: Counter,
     outage: FloatCounter,
-    watermark_lag: FloatGauge,
     workers_running: Gauge,
     flag_rate: Family<GroupLabels, FloatGauge>,
     psi: Family<ColumnLabels, FloatGauge>,
@@ -229,8 +280,9 @@ pub struct Metrics {
     feed: Mutex<VecDeque<Flagged>>,
     /// Monotonic count of what was pushed to the feed (the page's cursor).
     feed_pushed: AtomicU64,
-    /// Newest event time a source delivered (ns), for the watermark lag.
-    newest_event: AtomicI64,
+    /// Newest event time read (ns), and the global watermark (ns), both
+    /// `i64::MIN` until known (invariant 5).
+    event_clock: std::sync::Arc<EventClock>,
 }
 
 impl Metrics {
@@ -248,7 +300,6 @@ impl Metrics {
             transactions: Family::default(),
             restarts: Counter::default(),
             outage: FloatCounter::default(),
-            watermark_lag: FloatGauge::default(),
             workers_running: Gauge::default(),
             flag_rate: Family::default(),
             psi: Family::default(),
@@ -256,7 +307,10 @@ impl Metrics {
             psi_series: Mutex::default(),
             feed: Mutex::new(VecDeque::with_capacity(FEED_LEN)),
             feed_pushed: AtomicU64::new(0),
-            newest_event: AtomicI64::new(i64::MIN),
+            event_clock: std::sync::Arc::new(EventClock {
+                newest: AtomicI64::new(i64::MIN),
+                watermark: AtomicI64::new(i64::MIN),
+            }),
             registry: Registry::default(),
         };
         registry.register(
@@ -318,9 +372,15 @@ impl Metrics {
         );
         registry.register_with_unit(
             "watermark_lag",
-            "Newest event time read minus the watermark (window dataflows)",
+            "Newest event time read minus the global watermark (window dataflows)",
             Unit::Seconds,
-            m.watermark_lag.clone(),
+            EventClockMetric(m.event_clock.clone(), EventClockValue::Lag),
+        );
+        registry.register_with_unit(
+            "watermark",
+            "The global watermark: event time, since the Unix epoch (window dataflows)",
+            Unit::Seconds,
+            EventClockMetric(m.event_clock.clone(), EventClockValue::Watermark),
         );
         registry.register(
             "workers_running",
@@ -427,6 +487,26 @@ impl Metrics {
             .set(offset);
     }
 
+    /// An exactly-once sink is ready: both outcomes of its transactions
+    /// are exposed from now on, at 0 until one ends so.
+    pub fn transactions_ready(&self) {
+        for outcome in ["committed", "aborted"] {
+            let _ = self.transactions.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+    }
+
+    /// Kafka transactions ended so far with this outcome.
+    pub fn transactions(&self, committed: bool) -> u64 {
+        let outcome = if committed { "committed" } else { "aborted" };
+        self.transactions
+            .get(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
     /// A Kafka transaction ended: committed or aborted.
     pub fn transaction(&self, committed: bool) {
         let outcome = if committed { "committed" } else { "aborted" };
@@ -443,18 +523,30 @@ impl Metrics {
         self.outage.inc_by(outage_seconds.max(0.0));
     }
 
-    /// A source delivered an event at `event_time` (ns); cheap: one atomic max.
+    /// A record with event time `event_time` (ns) was read; cheap: one atomic max.
+    #[inline]
     pub fn event_read(&self, event_time: i64) {
-        self.newest_event.fetch_max(event_time, Ordering::Relaxed);
+        self.event_clock
+            .newest
+            .fetch_max(event_time, Ordering::Relaxed);
     }
 
-    /// The global watermark moved to `watermark` (ns).
+    /// The window stage applied the global watermark `watermark` (ns):
+    /// kept if it is later than the one known (invariant 5); `i64::MIN`
+    /// (not every worker reported yet) and `i64::MAX` (every input ended)
+    /// are no event time and leave it be.
     pub fn set_watermark(&self, watermark: i64) {
-        let newest = self.newest_event.load(Ordering::Relaxed);
-        if newest != i64::MIN && watermark != i64::MIN && watermark != i64::MAX {
-            self.watermark_lag
-                .set(newest.saturating_sub(watermark).max(0) as f64 / 1e9);
+        if watermark != i64::MIN && watermark != i64::MAX {
+            self.event_clock
+                .watermark
+                .fetch_max(watermark, Ordering::Relaxed);
         }
+    }
+
+    /// The global watermark (ns) and the lag behind the newest event time
+    /// read (ns), once both are known.
+    pub fn watermark(&self) -> Option<(i64, i64)> {
+        self.event_clock.read()
     }
 
     /// A worker started (`+1`) or ended (`-1`).
@@ -821,6 +913,33 @@ mod tests {
         let long = &m.psi_series()["hook_long"];
         assert_eq!(long.len(), SERIES_LEN);
         assert_eq!(long.first_key_value().map(|(k, _)| *k), Some(10));
+    }
+
+    /// The watermark gauges: nothing until the watermark is known, then
+    /// the latest global watermark and the newest event time read minus it,
+    /// as of the scrape (the only test here that moves them).
+    #[test]
+    fn the_watermark_gauges_follow_the_latest_global_watermark() {
+        let m = install();
+        m.event_read(5_000_000_000);
+        m.set_watermark(i64::MIN); // not every worker reported
+        assert_eq!(m.watermark(), None);
+        assert!(!m.encode().contains("\nloanflow_watermark_seconds "));
+        m.set_watermark(2_000_000_000);
+        assert_eq!(m.watermark(), Some((2_000_000_000, 3_000_000_000)));
+        m.set_watermark(1_000_000_000); // another worker's stage, behind
+        m.set_watermark(i64::MAX); // every input ended
+        assert_eq!(m.watermark(), Some((2_000_000_000, 3_000_000_000)));
+        m.event_read(9_500_000_000); // read later, the watermark held back
+        let text = m.encode();
+        assert!(
+            text.contains("\nloanflow_watermark_seconds 2.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nloanflow_watermark_lag_seconds 7.5\n"),
+            "{text}"
+        );
     }
 
     #[test]

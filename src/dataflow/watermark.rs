@@ -234,9 +234,6 @@ pub fn watermark<'s>(
                     }
                 }
                 after.insert(epoch, lateness.watermark());
-                if let Some(m) = metrics {
-                    m.set_watermark(lateness.watermark());
-                }
             });
             let Some(cap) = report_at.as_mut() else {
                 return;

@@ -318,6 +318,7 @@ fn answer<'s>(
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Answer>>>::from(out);
     builder.build(move |_| {
         let mut clock = Clock::new(workers);
+        let metrics = crate::core::metrics::installed();
         let mut stash = Reports::default();
         let mut waiting = Waiting::default();
         let mut sliding = Sliding::default();
@@ -343,6 +344,11 @@ fn answer<'s>(
             while let Some((step, batch)) = stash.next_before(frontier) {
                 batch.into_iter().for_each(|r| clock.report(r));
                 let watermark = clock.watermark();
+                if let Some(m) = metrics {
+                    // The global watermark as applied here, before any answer
+                    // it lets out (core::metrics invariant 5).
+                    m.set_watermark(watermark);
+                }
                 while let Some((member, epoch)) = waiting.pop_through(watermark) {
                     let batches = read.get_or_insert_with(|| {
                         let mut batches = Vec::new();

@@ -143,7 +143,22 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         // Before anything is read or written: a bad or busy address is a
         // set-up error. A run started again keeps the server (io::http).
         let offset = u16::try_from(at.process).unwrap_or(u16::MAX);
-        crate::io::http::serve(&crate::io::http::with_port_offset(addr, offset)?)?;
+        let first = crate::io::http::served().is_none();
+        let served = crate::io::http::serve(&crate::io::http::with_port_offset(addr, offset)?)?;
+        if first {
+            // Where it listens, the real port of `:0` included (`loanflow
+            // cluster` passes each process's line on); once, not per restart.
+            match at.processes {
+                1 => eprintln!(
+                    "loanflow: serving http://{}/ (metrics: /metrics)",
+                    served.addr
+                ),
+                _ => eprintln!(
+                    "loanflow: process {} serves http://{}/ (metrics: /metrics)",
+                    at.process, served.addr
+                ),
+            }
+        }
     }
     let kafka = args.kafka.config()?;
     let source = SourcePlan::new(args, &spec, kafka.as_ref())?;

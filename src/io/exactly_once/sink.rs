@@ -156,6 +156,9 @@ impl TransactionalSink {
                 .ok_or_else(|| Fault::fatal(format!("no group metadata for group `{}`", c.group)))?
         };
         tracing::info!(worker = c.worker, incarnation = c.incarnation, resumed_from = ?c.resumed_from, "transactions ready");
+        if let Some(m) = metrics::installed() {
+            m.transactions_ready();
+        }
         Ok(TransactionalSink {
             producer: c.producer,
             group_metadata,
