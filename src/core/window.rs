@@ -28,9 +28,10 @@
 //!    at the spec's fixed-point scale ([`Values::fixed`]), and only the
 //!    final division is floating point ([`Fold::finish`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::record::{format_time, DeadLetter, Record, Stage, Value};
@@ -244,8 +245,12 @@ pub struct Part {
 pub struct Grouping {
     /// Indexes into the spec's columns of the group's columns.
     pub by: Vec<usize>,
-    /// The features, each with its column (index into the spec's columns).
+    /// The features, each with its field (index into `fields`; `None`
+    /// for a count of applications).
     pub parts: Vec<(Part, Option<usize>)>,
+    /// The distinct (column, scale) pairs the features read: an event's
+    /// [`Values`], one per field, so features of the same column share one.
+    pub fields: Vec<(usize, i64)>,
     /// The longest window: what an application's answer reads back.
     pub longest: i64,
 }
@@ -273,8 +278,9 @@ fn key_hash(text: &str) -> u64 {
     })
 }
 
-/// An application's values for one grouping: one per part, fixed point;
-/// `None` where the column has no value (or the part counts applications).
+/// An application's values for one grouping: one per field (a column at
+/// a scale, [`Grouping::fields`]), fixed point; `None` where the column has
+/// no value.
 pub type Values = Vec<Option<i64>>;
 
 /// An application's part in one group: an event of it, and a question to
@@ -285,17 +291,18 @@ pub struct Member {
     pub key: Key,
     /// The application's event time.
     pub time: Time,
-    /// The application's id, where the answer goes back to.
-    pub id: String,
-    /// Its values, one per part of the grouping.
+    /// Where the answer goes back to: the window stage tags each
+    /// application with its worker and a number there (0 until then).
+    pub tag: u64,
+    /// Its values, one per field of the grouping.
     pub values: Values,
 }
 
 /// The window features of one application from one grouping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {
-    /// The application's id.
-    pub id: String,
+    /// The application's tag ([`Member::tag`]).
+    pub tag: u64,
     /// (slot, value) for each part of the grouping.
     pub features: Vec<(u32, f32)>,
 }
@@ -315,17 +322,31 @@ impl Plan {
                 scale: w.scale,
                 counts_events: w.column.is_none(),
             };
-            match groupings.iter_mut().find(|g| g.by == w.by) {
-                Some(g) => {
-                    g.longest = g.longest.max(w.length);
-                    g.parts.push((part, w.column));
+            let g = match groupings.iter().position(|g| g.by == w.by) {
+                Some(g) => g,
+                None => {
+                    groupings.push(Grouping {
+                        by: w.by.clone(),
+                        parts: Vec::new(),
+                        fields: Vec::new(),
+                        longest: w.length,
+                    });
+                    groupings.len() - 1
                 }
-                None => groupings.push(Grouping {
-                    by: w.by.clone(),
-                    parts: vec![(part, w.column)],
-                    longest: w.length,
-                }),
-            }
+            };
+            let g = &mut groupings[g];
+            g.longest = g.longest.max(w.length);
+            let field = w.column.map(|c| {
+                let field = (c, w.scale);
+                g.fields
+                    .iter()
+                    .position(|f| *f == field)
+                    .unwrap_or_else(|| {
+                        g.fields.push(field);
+                        g.fields.len() - 1
+                    })
+            });
+            g.parts.push((part, field));
         }
         Some(Plan {
             groupings,
@@ -335,7 +356,7 @@ impl Plan {
 
     /// The application's members, one per grouping where every `by` column
     /// has a value (elsewhere its features stay missing).
-    pub fn members(&self, id: &str, time: Time, values: &[Value]) -> Vec<Member> {
+    pub fn members(&self, time: Time, values: &[Value]) -> Vec<Member> {
         let mut members = Vec::with_capacity(self.groupings.len());
         'grouping: for (g, grouping) in self.groupings.iter().enumerate() {
             let mut key = String::new();
@@ -352,11 +373,11 @@ impl Plan {
             members.push(Member {
                 key: (g as u32, key_hash(&key), key),
                 time,
-                id: id.to_owned(),
+                tag: 0,
                 values: grouping
-                    .parts
+                    .fields
                     .iter()
-                    .map(|(part, column)| column.and_then(|c| fixed(&values[c], part.scale)))
+                    .map(|&(column, scale)| fixed(&values[column], scale))
                     .collect(),
             });
         }
@@ -439,39 +460,39 @@ impl Fold {
     }
 }
 
-/// Rows waiting for their window features, by id: the row, and how many
+/// Rows waiting for their window features, by tag: the row, and how many
 /// groupings are still to answer.
 #[derive(Debug)]
 pub struct Assembly<R> {
-    waiting: HashMap<String, (R, usize)>,
+    waiting: FxHashMap<u64, (R, usize)>,
 }
 
 impl<R> Default for Assembly<R> {
     fn default() -> Assembly<R> {
         Assembly {
-            waiting: HashMap::new(),
+            waiting: FxHashMap::default(),
         }
     }
 }
 
 impl<R> Assembly<R> {
     /// A row that waits for `answers` answers (none: it is complete now).
-    pub fn row(&mut self, id: String, row: R, answers: usize) -> Option<R> {
+    pub fn row(&mut self, tag: u64, row: R, answers: usize) -> Option<R> {
         if answers == 0 {
             return Some(row);
         }
-        self.waiting.insert(id, (row, answers));
+        self.waiting.insert(tag, (row, answers));
         None
     }
 
-    /// An answer for `id`: `fill` writes it into the row; the row once its
+    /// An answer for `tag`: `fill` writes it into the row; the row once its
     /// last answer came.
-    pub fn answer(&mut self, id: &str, fill: impl FnOnce(&mut R)) -> Option<R> {
-        let (row, left) = self.waiting.get_mut(id)?;
+    pub fn answer(&mut self, tag: u64, fill: impl FnOnce(&mut R)) -> Option<R> {
+        let (row, left) = self.waiting.get_mut(&tag)?;
         fill(row);
         *left -= 1;
         if *left == 0 {
-            self.waiting.remove(id).map(|(row, _)| row)
+            self.waiting.remove(&tag).map(|(row, _)| row)
         } else {
             None
         }

@@ -80,7 +80,7 @@ pub enum Graph {
 pub struct Windowing {
     /// The window features, grouped.
     pub plan: Arc<Plan>,
-    /// The partitions this worker reads (a file's worker: its byte range, `[0]`).
+    /// The partitions this worker reads (a file's worker: its stripes, `[0]`).
     pub partitions: Vec<i32>,
     /// Probes the records admitted past the watermark: how far reading got.
     /// A source paces itself by this, not by what was delivered, because
@@ -170,7 +170,7 @@ fn ingest_and_clean<'s>(
     let plan = Arc::clone(&w.plan);
     let history = history.flat_map(move |r| {
         // Admitted by the watermark operator: every record has an event time.
-        plan.members(&r.id, r.event_time.unwrap_or(i64::MIN), &r.values)
+        plan.members(r.event_time.unwrap_or(i64::MIN), &r.values)
     });
     let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&w.plan));
     let rows = super::window::windows(rows, history, reports, w.plan, w.marks);
@@ -190,7 +190,7 @@ fn clean_with_members<'s>(
     fallible(records, by_id, "Clean", move |r| {
         // Admitted by the watermark operator: every record has an event time.
         let time = r.event_time.unwrap_or(i64::MIN);
-        let members = plan.members(&r.id, time, &r.values);
+        let members = plan.members(time, &r.values);
         Ok((cleaner.clean(r)?, members))
     })
 }

@@ -2,11 +2,11 @@
 //! dataflow, between clean and predict.
 //!
 //! ```text
-//! rows+members ─split─► rows ─────────────────────────────────► assemble ─► rows
-//!                 └──► members ─(exchange by group)─┬─► events ─► arrange ┐   ▲
-//!                                                    └─► answer ◄─(trace)─┘   │
-//!   history members ─(exchange by group)─► events only                      │
-//!   reports ─(broadcast)─► events, answer            answers ─(exchange by id)┘
+//! rows+members ─split─► rows (tagged) ───────────────────────────► assemble ─► rows
+//!                 └──► members ─(exchange by group)─► events ─► arrange ┐     ▲
+//!   history members ─(exchange by group)─────────────┘  │ questions     │     │
+//!                                                         └──────► answer ◄─┘     │
+//!   reports ─(broadcast)─► events, answer      answers ─(exchange by tag)─┘
 //! ```
 //! Each application is an event of every group it belongs to and a
 //! question to it. Events live in a differential arrangement keyed by group
@@ -14,7 +14,9 @@
 //! once no question can reach it any more, so the arrangement holds what
 //! the windows hold, not the stream's length. A question is answered by
 //! reading the arrangement's trace from `t − W` up to `t` once the global
-//! watermark passed `t` (`core::window` invariant 3), and the answer goes
+//! watermark passed `t` (`core::window` invariant 3); the questions one
+//! watermark step releases are answered together, group by group, in one
+//! pass over the trace ([`answer_step`]). The answer goes
 //! out at the question's own epoch, whose capability is held until then:
 //! an input offset is never committed before the features it fed.
 //!
@@ -29,66 +31,166 @@
 //!    `< e`, and keeps two longest windows behind that watermark**, so
 //!    every question answered at a step `>= e` still finds its window whole,
 //!    and the events a sliding fold takes back out are still there to read
-//!    ([`events`], [`fold`]).
+//!    ([`events`], [`answer_step`]).
 //! 3. **A group lives on one worker, and only there is it numbered.**
 //!    Members travel by their key's hash; the arrangement is built where
 //!    they arrive, without another exchange ([`windows`]), so the numbers
 //!    a worker's [`Groups`] gives (the arrangement's keys, for integer
 //!    compares) never meet another worker's.
 
-use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::rc::Rc;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use differential_dataflow::batcher::merge::Sealer;
+use differential_dataflow::batcher::{Batcher, Extract};
+use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::cursor::{Cursor, CursorList, Navigable};
-use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use differential_dataflow::trace::cursor::{Cursor, Navigable};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::Hashable;
+use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Concat, Exchange as _, InputCapability};
-use timely::progress::frontier::AntichainRef;
+use timely::dataflow::operators::{Capability, Exchange as _, InputCapability};
+use timely::progress::frontier::{Antichain, AntichainRef};
 
 use super::watermark::Marks;
 use super::Batches;
 use crate::core::features::FeatureRow;
-use crate::core::record::id_hash;
-use crate::core::window::{Answer, Assembly, Clock, Fold, Key, Member, Plan, Report, Time, Values};
+use crate::core::window::{
+    Answer, Assembly, Clock, Fold, Grouping, Key, Member, Plan, Report, Time, Values,
+};
 use crate::core::Epoch;
 use crate::spec::Agg;
 
 /// One update of the events collection.
-type Update = ((GroupId, (Time, Values)), Epoch, isize);
+type Update = ((GroupId, (Time, Fields)), Epoch, isize);
 
-/// A group as the arrangement keys it: the grouping's index and a number
+/// An event's values as the arrangement keeps them ([`Values`], one per
+/// field of its grouping): inline for up to one field (the common case: a
+/// count, or a count and a sum of one column), so that an update allocates
+/// nothing; on the heap beyond. A grouping's events are all of one kind
+/// (its width decides).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fields {
+    One(Option<i64>),
+    Many(Values),
+}
+
+impl Fields {
+    /// Below every fields value: where a seek for a time starts.
+    const LEAST: Fields = Fields::One(None);
+
+    fn new(mut values: Values) -> Fields {
+        match values.len() {
+            0 => Fields::One(None),
+            1 => Fields::One(values.pop().flatten()),
+            _ => Fields::Many(values),
+        }
+    }
+
+    /// Appends the first `width` values to `to`.
+    fn extend_into(&self, width: usize, to: &mut Vec<Option<i64>>) {
+        match self {
+            Fields::One(value) => to.extend(std::iter::repeat_n(*value, width.min(1))),
+            Fields::Many(values) => to.extend_from_slice(&values[..width]),
+        }
+    }
+}
+
+/// The arrangement's batcher: it keeps the updates as they come, and
+/// forms a batch with one sort and consolidation of the updates the frontier
+/// passed. (Differential's `MergeBatcher` merges each input chunk into a
+/// ladder of chains, moving every update once per level; here each epoch's
+/// updates arrive in one or two containers and are all sealed at the next
+/// frontier, so one sort does the same work in place.)
+#[derive(Default)]
+struct SortBatcher {
+    /// The containers as they came (each of one epoch, in practice).
+    pending: Vec<Vec<Update>>,
+    frontier: Antichain<Epoch>,
+}
+
+impl Batcher<Vec<Update>> for SortBatcher {
+    fn insert(&mut self, container: &mut Vec<Update>) {
+        if !container.is_empty() {
+            self.pending.push(std::mem::take(container));
+        }
+    }
+}
+
+impl Extract for SortBatcher {
+    type Time = Epoch;
+    type Output =
+        <ValBuilder<GroupId, (Time, Fields), Epoch, isize> as Sealer<Vec<Update>>>::Output;
+
+    fn extract<'a>(
+        &'a mut self,
+        upper: AntichainRef<'_, Epoch>,
+    ) -> (Option<Self::Output>, AntichainRef<'a, Epoch>) {
+        let later = |(_, t, _): &Update| upper.less_equal(t);
+        let size = self.pending.iter().map(Vec::len).sum();
+        let mut ready = Vec::with_capacity(size);
+        let mut kept = Vec::new();
+        self.frontier.clear();
+        for mut chunk in std::mem::take(&mut self.pending) {
+            if chunk.iter().any(later) {
+                let (now, then): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|u| !later(u));
+                ready.extend(now);
+                then.iter().for_each(|(_, t, _)| {
+                    self.frontier.insert(*t);
+                });
+                kept.push(then);
+            } else {
+                ready.append(&mut chunk);
+            }
+        }
+        self.pending = kept;
+        consolidate_updates(&mut ready);
+        let batch = if ready.is_empty() {
+            None
+        } else {
+            ValBuilder::seal(&mut vec![ready])
+        };
+        (batch, self.frontier.borrow())
+    }
+}
+
+/// A group as the arrangement keys it: the grouping's index (high bits)
+/// and a number (fewer than 2^48 per worker)
 /// this worker gave the group's text ([`Groups`]), so that sorting,
 /// merging and seeking compare integers, never text.
-type GroupId = (u32, u64);
+type GroupId = u64;
 
-/// The numbers this worker gave its groups, shared by the operators that
-/// read and write its arrangement (worker-local: one thread). A number
+/// The grouping's index in a [`GroupId`]'s high bits; the number below.
+const GROUP_BITS: u32 = 48;
+
+/// The index of the grouping of `group`.
+fn grouping_of(group: GroupId) -> usize {
+    (group >> GROUP_BITS) as usize
+}
+
+/// The numbers this worker gave its groups (the events operator is the
+/// one that numbers, for its updates and questions alike). A number
 /// stands for exactly one text, so distinct groups never meet; numbers are
 /// never reused, and the map grows with the distinct groups a worker keeps
 /// (state × grade here: a few hundred).
-#[derive(Clone, Default)]
-struct Groups(Rc<RefCell<HashMap<Key, u64>>>);
+#[derive(Default)]
+struct Groups(FxHashMap<Key, u64>);
 
 impl Groups {
-    fn id(&self, key: &Key) -> GroupId {
-        let mut ids = self.0.borrow_mut();
-        let next = ids.len() as u64;
-        let id = match ids.get(key) {
+    fn id(&mut self, key: &Key) -> GroupId {
+        let next = self.0.len() as u64;
+        let id = match self.0.get(key) {
             Some(id) => *id,
-            None => *ids.entry(key.clone()).or_insert(next),
+            None => *self.0.entry(key.clone()).or_insert(next),
         };
-        (key.0, id)
+        (u64::from(key.0) << GROUP_BITS) | (id & ((1 << GROUP_BITS) - 1))
     }
 }
 
@@ -107,47 +209,47 @@ pub fn windows<'s>(
     let members = members.exchange(|m: &Member| m.key.hashed());
     let history = history.exchange(|m: &Member| m.key.hashed());
     let reports = reports.broadcast();
-    let groups = Groups::default();
-    let updates = events(
-        members.clone().concat(history),
-        reports.clone(),
-        &plan,
-        groups.clone(),
-    );
+    let (updates, questions) = events(members, history, reports.clone(), &plan);
     // Not exchanged again: the updates are on the worker that keeps their
     // group already (members go by their key's hash), the one whose answer
     // operator reads them, and `GroupId`s are that worker's own numbers.
-    let arranged = arrange_core::<_, _, ValBatcher<GroupId, (Time, Values), Epoch, isize>, _>(
-        updates,
-        Pipeline,
-        "WindowEvents",
-        ValBatcher::new,
-    );
-    let answers = answer(members, reports, arranged, plan, marks, groups);
+    let arranged =
+        arrange_core::<_, _, SortBatcher, _>(updates, Pipeline, "WindowEvents", |_, _| {
+            SortBatcher::default()
+        });
+    let answers = answer(questions, reports, arranged, plan, marks);
     assemble(rows, answers)
 }
 
-/// Rows (with how many answers each waits for) and members, apart.
+/// Rows (with their tag and how many answers each waits for) and members
+/// (with that tag), apart. A tag is the worker's index in its high 24 bits
+/// and a number there below: answers find their row's worker by it
+/// ([`assemble`]), and the row among those waiting there.
 fn split<'s>(
     rows: Batches<'s, (FeatureRow, Vec<Member>)>,
-) -> (Batches<'s, (FeatureRow, usize)>, Batches<'s, Member>) {
+) -> (Batches<'s, (FeatureRow, u64, usize)>, Batches<'s, Member>) {
+    let me = (rows.scope().index() as u64) << TAG_BITS;
     let mut builder = OperatorBuilder::new("WindowSplit".to_owned(), rows.scope());
     let mut input = builder.new_input(rows, Pipeline);
     let (out_rows, rows_stream) = builder.new_output();
     let (out_members, members_stream) = builder.new_output();
     let mut out_rows =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(FeatureRow, usize)>>>::from(out_rows);
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(FeatureRow, u64, usize)>>>::from(out_rows);
     let mut out_members =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<Member>>>::from(out_members);
     builder.build(move |_| {
+        let mut next = 0u64;
         move |_| {
             let mut out_rows = out_rows.activate();
             let mut out_members = out_members.activate();
             input.for_each(|cap, batch| {
                 let mut rows = out_rows.session(&cap);
                 let mut members = out_members.session(&cap);
-                for (row, m) in batch.drain(..) {
-                    rows.give((row, m.len()));
+                for (row, mut m) in batch.drain(..) {
+                    let tag = me | next;
+                    next = (next + 1) & ((1 << TAG_BITS) - 1);
+                    rows.give((row, tag, m.len()));
+                    m.iter_mut().for_each(|m| m.tag = tag);
                     members.give_iterator(m.into_iter());
                 }
             });
@@ -155,6 +257,9 @@ fn split<'s>(
     });
     (rows_stream, members_stream)
 }
+
+/// The bits of a tag below its worker's index.
+const TAG_BITS: u32 = 40;
 
 /// Reports by the epoch they cover, applied to a clock as frontiers pass.
 #[derive(Default)]
@@ -177,110 +282,209 @@ impl Reports {
     }
 }
 
-/// The events collection: each member enters at its own epoch, and is
-/// retracted once the watermark (from reports of earlier epochs only,
-/// invariant 2) is more than two of its grouping's longest windows past it.
-fn events<'s>(
-    members: Batches<'s, Member>,
-    reports: Batches<'s, Report>,
-    plan: &Plan,
-    groups: Groups,
-) -> Batches<'s, Update> {
-    let longest: Vec<i64> = plan.groupings.iter().map(|g| g.longest).collect();
-    let workers = members.scope().peers();
-    members.binary_frontier(
-        reports,
-        Pipeline,
-        Pipeline,
-        "WindowEvents",
-        move |cap, _| {
-            let mut retract_at = Some(cap);
-            let mut clock = Clock::new(workers);
-            let mut stash = Reports::default();
-            // Members by when they may go: event time + the longest window.
-            let mut expiry: BinaryHeap<Reverse<(Time, GroupId, Time, Values)>> = BinaryHeap::new();
-            move |(members, members_frontier), (reports, reports_frontier), output| {
-                members.for_each(|cap, batch| {
-                    let Some(&epoch) = cap.least() else {
-                        return;
-                    };
-                    let mut session = output.session(&cap);
-                    for m in batch.drain(..) {
-                        // Two windows: a sliding fold takes an event back out
-                        // up to a window after its own window passed (`fold`).
-                        let until = m
-                            .time
-                            .saturating_add(longest[m.key.0 as usize].saturating_mul(2));
-                        let group = groups.id(&m.key);
-                        expiry.push(Reverse((until, group, m.time, m.values.clone())));
-                        session.give(((group, (m.time, m.values)), epoch, 1));
-                    }
-                });
-                reports.for_each(|cap, batch| {
-                    if let Some(&epoch) = cap.least() {
-                        stash.stash(epoch, batch);
-                    }
-                });
-                let frontier = [members_frontier.frontier(), reports_frontier.frontier()]
-                    .iter()
-                    .filter_map(|f| f.first().copied())
-                    .min();
-                let Some(cap) = retract_at.as_mut() else {
-                    return;
-                };
-                let Some(f) = frontier else {
-                    retract_at = None; // nothing more will be asked
-                    return;
-                };
-                if f <= *cap.time() {
-                    return;
-                }
-                while let Some((_, batch)) = stash.next_before(Some(f)) {
-                    batch.into_iter().for_each(|r| clock.report(r));
-                }
-                cap.downgrade(&f);
-                let watermark = clock.watermark();
-                let mut session = output.session(&*cap);
-                while expiry.peek().is_some_and(|Reverse(e)| e.0 < watermark) {
-                    let Reverse((_, key, time, values)) = expiry.pop().expect("peeked");
-                    session.give(((key, (time, values)), f, -1));
-                }
-            }
-        },
-    )
+/// Events waiting to be retracted, by hop of their expiry (event time +
+/// two of their grouping's longest windows): a hop goes out whole once the
+/// watermark passed its end, so an event is retracted at most a hop later
+/// than it could be, and the hops cost a map entry each, not a heap step
+/// per event.
+struct Expiry {
+    hop: i64,
+    hops: BTreeMap<i64, Vec<(GroupId, Time, Fields)>>,
 }
 
-/// Questions waiting for the watermark, in event-time order, with the
-/// capabilities of their epochs.
-#[derive(Default)]
+impl Expiry {
+    /// Hops of a sixteenth of the shortest grouping's longest window.
+    fn new(longest: &[i64]) -> Expiry {
+        let shortest = longest.iter().copied().min().unwrap_or(1);
+        Expiry {
+            hop: (shortest / 16).max(1),
+            hops: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, until: Time, event: (GroupId, Time, Fields)) {
+        self.hops
+            .entry(until.div_euclid(self.hop))
+            .or_default()
+            .push(event);
+    }
+
+    /// The events of every hop that ends before `watermark`: each expired
+    /// (its expiry is below the watermark).
+    fn pop_before(&mut self, watermark: Time, mut f: impl FnMut((GroupId, Time, Fields))) {
+        while let Some(entry) = self.hops.first_entry() {
+            let last = entry
+                .key()
+                .saturating_mul(self.hop)
+                .saturating_add(self.hop - 1);
+            if last >= watermark {
+                return;
+            }
+            entry.remove().into_iter().for_each(&mut f);
+        }
+    }
+}
+
+/// The events collection and the questions: each member enters the
+/// collection at its own epoch, and is retracted once the watermark (from
+/// reports of earlier epochs only, invariant 2) is more than two of its
+/// grouping's longest windows past it (a hop later at most, [`Expiry`]);
+/// each member but history's asks its question at its own epoch.
+fn events<'s>(
+    members: Batches<'s, Member>,
+    history: Batches<'s, Member>,
+    reports: Batches<'s, Report>,
+    plan: &Plan,
+) -> (Batches<'s, Update>, Batches<'s, Question>) {
+    let longest: Vec<i64> = plan.groupings.iter().map(|g| g.longest).collect();
+    let workers = members.scope().peers();
+    let mut builder = OperatorBuilder::new("WindowEvents".to_owned(), members.scope());
+    let mut members_in = builder.new_input(members, Pipeline);
+    let mut history_in = builder.new_input(history, Pipeline);
+    let mut reports_in = builder.new_input(reports, Pipeline);
+    let (updates_out, updates) = builder.new_output();
+    let (questions_out, questions) = builder.new_output();
+    let mut updates_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(updates_out);
+    let mut questions_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Question>>>::from(questions_out);
+    builder.build(move |mut caps| {
+        caps.truncate(1); // questions go at their members' epochs
+        let mut retract_at = caps.pop();
+        let mut clock = Clock::new(workers);
+        let mut stash = Reports::default();
+        let mut expiry = Expiry::new(&longest);
+        let mut groups = Groups::default();
+        move |frontiers| {
+            let mut updates = updates_out.activate();
+            let mut questions = questions_out.activate();
+            let mut event = |m: Member, epoch: Epoch, out: &mut Vec<Update>| {
+                // Two windows: a sliding fold takes an event back out up to
+                // a window after its own window passed (`answer_step`).
+                let until = m
+                    .time
+                    .saturating_add(longest[m.key.0 as usize].saturating_mul(2));
+                let group = groups.id(&m.key);
+                let fields = Fields::new(m.values);
+                expiry.push(until, (group, m.time, fields.clone()));
+                out.push(((group, (m.time, fields)), epoch, 1));
+                (group, m.time, m.tag)
+            };
+            let mut batch_out = Vec::new();
+            members_in.for_each(|cap, batch| {
+                let Some(&epoch) = cap.least() else {
+                    return;
+                };
+                let mut asked = questions.session(&cap);
+                for m in batch.drain(..) {
+                    let (group, time, tag) = event(m, epoch, &mut batch_out);
+                    asked.give(Question {
+                        group,
+                        time,
+                        tag,
+                        epoch,
+                    });
+                }
+                updates.session(&cap).give_container(&mut batch_out);
+            });
+            history_in.for_each(|cap, batch| {
+                let Some(&epoch) = cap.least() else {
+                    return;
+                };
+                for m in batch.drain(..) {
+                    event(m, epoch, &mut batch_out);
+                }
+                updates.session(&cap).give_container(&mut batch_out);
+            });
+            reports_in.for_each(|cap, batch| {
+                if let Some(&epoch) = cap.least() {
+                    stash.stash(epoch, batch);
+                }
+            });
+            let frontier = frontiers
+                .iter()
+                .filter_map(|f| f.frontier().first().copied())
+                .min();
+            let Some(cap) = retract_at.as_mut() else {
+                return;
+            };
+            let Some(f) = frontier else {
+                retract_at = None; // nothing more will be asked
+                return;
+            };
+            if f <= *cap.time() {
+                return;
+            }
+            while let Some((_, batch)) = stash.next_before(Some(f)) {
+                batch.into_iter().for_each(|r| clock.report(r));
+            }
+            cap.downgrade(&f);
+            let watermark = clock.watermark();
+            let mut session = updates.session(&*cap);
+            expiry.pop_before(watermark, |(key, time, fields)| {
+                session.give(((key, (time, fields)), f, -1));
+            });
+        }
+    });
+    (updates, questions)
+}
+
+/// A question waiting for the watermark: the application's event time in
+/// its group, where its answer goes, and the epoch it is answered at.
+#[derive(Clone)]
+struct Question {
+    group: GroupId,
+    time: Time,
+    tag: u64,
+    epoch: Epoch,
+}
+
+/// Questions waiting for the watermark, with the capabilities of their
+/// epochs.
 struct Waiting {
-    questions: BTreeMap<(Time, u64), (Member, Epoch)>,
+    questions: Vec<Question>,
+    /// The earliest event time among `questions` (`Time::MAX` if none).
+    earliest: Time,
     caps: BTreeMap<Epoch, (Capability<Epoch>, usize)>,
-    seq: u64,
+}
+
+impl Default for Waiting {
+    fn default() -> Waiting {
+        Waiting {
+            questions: Vec::new(),
+            earliest: Time::MAX,
+            caps: BTreeMap::new(),
+        }
+    }
 }
 
 impl Waiting {
-    fn push(&mut self, member: Member, cap: &InputCapability<Epoch>) {
-        let Some(&epoch) = cap.least() else {
-            return;
-        };
+    fn push(&mut self, question: Question, cap: &InputCapability<Epoch>) {
         let held = self
             .caps
-            .entry(epoch)
+            .entry(question.epoch)
             .or_insert_with(|| (cap.retain_least(0).expect("a stamped message"), 0));
         held.1 += 1;
-        self.seq += 1;
-        self.questions
-            .insert((member.time, self.seq), (member, epoch));
+        self.earliest = self.earliest.min(question.time);
+        self.questions.push(question);
     }
 
-    /// The next question at or before `watermark`.
-    fn pop_through(&mut self, watermark: Time) -> Option<(Member, Epoch)> {
-        let (&(time, _), _) = self.questions.first_key_value()?;
-        if time > watermark {
-            return None;
+    /// Moves the questions at or before `watermark` to `ready`.
+    fn take_through(&mut self, watermark: Time, ready: &mut Vec<Question>) {
+        if self.earliest > watermark {
+            return;
         }
-        self.questions.pop_first().map(|(_, q)| q)
+        let mut earliest = Time::MAX;
+        let mut i = 0;
+        while i < self.questions.len() {
+            if self.questions[i].time <= watermark {
+                ready.push(self.questions.swap_remove(i));
+            } else {
+                earliest = earliest.min(self.questions[i].time);
+                i += 1;
+            }
+        }
+        self.earliest = earliest;
     }
 
     /// `n` questions of `epoch` are answered.
@@ -295,23 +499,24 @@ impl Waiting {
 }
 
 /// The arrangement of events: by group, values sorted by event time.
-type Events = TraceAgent<ValSpine<GroupId, (Time, Values), Epoch, isize>>;
+type Events = TraceAgent<ValSpine<GroupId, (Time, Fields), Epoch, isize>>;
 
 /// Answers each member's question once the watermark passed its event
 /// time, from the arrangement's trace (invariant 1), at its own epoch.
+/// The questions a watermark step releases are answered together
+/// ([`answer_step`]).
 fn answer<'s>(
-    members: Batches<'s, Member>,
+    questions: Batches<'s, Question>,
     reports: Batches<'s, Report>,
     arranged: Arranged<'s, Events>,
     plan: Arc<Plan>,
     marks: Marks,
-    groups: Groups,
 ) -> Batches<'s, Answer> {
-    let me = members.scope().index();
-    let workers = members.scope().peers();
+    let me = questions.scope().index();
+    let workers = questions.scope().peers();
     let mut trace = arranged.trace;
-    let mut builder = OperatorBuilder::new("WindowAnswer".to_owned(), members.scope());
-    let mut members_in = builder.new_input(members, Pipeline);
+    let mut builder = OperatorBuilder::new("WindowAnswer".to_owned(), questions.scope());
+    let mut questions_in = builder.new_input(questions, Pipeline);
     let mut reports_in = builder.new_input(reports, Pipeline);
     let mut batches_in = builder.new_input(arranged.stream, Pipeline);
     let (out, answers) = builder.new_output();
@@ -322,11 +527,13 @@ fn answer<'s>(
         let mut stash = Reports::default();
         let mut waiting = Waiting::default();
         let mut sliding = Sliding::default();
+        let mut scratch = Scratch::default();
+        let mut ready = Vec::new();
         let mut answered: BTreeMap<Epoch, Vec<Answer>> = BTreeMap::new();
         move |frontiers| {
-            members_in.for_each(|cap, batch| {
-                for m in batch.drain(..) {
-                    waiting.push(m, &cap);
+            questions_in.for_each(|cap, batch| {
+                for q in batch.drain(..) {
+                    waiting.push(q, &cap);
                 }
             });
             reports_in.for_each(|cap, batch| {
@@ -349,28 +556,25 @@ fn answer<'s>(
                     // it lets out (core::metrics invariant 5).
                     m.set_watermark(watermark);
                 }
-                while let Some((member, epoch)) = waiting.pop_through(watermark) {
-                    let batches = read.get_or_insert_with(|| {
-                        let mut batches = Vec::new();
-                        trace.map_spans(|span| batches.extend(span.inner.clone()));
-                        batches
-                    });
-                    let group = groups.id(&member.key);
-                    let (mut cursor, storage) = group_cursor(batches, &group);
-                    let features = fold(
-                        &mut cursor,
-                        &storage,
-                        &plan,
-                        &mut sliding,
-                        group,
-                        &member,
-                        step,
-                    );
-                    answered.entry(epoch).or_default().push(Answer {
-                        id: member.id,
-                        features,
-                    });
+                waiting.take_through(watermark, &mut ready);
+                if ready.is_empty() {
+                    continue;
                 }
+                let batches = read.get_or_insert_with(|| {
+                    let mut batches = Vec::new();
+                    trace.map_spans(|span| batches.extend(span.inner.clone()));
+                    batches
+                });
+                answer_step(
+                    &mut ready,
+                    batches,
+                    &plan,
+                    &mut sliding,
+                    step,
+                    &mut scratch,
+                    |epoch, answer| answered.entry(epoch).or_default().push(answer),
+                );
+                ready.clear();
             }
             // One message per epoch, not per answer.
             for (epoch, mut batch) in std::mem::take(&mut answered) {
@@ -392,31 +596,12 @@ fn answer<'s>(
     answers
 }
 
-/// A cursor over the batches that hold `key`, at `key`. (Only those:
-/// `CursorList::seek_val` moves every cursor it holds, and a batch cursor
-/// past its last key must not be moved.)
-fn group_cursor<B>(batches: &[B], key: &GroupId) -> (CursorList<B::Cursor>, Vec<B>)
-where
-    B: Navigable<Cursor: for<'a> Cursor<Storage = B, Key<'a> = &'a GroupId>> + Clone,
-{
-    let mut cursors = Vec::new();
-    let mut holding = Vec::new();
-    for batch in batches {
-        let mut cursor = batch.cursor();
-        cursor.seek_key(batch, key);
-        if cursor.get_key(batch) == Some(key) {
-            cursors.push(cursor);
-            holding.push(batch.clone());
-        }
-    }
-    (CursorList::new(cursors, &holding), holding)
-}
-
 /// Each group's windows as its last question left them: that question's
-/// event time and one running fold per part.
+/// event time and one running fold per part (counts and sums; a `min` or
+/// `max` part is read whole each time and keeps nothing).
 #[derive(Default)]
 struct Sliding {
-    groups: HashMap<GroupId, (Time, Vec<Fold>)>,
+    groups: FxHashMap<GroupId, (Time, Vec<Fold>)>,
 }
 
 impl Sliding {
@@ -424,123 +609,284 @@ impl Sliding {
     /// a later one can overlap it (they are computed afresh if asked again).
     fn forget_before(&mut self, watermark: Time, plan: &Plan) {
         self.groups.retain(|key, (at, _)| {
-            at.saturating_add(plan.groupings[key.0 as usize].longest) > watermark
+            at.saturating_add(plan.groupings[grouping_of(*key)].longest) > watermark
         });
     }
 }
 
-/// Events of the group under `cursor` with `from <= time < to`, each with
-/// its count as of epoch `step` (invariant 1), to `f`.
-fn scan<C>(
-    cursor: &mut C,
-    storage: &C::Storage,
-    from: Time,
-    to: Time,
-    step: Epoch,
-    mut f: impl FnMut(Time, &Values, i64),
-) where
-    C: for<'a> Cursor<
-        Key<'a> = &'a GroupId,
-        Val<'a> = &'a (Time, Values),
-        TimeGat<'a> = &'a Epoch,
-        DiffGat<'a> = &'a isize,
-    >,
-{
-    if from >= to {
-        return;
-    }
-    cursor.rewind_vals(storage);
-    cursor.seek_val(storage, &(from, Vec::new()));
-    while let Some((time, values)) = cursor.get_val(storage) {
-        if *time >= to {
-            break;
-        }
-        let mut times = 0isize;
-        cursor.map_times(storage, |epoch, diff| {
-            if *epoch <= step {
-                times += *diff;
+/// An event of one group as a step read it: its event time, its count as
+/// of the step (invariant 1), and where its values start in
+/// [`Scratch::values`].
+#[derive(Clone, Copy)]
+struct Read {
+    time: Time,
+    n: i64,
+    at: usize,
+}
+
+/// One part's walk over a group's reads: the fold of the events between
+/// `lo` (the first read at or after the window's start) and `hi` (the
+/// first at or after the question).
+#[derive(Clone, Copy)]
+struct Walk {
+    fold: Fold,
+    lo: usize,
+    hi: usize,
+}
+
+/// A step's buffers, kept to reuse their allocations.
+#[derive(Default)]
+struct Scratch {
+    reads: Vec<Read>,
+    values: Vec<Option<i64>>,
+    spans: Vec<(Time, Time)>,
+    walks: Vec<Walk>,
+}
+
+/// Which events of a group's questions `first ..= last` (in event-time
+/// order) a step reads, per part into `spans` (merged, sorted): a part
+/// that slides on from the group's last question at `prev` reads what
+/// comes in, `[prev, last)`, and what goes out, `[prev − W, last − W)`;
+/// any other part reads `[first − W, last)`. Whether the part slides.
+fn spans_of(
+    grouping: &Grouping,
+    state: Option<Time>,
+    first: Time,
+    last: Time,
+    spans: &mut Vec<(Time, Time)>,
+    slides: &mut Vec<bool>,
+) {
+    spans.clear();
+    slides.clear();
+    for (part, _) in &grouping.parts {
+        let w = part.length;
+        let slide = !matches!(part.agg, Agg::Min | Agg::Max)
+            && state.is_some_and(|prev| {
+                prev > first.saturating_sub(w) && last.saturating_sub(prev) < w
+            });
+        match state {
+            Some(prev) if slide => {
+                spans.push((prev.saturating_sub(w), last.saturating_sub(w)));
+                spans.push((prev, last));
             }
-        });
-        if times != 0 {
-            f(*time, values, times as i64);
+            _ => spans.push((first.saturating_sub(w), last)),
         }
-        cursor.step_val(storage);
+        slides.push(slide);
     }
+    spans.retain(|(from, to)| from < to);
+    spans.sort_unstable();
+    let mut merged = 0;
+    for i in 0..spans.len() {
+        if merged > 0 && spans[i].0 <= spans[merged - 1].1 {
+            spans[merged - 1].1 = spans[merged - 1].1.max(spans[i].1);
+        } else {
+            spans[merged] = spans[i];
+            merged += 1;
+        }
+    }
+    spans.truncate(merged);
 }
 
-/// The member's window features, at step `step` (invariant 1).
+/// Answers the questions a watermark step released, as of epoch `step`
+/// (invariant 1), each to `emit` with its epoch.
 ///
-/// Counts and sums slide: from the group's previous question at `prev`,
-/// the events of `[prev, t)` come in and those of `[prev − W, t − W)` go
-/// out, so each event is read about twice per part whatever the window's
-/// length. That needs the events that go out to still be there: they are
-/// retracted only two longest windows behind the watermark (invariant 2).
-/// A group asked after a gap longer than a window, and `min` / `max`
-/// (which cannot take an event back out), read their whole window.
-fn fold<C>(
-    cursor: &mut C,
-    storage: &C::Storage,
+/// The questions go by group and event time, so each batch of the trace
+/// is sought once per group, not once per question and part: the step
+/// reads the events of the group's spans ([`spans_of`]) from every batch,
+/// consolidates them across batches, and each part walks them with two
+/// pointers (the window's start and end only move forward). Counts and
+/// sums slide: from the group's previous question, the events of
+/// `[prev, t)` come in and those of `[prev − W, t − W)` go out (each
+/// event read about twice per part whatever the window's length); that
+/// needs the events that go out to still be there: they are retracted
+/// only two longest windows behind the watermark (invariant 2). `min` and
+/// `max` (which cannot take an event back out) fold their whole window.
+/// The folds are exact integers, so which way a window is reached does
+/// not change a bit of its features (`core::window` invariant 4).
+fn answer_step<B>(
+    ready: &mut [Question],
+    batches: &[B],
     plan: &Plan,
     sliding: &mut Sliding,
-    group: GroupId,
-    member: &Member,
     step: Epoch,
-) -> Vec<(u32, f32)>
-where
-    C: for<'a> Cursor<
-        Key<'a> = &'a GroupId,
-        Val<'a> = &'a (Time, Values),
-        TimeGat<'a> = &'a Epoch,
-        DiffGat<'a> = &'a isize,
+    scratch: &mut Scratch,
+    mut emit: impl FnMut(Epoch, Answer),
+) where
+    B: Navigable<
+        Cursor: for<'a> Cursor<
+            Storage = B,
+            Key<'a> = &'a GroupId,
+            Val<'a> = &'a (Time, Fields),
+            TimeGat<'a> = &'a Epoch,
+            DiffGat<'a> = &'a isize,
+        >,
     >,
 {
-    let grouping = plan.grouping(&member.key);
-    debug_assert_eq!(group.0, member.key.0);
-    let t = member.time;
-    let found = cursor.get_key(storage) == Some(&group);
-    let (prev, folds) = sliding
-        .groups
-        .entry(group)
-        .or_insert_with(|| (Time::MIN, vec![Fold::default(); grouping.parts.len()]));
-    for (i, (part, _)) in grouping.parts.iter().enumerate() {
-        let from = t.saturating_sub(part.length);
-        let fresh = matches!(part.agg, Agg::Min | Agg::Max) || *prev <= from;
-        let fold = &mut folds[i];
-        if !found {
-            *fold = Fold::default();
-        } else if fresh {
-            *fold = Fold::default();
-            scan(cursor, storage, from, t, step, |_, v, n| fold.add(v[i], n));
-        } else {
-            let gone_from = prev.saturating_sub(part.length);
-            scan(cursor, storage, gone_from, from, step, |_, v, n| {
-                fold.add(v[i], -n)
-            });
-            scan(cursor, storage, *prev, t, step, |_, v, n| fold.add(v[i], n));
+    ready.sort_unstable_by_key(|q| (q.group, q.time));
+    let mut cursors: Vec<_> = batches.iter().map(|b| b.cursor()).collect();
+    let mut slides = Vec::new();
+    let mut start = 0;
+    while start < ready.len() {
+        let group = ready[start].group;
+        let end = start + ready[start..].partition_point(|q| q.group == group);
+        let run = &mut ready[start..end];
+        start = end;
+        let grouping = &plan.groupings[grouping_of(group)];
+        let (first, last) = (run[0].time, run[run.len() - 1].time);
+        let state = sliding.groups.get(&group).map(|(prev, _)| *prev);
+        spans_of(
+            grouping,
+            state,
+            first,
+            last,
+            &mut scratch.spans,
+            &mut slides,
+        );
+
+        // Read the spans from every batch that holds the group.
+        let Scratch {
+            reads,
+            values,
+            spans,
+            walks,
+        } = scratch;
+        reads.clear();
+        values.clear();
+        let width = grouping.fields.len();
+        let mut found = 0;
+        for (cursor, batch) in cursors.iter_mut().zip(batches) {
+            cursor.seek_key(batch, &group);
+            if cursor.get_key(batch) != Some(&group) {
+                continue;
+            }
+            found += 1;
+            for &(from, to) in spans.iter() {
+                cursor.seek_val(batch, &(from, Fields::LEAST));
+                while let Some((time, vals)) = cursor.get_val(batch) {
+                    if *time >= to {
+                        break;
+                    }
+                    let mut n = 0isize;
+                    cursor.map_times(batch, |epoch, diff| {
+                        if *epoch <= step {
+                            n += *diff;
+                        }
+                    });
+                    if n != 0 {
+                        reads.push(Read {
+                            time: *time,
+                            n: n as i64,
+                            at: values.len(),
+                        });
+                        vals.extend_into(width, values);
+                    }
+                    cursor.step_val(batch);
+                }
+            }
         }
+        if found > 1 {
+            // One count per event, as one cursor over every batch gives it
+            // (`min` / `max` must not see an event and its retraction).
+            let vals = |r: &Read| &values[r.at..r.at + width];
+            reads.sort_unstable_by(|a, b| (a.time, vals(a)).cmp(&(b.time, vals(b))));
+            let mut kept = 0;
+            for i in 0..reads.len() {
+                if kept > 0
+                    && reads[kept - 1].time == reads[i].time
+                    && vals(&reads[kept - 1]) == vals(&reads[i])
+                {
+                    reads[kept - 1].n += reads[i].n;
+                } else {
+                    reads[kept] = reads[i];
+                    kept += 1;
+                }
+            }
+            reads.truncate(kept);
+            reads.retain(|r| r.n != 0);
+        }
+
+        // Where each part's walk starts: on from the group's last question,
+        // or afresh (a group no batch holds has empty windows).
+        let at = |x: Time| reads.partition_point(|r| r.time < x);
+        walks.clear();
+        let folds = sliding.groups.get(&group).map(|(_, f)| f);
+        for (i, (part, _)) in grouping.parts.iter().enumerate() {
+            let walk = match (state, folds) {
+                (Some(prev), Some(folds)) if slides[i] && found > 0 => Walk {
+                    fold: folds[i],
+                    lo: at(prev.saturating_sub(part.length)),
+                    hi: at(prev),
+                },
+                _ => {
+                    let lo = at(first.saturating_sub(part.length));
+                    Walk {
+                        fold: Fold::default(),
+                        lo,
+                        hi: lo,
+                    }
+                }
+            };
+            walks.push(walk);
+        }
+
+        for q in run.iter_mut() {
+            let t = q.time;
+            let mut features = Vec::with_capacity(grouping.parts.len());
+            for ((part, field), walk) in grouping.parts.iter().zip(walks.iter_mut()) {
+                let value_of = |r: &Read| field.and_then(|f| values[r.at + f]);
+                let from = t.saturating_sub(part.length);
+                let whole = matches!(part.agg, Agg::Min | Agg::Max);
+                while walk.hi < reads.len() && reads[walk.hi].time < t {
+                    if !whole {
+                        let r = reads[walk.hi];
+                        walk.fold.add(value_of(&r), r.n);
+                    }
+                    walk.hi += 1;
+                }
+                while walk.lo < reads.len() && reads[walk.lo].time < from {
+                    if !whole {
+                        let r = reads[walk.lo];
+                        walk.fold.add(value_of(&r), -r.n);
+                    }
+                    walk.lo += 1;
+                }
+                let value = if whole {
+                    let mut fold = Fold::default();
+                    for r in &reads[walk.lo..walk.hi] {
+                        fold.add(value_of(r), r.n);
+                    }
+                    fold.finish(part)
+                } else {
+                    walk.fold.finish(part)
+                };
+                features.push((part.slot as u32, value));
+            }
+            emit(
+                q.epoch,
+                Answer {
+                    tag: q.tag,
+                    features,
+                },
+            );
+        }
+        let folds = walks.iter().map(|w| w.fold).collect();
+        sliding.groups.insert(group, (last, folds));
     }
-    *prev = t;
-    grouping
-        .parts
-        .iter()
-        .zip(folds.iter())
-        .map(|((part, _), f)| (part.slot as u32, f.finish(part)))
-        .collect()
 }
 
-/// Rows joined with their answers, by id, at the row's own epoch.
+/// Rows joined with their answers, by tag, at the row's own epoch.
 fn assemble<'s>(
-    rows: Batches<'s, (FeatureRow, usize)>,
+    rows: Batches<'s, (FeatureRow, u64, usize)>,
     answers: Batches<'s, Answer>,
 ) -> Batches<'s, FeatureRow> {
-    let by_id = Exchange::new(|a: &Answer| id_hash(&a.id));
-    rows.binary(answers, Pipeline, by_id, "WindowAssemble", |_, _| {
+    let to_row = Exchange::new(|a: &Answer| a.tag >> TAG_BITS);
+    rows.binary(answers, Pipeline, to_row, "WindowAssemble", |_, _| {
         let mut assembly = Assembly::default();
         move |rows, answers, output| {
             rows.for_each(|cap, batch| {
                 let mut session = output.session(&cap);
-                for (row, n) in batch.drain(..) {
-                    if let Some(row) = assembly.row(row.id.clone(), row, n) {
+                for (row, tag, n) in batch.drain(..) {
+                    if let Some(row) = assembly.row(tag, row, n) {
                         session.give(row);
                     }
                 }
@@ -548,7 +894,7 @@ fn assemble<'s>(
             answers.for_each(|cap, batch| {
                 let mut session = output.session(&cap);
                 for a in batch.drain(..) {
-                    let done = assembly.answer(&a.id, |row: &mut FeatureRow| {
+                    let done = assembly.answer(a.tag, |row: &mut FeatureRow| {
                         for (slot, value) in &a.features {
                             row.features[*slot as usize] = *value;
                         }

@@ -1,12 +1,19 @@
 //! File edges: a CSV or JSON Lines source split across workers, and JSON
 //! Lines sinks for scored applications and dead letters.
 //!
-//! Splitting: the input is memory-mapped once per process; worker `w` of `W`
-//! (global index, so this holds across a cluster too) owns the lines that
-//! *start* in its byte range `[start_w, start_{w+1})` of the data after the
-//! header. A line crossing the range end is read whole by the worker where it
-//! starts, so every line is read by exactly one worker, none twice, none
-//! missed. Records are one per line (CSV fields must not contain newlines).
+//! Splitting: the input is memory-mapped once per process and cut into
+//! stripes of about [`STRIPE`] bytes, their count a multiple of the worker
+//! count `W`; worker `w` (global index, so this holds across a cluster too)
+//! owns the lines that *start* in stripes `w`, `w + W`, `w + 2W`, … of the
+//! data after the header, and reads them in file order. A line crossing a
+//! stripe's end is read whole by the worker where it starts, so every line
+//! is read by exactly one worker, none twice, none missed. Records are one
+//! per line (CSV fields must not contain newlines). Stripes rather than one
+//! range per worker keep the workers at about the same place in the file,
+//! so on a file in event-time order every worker's watermark moves on
+//! together (a window dataflow answers an application only once every
+//! worker passed its time: with halves, the second half would wait whole
+//! for the first). A file smaller than `W` stripes is cut in `W` ranges.
 //!
 //! Sinks: every worker of a process appends large chunks of whole lines to
 //! one shared file, written as `PATH.partial` and renamed to `PATH` only when
@@ -215,11 +222,28 @@ impl FileInput {
         (self.data.len() - self.data_start) as u64
     }
 
-    /// The byte range whose line starts worker `index` of `peers` owns.
-    fn share(&self, index: usize, peers: usize) -> Range<usize> {
+    /// The byte ranges (stripes, in file order) whose line starts worker
+    /// `index` of `peers` owns.
+    fn share(&self, index: usize, peers: usize) -> Vec<Range<usize>> {
         let span = self.data.len() - self.data_start;
-        let at = |w: usize| self.data_start + (span as u128 * w as u128 / peers as u128) as usize;
-        at(index)..at(index + 1)
+        let stripes = span.div_ceil(STRIPE).div_ceil(peers).max(1) * peers;
+        let at = |k: usize| self.data_start + (span as u128 * k as u128 / stripes as u128) as usize;
+        (index..stripes)
+            .step_by(peers)
+            .map(|k| at(k)..at(k + 1))
+            .collect()
+    }
+
+    /// A cursor over the lines that start in `stripes` (disjoint, in file
+    /// order).
+    pub fn striped_cursor(&self, stripes: Vec<Range<usize>>) -> StripedCursor {
+        let mut stripes = stripes.into_iter();
+        let cursor = self.cursor(stripes.next().unwrap_or(self.data.len()..self.data.len()));
+        StripedCursor {
+            cursor,
+            stripes,
+            read: 0,
+        }
     }
 
     /// The byte range of the records (after a CSV header).
@@ -369,6 +393,50 @@ impl LineCursor {
     }
 }
 
+/// A worker's [`LineCursor`] over its stripes ([`FileInput::share`]).
+pub struct StripedCursor {
+    cursor: LineCursor,
+    stripes: std::vec::IntoIter<Range<usize>>,
+    read: usize,
+}
+
+impl StripedCursor {
+    /// The next line, as [`LineCursor::next_line`], moving on to the next
+    /// stripe at the end of one; line numbers count the lines skipped.
+    pub fn next_line(&mut self, data: &[u8]) -> Option<(u64, Range<usize>)> {
+        loop {
+            let from = self.cursor.pos;
+            if let Some(line) = self.cursor.next_line(data) {
+                self.read += self.cursor.pos.min(data.len()) - from;
+                return Some(line);
+            }
+            let next = self.stripes.next()?;
+            // The first line starting at or after the stripe's start.
+            let start = if next.start == 0 || data.get(next.start - 1) == Some(&b'\n') {
+                next.start
+            } else {
+                memchr::memchr(b'\n', &data[next.start..])
+                    .map_or(data.len(), |i| next.start + i + 1)
+            };
+            let at = self.cursor.pos.min(start);
+            let skipped = memchr::memchr_iter(b'\n', &data[at..start.min(data.len())]).count();
+            self.cursor = LineCursor {
+                pos: start,
+                end: next.end,
+                line: self.cursor.line + skipped as u64,
+            };
+        }
+    }
+
+    /// Bytes of the lines read so far (line ends included).
+    pub fn read(&self) -> usize {
+        self.read
+    }
+}
+
+/// Bytes per stripe of a file input, about ([`FileInput::share`]).
+pub const STRIPE: usize = 4 << 20;
+
 fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
     if end > start && data[end - 1] == b'\r' {
         end - 1
@@ -400,7 +468,7 @@ impl Source for FileSource {
             feed,
         } = *self;
         let (batch, stats) = (feed.batch, Arc::clone(&feed.stats));
-        let mut cursor = input.cursor(input.share(scope.index(), scope.peers()));
+        let mut cursor = input.striped_cursor(input.share(scope.index(), scope.peers()));
         // One Arc per worker: workers never contend on its reference count.
         let path: Arc<str> = Arc::from(input.path.display().to_string());
         source(scope, "FileSource", move |capability, info| {
@@ -416,7 +484,7 @@ impl Source for FileSource {
                     activator.activate_after(Duration::from_millis(1));
                     return;
                 }
-                let from = cursor.position();
+                let from = cursor.read();
                 let read_at = now_ns();
                 let mut count = 0;
                 let mut session = output.session(&cap);
@@ -435,7 +503,7 @@ impl Source for FileSource {
                     count += 1;
                 }
                 drop(session);
-                let read = (cursor.position().min(input.data.len()) - from) as u64;
+                let read = (cursor.read() - from) as u64;
                 stats.read(count, read);
                 if let Some(bar) = &progress {
                     bar.inc(read);
@@ -789,10 +857,61 @@ mod tests {
         let (_dir, input) = input();
         let all = read(&input, input.records());
         for peers in 1..=12 {
-            let got: Vec<(u64, String)> = (0..peers)
-                .flat_map(|w| read(&input, input.share(w, peers)))
+            let mut got: Vec<(u64, String)> = (0..peers)
+                .flat_map(|w| read_striped(&input, input.share(w, peers)))
                 .collect();
+            got.sort();
             assert_eq!(got, all, "{peers} workers");
+        }
+    }
+
+    fn read_striped(input: &FileInput, stripes: Vec<Range<usize>>) -> Vec<(u64, String)> {
+        let mut cursor = input.striped_cursor(stripes);
+        let mut lines = Vec::new();
+        while let Some((line, range)) = cursor.next_line(&input.data) {
+            lines.push((line, String::from_utf8(input.data[range].to_vec()).unwrap()));
+        }
+        lines
+    }
+
+    /// A worker reads its stripes in file order, numbering lines as the
+    /// file does, and counts the bytes of the lines it read.
+    #[test]
+    fn stripes_are_read_in_order_with_the_files_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let mut text = String::from("id,x\n");
+        let mut n = 0;
+        while text.len() < 3 * STRIPE + 100 {
+            text.push_str(&format!("r{n},{}\n", "y".repeat(n % 97)));
+            n += 1;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let input = FileInput::open(&path, Format::Csv).unwrap();
+        let all = read(&input, input.records());
+        assert_eq!(all.len(), n);
+        for peers in [1, 2, 3] {
+            let mut union = Vec::new();
+            let mut bytes = 0;
+            for w in 0..peers {
+                let stripes = input.share(w, peers);
+                assert!(stripes.len() > 1, "{peers} workers: several stripes each");
+                let mut cursor = input.striped_cursor(stripes);
+                let mut mine = Vec::new();
+                while let Some((line, range)) = cursor.next_line(&input.data) {
+                    mine.push((line, String::from_utf8(input.data[range].to_vec()).unwrap()));
+                }
+                assert!(mine.windows(2).all(|p| p[0].0 < p[1].0), "in file order");
+                bytes += cursor.read();
+                union.extend(mine);
+            }
+            union.sort();
+            assert_eq!(union, all, "{peers} workers");
+            assert_eq!(
+                bytes as u64,
+                input.data_len(),
+                "{peers} workers: bytes read"
+            );
         }
     }
 

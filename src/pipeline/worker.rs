@@ -181,7 +181,7 @@ fn start_up_check(
 }
 
 /// The window features' plan, if the spec has any, with the partitions
-/// worker `index` of `peers` reads: a file's worker one (its byte range), a
+/// worker `index` of `peers` reads: a file's worker one (its stripes), a
 /// topic's worker the partitions it owns (as the Kafka source assigns them).
 fn windowing(shared: &Shared, index: usize, peers: usize) -> Option<Windowing> {
     let partitions = match &shared.source {
