@@ -15,6 +15,7 @@
 pub mod drift;
 pub mod fault;
 pub mod features;
+pub mod monitor;
 pub mod names;
 pub mod pace;
 pub mod position;

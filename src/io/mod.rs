@@ -14,6 +14,7 @@ pub mod exactly_once;
 pub mod failpoints;
 pub mod file;
 pub mod kafka;
+pub mod monitor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
