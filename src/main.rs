@@ -185,6 +185,7 @@ fn main() -> ExitCode {
         Command::Cluster(_) => unreachable!("handled above"),
         Command::Ingest(args) => commands::ingest::execute(args, &control),
         Command::Tail(args) => commands::tail::execute(args, &control),
+        Command::Monitor(args) => commands::monitor::execute(args, &control),
         Command::Passthrough(args) => commands::passthrough::execute(args, &control),
         Command::Bench(args) => commands::bench::execute(args, &control),
         Command::Verify(args) => commands::verify::execute(args),

@@ -438,6 +438,39 @@ struct RawSpec {
     lateness: Option<String>,
     #[serde(default)]
     explain: Option<RawExplain>,
+    #[serde(default)]
+    monitor: Option<RawMonitor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    window: String,
+    #[serde(default)]
+    by: Vec<String>,
+    #[serde(default)]
+    score_bins: Option<Vec<f32>>,
+    #[serde(default)]
+    reference: Option<PathBuf>,
+}
+
+/// The spec's `[monitor]`: what `run --monitor` aggregates per event-time
+/// window (see `core::monitor`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSpec {
+    /// The tumbling window's length (ns).
+    pub window: i64,
+    /// The columns to break the counts down by: indexes into the spec's
+    /// `passthrough` (the monitor reads them from the scored output).
+    pub by: Vec<usize>,
+    /// Their names, in the same order.
+    pub by_names: Vec<String>,
+    /// The inner edges of the score histogram's fixed bins (ascending;
+    /// default: 0.1, 0.2, …, 0.9: ten equal bins on [0, 1]).
+    pub score_edges: Vec<f32>,
+    /// The training reference (`reference`, relative to the spec's folder;
+    /// default: `NAME.reference.json` beside the model, for `NAME.xgb.json`).
+    pub reference: PathBuf,
 }
 
 fn default_threshold() -> f64 {
@@ -479,6 +512,8 @@ pub struct Spec {
     pub lateness: i64,
     /// Reason codes on scored applications, if the spec asks for them.
     pub explain: Option<Explain>,
+    /// What `run --monitor` aggregates, if the spec says.
+    pub monitor: Option<MonitorSpec>,
 }
 
 impl Spec {
@@ -556,6 +591,19 @@ impl Spec {
             .map(|e| check_explain(e, &raw.features, &invalid))
             .transpose()?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let monitor = raw
+            .monitor
+            .map(|m| {
+                check_monitor(
+                    m,
+                    &raw.passthrough,
+                    event_time,
+                    &base.join(&raw.model),
+                    base,
+                    &invalid,
+                )
+            })
+            .transpose()?;
         Ok(Spec {
             path: path.to_owned(),
             name: raw.name,
@@ -575,6 +623,7 @@ impl Spec {
             windows,
             lateness,
             explain,
+            monitor,
         })
     }
 
@@ -592,6 +641,73 @@ impl Spec {
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+}
+
+/// Checks `[monitor]` (`model`: the model path, resolved).
+fn check_monitor(
+    raw: RawMonitor,
+    passthrough: &[String],
+    event_time: Option<usize>,
+    model: &Path,
+    base: &Path,
+    invalid: &dyn Fn(String) -> SpecError,
+) -> Result<MonitorSpec, SpecError> {
+    if event_time.is_none() {
+        return Err(invalid(
+            "`[monitor]` needs `event_time`: its windows are over event time".into(),
+        ));
+    }
+    let window = parse_duration(&raw.window)
+        .filter(|w| *w > 0)
+        .ok_or_else(|| {
+            invalid(format!(
+                "`[monitor] window = \"{}\"` is not a positive duration (write e.g. \"1h\", \"15m\")",
+                raw.window
+            ))
+        })?;
+    let by = raw
+        .by
+        .iter()
+        .map(|name| {
+            passthrough.iter().position(|p| p == name).ok_or_else(|| {
+                invalid(format!(
+                    "`[monitor] by` column `{name}` must be in `passthrough` (the monitor reads it from the scored output)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let score_edges = match raw.score_bins {
+        None => (1..10).map(|i| i as f32 / 10.0).collect(),
+        Some(edges) => {
+            if edges.is_empty()
+                || edges.iter().any(|e| !e.is_finite())
+                || edges.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(invalid(
+                    "`[monitor] score_bins` must be finite bin edges in ascending order, e.g. [0.1, 0.5, 0.9]".into(),
+                ));
+            }
+            edges
+        }
+    };
+    let reference = match raw.reference {
+        Some(r) => base.join(r),
+        None => {
+            let file = model.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            let stem = file
+                .strip_suffix(".xgb.json")
+                .or_else(|| file.strip_suffix(".json"))
+                .unwrap_or(file);
+            model.with_file_name(format!("{stem}.reference.json"))
+        }
+    };
+    Ok(MonitorSpec {
+        window,
+        by,
+        by_names: raw.by,
+        score_edges,
+        reference,
+    })
 }
 
 /// The spec's TOML, or a parse error with its line and column.
@@ -927,6 +1043,36 @@ values = ["a", "b"]
                 .to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn monitor_section_is_checked_and_defaults_beside_the_model() {
+        let timed = BASE
+            .replace(
+                "id = \"id\"\n",
+                "id = \"id\"\nevent_time = \"t\"\npassthrough = [\"g\"]\n",
+            )
+            .replace("x = \"float\"", "x = \"float\"\nt = \"timestamp\"");
+        let with = |monitor: &str| format!("{timed}\n[monitor]\n{monitor}\n");
+        let m = parse(&with("window = \"1h\"\nby = [\"g\"]"))
+            .unwrap()
+            .monitor
+            .unwrap();
+        assert_eq!(m.window, 3_600_000_000_000);
+        assert_eq!(m.by, vec![0]);
+        assert_eq!(m.score_edges.len(), 9);
+        assert_eq!(m.reference, Path::new("dataflows/m.reference.json"));
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err(&format!("{BASE}\n[monitor]\nwindow = \"1h\"\n"));
+        assert!(e.contains("needs `event_time`"), "{e}");
+        let e = err(&with("window = \"1h\"\nby = [\"x\"]"));
+        assert!(e.contains("`x` must be in `passthrough`"), "{e}");
+        let e = err(&with("window = \"soon\""));
+        assert!(e.contains("not a positive duration"), "{e}");
+        let e = err(&with("window = \"1h\"\nscore_bins = [0.5, 0.2]"));
+        assert!(e.contains("ascending"), "{e}");
+        let e = err(&with("window = \"1h\"\nbins = 3"));
+        assert!(e.contains("bins"), "{e}");
     }
 
     #[test]

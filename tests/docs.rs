@@ -113,6 +113,7 @@ const HELP_ORDER: &[&str] = &[
     "generate",
     "ingest",
     "run",
+    "monitor",
     "cluster",
     "passthrough",
     "tail",
@@ -126,6 +127,10 @@ const INGEST: &str = "loanflow ingest --brokers $addr --topic loans --partitions
 /// The walkthrough's run, ending once caught up.
 const RUN: &str = "loanflow run --brokers $addr --input-topic loans --output-topic loans.scored \
                    --until-caught-up -q";
+/// The walkthrough's run with the monitor's topic (`monitor --help`).
+const RUN_MONITOR: &str =
+    "loanflow run --brokers $addr --input-topic loans --output-topic loans.scored \
+                           --monitor-topic loans.monitor --until-caught-up -q";
 /// The exactly-once section's run, ending once caught up.
 const RUN_EXACTLY_ONCE: &str = "loanflow run --brokers $addr --input-topic loans \
                                 --output-topic loans.scored --exactly-once --until-caught-up -q";
@@ -143,6 +148,7 @@ const HELP_SETUP: &[(&str, &[&str])] = &[
     ("passthrough", &[INGEST]),
     ("replay", &[INGEST]),
     ("tail", &[INGEST, RUN]),
+    ("monitor", &[INGEST, RUN_MONITOR]),
     ("verify", &[INGEST, RUN_EXACTLY_ONCE]),
 ];
 

@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::core::record::Format;
 use crate::dataflow::ingest::DEFAULT_MAX_RECORD_BYTES;
 use crate::io::kafka::KafkaConfig;
-use values::{format, positive, seconds};
+use values::{format, positive, rfc3339, seconds};
 
 /// The real applications: the default input of every command that reads one.
 pub const DEFAULT_INPUT: &str = "data/lending_club.csv";
@@ -210,6 +210,23 @@ Examples:
       --from-beginning
   loanflow tail --brokers 127.0.0.1:9092 --topic loans.scored -n 10 --json")]
     Tail(TailArgs),
+    /// Show the model monitor's windows as a table: applications, flag rates
+    /// by group, the column that drifted most (run --monitor writes them).
+    #[command(after_help = "\
+Reads the window reports `run --monitor FILE` writes (JSON Lines), or those
+`run --monitor-topic T` sends (every partition from offset 0 to its end), and
+prints one row per window: its start, applications, flagged and flag rate,
+the groups with the highest flag rates, and the column with the highest PSI
+against the training reference. A row whose worst PSI is 0.25 or more is marked
+ACT, 0.1 or more watch (in red and yellow on a terminal).
+
+Examples:
+  # the windows of a run (the spec's [monitor]), then the table
+  loanflow run --monitor out/monitor.jsonl
+  loanflow monitor out/monitor.jsonl
+  # from the topic a Kafka run wrote with --monitor-topic loans.monitor
+  loanflow monitor --brokers 127.0.0.1:9092 --monitor-topic loans.monitor")]
+    Monitor(MonitorArgs),
     /// Replay history: a file of applications paced by their own event time, into a
     /// topic or straight into the pipeline.
     #[command(after_help = "\
@@ -258,7 +275,10 @@ real ones. The same seed gives the same file.
 Examples:
   loanflow generate --rows 1000000 --seed 7 --output out/1m.csv
   # JSON Lines, by the extension
-  loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl")]
+  loanflow generate --rows 5000 --seed 1 --output out/5k.jsonl
+  # synthetic drift: worse grades and higher rates from 16 June 2016 on
+  loanflow generate --rows 20000 --shift-at 2016-06-16T00:00:00Z \\
+      --output out/drift.csv")]
     Generate(GenerateArgs),
     /// Make the training set: every model feature of every application, as the
     /// dataflow computes it, window features included (no model needed).
@@ -561,6 +581,15 @@ pub struct RunArgs {
     /// the run lasts; in a cluster, process I serves on ADDR's port + I.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Model monitoring: one JSON line per event-time window of the spec's
+    /// `[monitor]` (flag rates by group, score and feature PSI against the
+    /// training reference, dead letters), written once the watermark passes
+    /// the window's end; `loanflow monitor FILE` shows them as a table.
+    #[arg(long, value_name = "FILE")]
+    pub monitor: Option<PathBuf>,
+    /// The monitor's window reports to this topic (keyed by window start), like --monitor.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub monitor_topic: Option<String>,
     /// Carry the spec's label column through the clean stage like a
     /// passthrough column: what `loanflow features` writes beside the features.
     #[arg(skip)]
@@ -744,6 +773,28 @@ pub struct TailArgs {
     pub json: bool,
 }
 
+/// The flags of `loanflow monitor`.
+#[derive(Debug, Args, Clone)]
+pub struct MonitorArgs {
+    /// The window reports `run --monitor FILE` wrote.
+    #[arg(value_name = "FILE", required_unless_present = "monitor_topic")]
+    pub file: Option<PathBuf>,
+    /// Read them from this topic instead (`run --monitor-topic`).
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        requires = "brokers",
+        conflicts_with = "file"
+    )]
+    pub monitor_topic: Option<String>,
+    /// The broker, for --monitor-topic.
+    #[command(flatten)]
+    pub kafka: KafkaConnectArgs,
+    /// How many groups (by flag rate, highest first) each row shows.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub groups: usize,
+}
+
 /// The flags of `loanflow features`.
 #[derive(Debug, Args, Clone)]
 pub struct FeaturesArgs {
@@ -882,6 +933,11 @@ pub struct GenerateArgs {
     /// Where to write: .csv, or .jsonl for JSON Lines; `-` for CSV on stdout.
     #[arg(short, long, default_value = "out/generated.csv", value_name = "FILE")]
     pub output: PathBuf,
+    /// Synthetic drift, for trying the monitor: from this RFC 3339 time on, each
+    /// row is the worse `sub_grade` of two draws and its `int_rate` is 3 points
+    /// higher (needs those two columns).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub shift_at: Option<i64>,
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,

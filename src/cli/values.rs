@@ -28,6 +28,16 @@ pub fn seconds(text: &str) -> Result<Duration, NotPositive> {
         .and_then(|s| Duration::try_from_secs_f64(s).map_err(|_| NotPositive(text.to_owned())))
 }
 
+/// A flag value that is not an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an RFC 3339 time (e.g. 2016-06-15T00:00:00Z)")]
+pub struct NotTime(String);
+
+/// An RFC 3339 time, as ns since the Unix epoch (`generate --shift-at`).
+pub fn rfc3339(text: &str) -> Result<i64, NotTime> {
+    crate::core::record::parse_time(text).ok_or_else(|| NotTime(text.to_owned()))
+}
+
 /// `--format`: `csv` or `jsonl`, listed as such in `--help`.
 pub fn format() -> impl TypedValueParser<Value = Format> {
     PossibleValuesParser::new(["csv", "jsonl"]).map(|s| match s.as_str() {

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod features;
 pub mod generate;
 pub mod ingest;
+pub mod monitor;
 pub mod passthrough;
 pub mod replay;
 pub mod run;

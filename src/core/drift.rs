@@ -19,7 +19,7 @@
 //!    bin order, so the same values give the same PSI bits in any order,
 //!    on any worker count ([`psi`]).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The floor of a share in a PSI term (both sides): an empty bin counts as
 /// this share, not as 0 (which would make the index infinite).
@@ -106,7 +106,7 @@ impl Reference {
 }
 
 /// A stream's counts in one reference histogram's bins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Histogram {
     /// Per bin (`edges.len() + 1`).
     pub counts: Vec<u64>,

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod fault;
 pub mod features;
 pub mod metrics;
+pub mod monitor;
 pub mod names;
 pub mod pace;
 pub mod position;

@@ -259,7 +259,7 @@ pub struct Record {
 }
 
 /// The pipeline stage that refused a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Raw bytes → a typed record.
@@ -286,6 +286,11 @@ pub struct DeadLetter {
     pub reason: String,
     /// Where the raw input came from.
     pub origin: Origin,
+    /// The event time a monitor counts it at (`core::monitor`): the
+    /// record's own for one refused after the event-time check, else the
+    /// newest event time its partition had delivered before it; `None`
+    /// where neither is known. Not written out.
+    pub at: Option<i64>,
 }
 
 impl DeadLetter {
@@ -418,6 +423,7 @@ mod tests {
                 path: "in.csv".into(),
                 line: 7,
             },
+            at: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&dl.to_json()).unwrap();
         assert_eq!(v["raw_base64"], "//5h");

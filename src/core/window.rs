@@ -86,9 +86,15 @@ impl Lateness {
     /// reported, which only a partition back from idle can deliver.
     pub fn admit(&mut self, record: Record) -> Result<Record, DeadLetter> {
         let Some(t) = record.event_time else {
+            let at = self
+                .newest
+                .get(&record.origin.partition())
+                .copied()
+                .flatten();
             return Err(late(
                 record,
                 "no event time: window features need one".to_owned(),
+                at,
             ));
         };
         let partition = record.origin.partition();
@@ -103,7 +109,7 @@ impl Lateness {
                     format_time(n),
                     format_duration(self.lateness),
                 );
-                return Err(late(record, reason));
+                return Err(late(record, reason, Some(n)));
             }
             _ if t < self.floor => {
                 let reason = format!(
@@ -113,7 +119,8 @@ impl Lateness {
                     format_time(self.floor),
                     partition,
                 );
-                return Err(late(record, reason));
+                let at = newest.map_or(self.floor, |n| n.max(self.floor));
+                return Err(late(record, reason, Some(at)));
             }
             Some(n) if n >= t => record,
             _ => {
@@ -177,12 +184,13 @@ impl Lateness {
     }
 }
 
-fn late(record: Record, reason: String) -> DeadLetter {
+fn late(record: Record, reason: String, at: Option<Time>) -> DeadLetter {
     DeadLetter {
         raw: record.raw,
         stage: Stage::Late,
         reason,
         origin: record.origin,
+        at,
     }
 }
 

@@ -220,6 +220,7 @@ impl Cleaner {
                 stage: Stage::Clean,
                 reason: e.to_string(),
                 origin: record.origin,
+                at: record.event_time,
             }),
         }
     }

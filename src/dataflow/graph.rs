@@ -2,6 +2,7 @@
 //! struct wired into an operator; or one part of it, when the stages run
 //! as separate services (`--stages clean`, `--stages predict`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,10 @@ use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
 use crate::core::metrics::StageCounters;
+use crate::core::monitor::{Monitor, WindowReport};
 use crate::core::record::{id_hash, DeadLetter, RawRecord, Record};
 use crate::core::scored::{Output, Scored};
-use crate::core::window::{Lateness, Member, Plan};
+use crate::core::window::{Lateness, Member, Plan, Report};
 use crate::core::Epoch;
 
 /// Which stages one run has: all three in one dataflow (the default), or
@@ -53,8 +55,11 @@ pub enum Graph {
         predictor: Predictor,
         /// Also emit every feature row.
         cleaned: bool,
-        /// The window features, if the spec has any.
+        /// The window features, if the spec has any (or the watermarks
+        /// alone, for the monitor).
         windows: Option<Windowing>,
+        /// With `run --monitor`: the monitor, which needs `windows`.
+        monitor: Option<Arc<Monitor>>,
     },
     /// ingest → clean: every feature row is an output.
     Clean {
@@ -78,8 +83,11 @@ pub enum Graph {
 
 /// What a dataflow with window features needs besides its stages.
 pub struct Windowing {
-    /// The window features, grouped.
-    pub plan: Arc<Plan>,
+    /// The window features, grouped (`None`: no window features, only the
+    /// watermarks the monitor needs).
+    pub plan: Option<Arc<Plan>>,
+    /// The spec's lateness (ns).
+    pub lateness: i64,
     /// The partitions this worker reads (a file's worker: its stripes, `[0]`).
     pub partitions: Vec<i32>,
     /// Probes the records admitted past the watermark: how far reading got.
@@ -95,13 +103,17 @@ pub struct Windowing {
     pub idle: Option<Duration>,
 }
 
+/// What [`build`] gives: the outputs, the dead letters and, with a
+/// monitor, its window reports (on worker 0).
+pub type Built<'s> = (
+    Batches<'s, Output>,
+    Batches<'s, DeadLetter>,
+    Option<Batches<'s, WindowReport>>,
+);
+
 /// Builds `graph` on `raw`, returning its outputs and dead letters; `pace`
 /// holds each record (a predict stage: each row) until it is due.
-pub fn build<'s>(
-    raw: Batches<'s, RawRecord>,
-    pace: Option<Pace>,
-    graph: Graph,
-) -> (Batches<'s, Output>, Batches<'s, DeadLetter>) {
+pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) -> Built<'s> {
     match graph {
         Graph::All {
             parser,
@@ -109,13 +121,27 @@ pub fn build<'s>(
             predictor,
             cleaned,
             windows,
+            monitor,
         } => {
-            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner, windows);
+            let stamp = monitor.is_some();
+            let (rows, dead, reports) =
+                ingest_and_clean(raw, pace, parser, cleaner, windows, stamp);
             let cleaned = cleaned.then(|| rows.clone().map(Output::Cleaned));
-            let scored = predict(rows, predictor).map(Output::Scored);
+            let (scored, reports_out) = match (monitor, reports) {
+                (Some(m), Some(reports)) => {
+                    let open = super::monitor::Windows::default();
+                    let (scored, touched) =
+                        super::monitor::predict(rows, predictor, Arc::clone(&m), open.clone());
+                    let partials =
+                        super::monitor::close(touched, dead.clone(), reports, Arc::clone(&m), open);
+                    (scored, Some(super::monitor::merge(partials, m)))
+                }
+                _ => (predict(rows, predictor), None),
+            };
+            let scored = scored.map(Output::Scored);
             match cleaned {
-                Some(rows) => (scored.concat(rows), dead),
-                None => (scored, dead),
+                Some(rows) => (scored.concat(rows), dead, reports_out),
+                None => (scored, dead, reports_out),
             }
         }
         Graph::Clean {
@@ -123,8 +149,8 @@ pub fn build<'s>(
             cleaner,
             windows,
         } => {
-            let (rows, dead) = ingest_and_clean(raw, pace, parser, cleaner, windows);
-            (rows.map(Output::Cleaned), dead)
+            let (rows, dead, _) = ingest_and_clean(raw, pace, parser, cleaner, windows, false);
+            (rows.map(Output::Cleaned), dead, None)
         }
         Graph::Predict {
             rows,
@@ -136,10 +162,19 @@ pub fn build<'s>(
                 Some(p) => super::pace::pace(rows, p),
                 None => rows,
             };
-            (predict(rows, predictor).map(Output::Scored), dead)
+            (predict(rows, predictor).map(Output::Scored), dead, None)
         }
     }
 }
+
+/// Rows, dead letters and (with watermarks) every worker's reports;
+/// `stamp`: ingest dead letters get their partition's newest event time
+/// (`DeadLetter::at`, for the monitor).
+type Cleaned<'s> = (
+    Batches<'s, FeatureRow>,
+    Batches<'s, DeadLetter>,
+    Option<Batches<'s, Report>>,
+);
 
 fn ingest_and_clean<'s>(
     raw: Batches<'s, RawRecord>,
@@ -147,34 +182,52 @@ fn ingest_and_clean<'s>(
     parser: Parser,
     cleaner: Cleaner,
     windows: Option<Windowing>,
-) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
-    let (records, ingest_dead) = ingest(raw, parser);
+    stamp: bool,
+) -> Cleaned<'s> {
+    let (records, ingest_dead) = if stamp {
+        ingest_stamped(raw, parser)
+    } else {
+        ingest(raw, parser)
+    };
     let records = match pace {
         Some(p) => super::pace::pace(records, p),
         None => records,
     };
     let Some(w) = windows else {
         let (rows, clean_dead) = clean(records, cleaner);
-        return (rows, ingest_dead.concat(clean_dead));
+        return (rows, ingest_dead.concat(clean_dead), None);
     };
     // A record of history that cannot be read was dead-lettered by the run
     // that answered it.
     let marks = w.marks.clone();
     let ingest_dead = ingest_dead.filter(move |d| !marks.is_history(&d.origin));
-    let mut lateness = Lateness::new(w.plan.lateness, w.partitions);
+    let mut lateness = Lateness::new(w.lateness, w.partitions);
     if let Some(after) = w.idle {
         lateness = lateness.idle_after(after, Instant::now());
     }
     let (records, late, reports, history) = watermark(records, lateness, w.marks.clone());
     let records = records.probe_with(&w.read);
-    let plan = Arc::clone(&w.plan);
+    let Some(plan) = w.plan else {
+        // Watermarks for the monitor only: history rebuilds no window.
+        let (rows, clean_dead) = clean(records, cleaner);
+        return (
+            rows,
+            ingest_dead.concat(late).concat(clean_dead),
+            Some(reports),
+        );
+    };
+    let members_of = Arc::clone(&plan);
     let history = history.flat_map(move |r| {
         // Admitted by the watermark operator: every record has an event time.
-        plan.members(r.event_time.unwrap_or(i64::MIN), &r.values)
+        members_of.members(r.event_time.unwrap_or(i64::MIN), &r.values)
     });
-    let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&w.plan));
-    let rows = super::window::windows(rows, history, reports, w.plan, w.marks);
-    (rows, ingest_dead.concat(late).concat(clean_dead))
+    let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&plan));
+    let rows = super::window::windows(rows, history, reports.clone(), plan, w.marks);
+    (
+        rows,
+        ingest_dead.concat(late).concat(clean_dead),
+        Some(reports),
+    )
 }
 
 /// Clean, keeping each application's part in every window group.
@@ -229,6 +282,31 @@ pub fn ingest<'s>(
     mut parser: Parser,
 ) -> (Batches<'s, Record>, Batches<'s, DeadLetter>) {
     fallible(raw, Pipeline, "Ingest", move |r| Ok(parser.parse(r)?))
+}
+
+/// [`ingest`], each dead letter stamped with the newest event time its
+/// partition delivered before it, in read order (`DeadLetter::at`).
+pub fn ingest_stamped<'s>(
+    raw: Batches<'s, RawRecord>,
+    mut parser: Parser,
+) -> (Batches<'s, Record>, Batches<'s, DeadLetter>) {
+    let mut newest: HashMap<i32, i64> = HashMap::new();
+    fallible(raw, Pipeline, "Ingest", move |r| {
+        let partition = r.origin.partition();
+        match parser.parse(r) {
+            Ok(record) => {
+                if let Some(t) = record.event_time {
+                    let n = newest.entry(partition).or_insert(t);
+                    *n = (*n).max(t);
+                }
+                Ok(record)
+            }
+            Err(mut d) => {
+                d.at = newest.get(&partition).copied();
+                Err(d.into())
+            }
+        }
+    })
 }
 
 /// Clean runs on the worker that owns the record's id, so later stateful

@@ -296,6 +296,7 @@ impl From<&str> for Refusal {
 
 fn dead(raw: RawRecord, reason: String) -> DeadLetter {
     DeadLetter {
+        at: None,
         raw: raw.bytes,
         stage: Stage::Ingest,
         reason,

@@ -21,6 +21,7 @@ pub mod clean;
 pub mod fallible;
 pub mod graph;
 pub mod ingest;
+pub mod monitor;
 pub mod pace;
 pub mod predict;
 pub mod rows;

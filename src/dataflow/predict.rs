@@ -117,6 +117,14 @@ impl Predictor {
     }
 }
 
+impl Predictor {
+    /// The features of the batch [`Predictor::score_batch`] scored last,
+    /// row after row (`num_features` each).
+    pub fn last_features(&self) -> &[f32] {
+        &self.features
+    }
+}
+
 impl Explaining {
     /// The top reasons of one row.
     fn reasons(&mut self, forest: &Forest, row: &[f32]) -> Vec<Reason> {

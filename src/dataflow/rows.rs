@@ -302,5 +302,6 @@ fn dead(raw: RawRecord, reason: String) -> DeadLetter {
         stage: Stage::Predict,
         reason,
         origin: raw.origin,
+        at: None,
     }
 }

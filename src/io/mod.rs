@@ -16,6 +16,7 @@ pub mod failpoints;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod monitor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,10 @@
 //! drawn with replacement (seeded ChaCha8, so a seed always gives the same
 //! file), with a fresh id `g<seed>-<n>` and an arrival time continuing after
 //! the source's last one, the gaps themselves resampled from the real
-//! inter-arrival gaps. The file is written as `PATH.partial` and renamed to
+//! inter-arrival gaps. With `--shift-at T` the mix shifts at event time
+//! `T`, synthetically, for trying the monitor: from then on each row is the
+//! worse `sub_grade` of two draws, its `int_rate` 3 points higher (the only
+//! values generate alters). The file is written as `PATH.partial` and renamed to
 //! `PATH` once every row is written: one stopped by a signal (or failed)
 //! never looks complete.
 
@@ -44,11 +47,23 @@ struct Source {
     gaps: Vec<i64>,
     /// The source's last arrival time (ns): the generated ones continue after it.
     last: i64,
+    /// With `--shift-at`: from when, and where `sub_grade` and `int_rate` are.
+    shift: Option<Shift>,
+}
+
+/// `--shift-at`'s synthetic drift: from `at` on, each row is the worse
+/// `sub_grade` of two draws ("A1" < … < "G5" as text), its `int_rate` 3
+/// points higher.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    at: i64,
+    grade_at: usize,
+    rate_at: usize,
 }
 
 impl Source {
     /// Reads `path`, a CSV of applications that `spec` describes.
-    fn read(spec: &Spec, path: &Path) -> Result<Source> {
+    fn read(spec: &Spec, path: &Path, shift_at: Option<i64>) -> Result<Source> {
         let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| {
             format!(
                 "cannot read {} (pass the real applications with --input)",
@@ -88,7 +103,29 @@ impl Source {
                 .collect::<Result<_>>()?,
             None => Vec::new(),
         };
+        let shift = match shift_at {
+            None => None,
+            Some(at) => {
+                let column = |name: &str| {
+                    position(name).ok_or_else(|| {
+                        anyhow!(
+                            "--shift-at needs a `{name}` column, which {} has not",
+                            path.display()
+                        )
+                    })
+                };
+                if time_at.is_none() {
+                    bail!("--shift-at needs the spec's event_time");
+                }
+                Some(Shift {
+                    at,
+                    grade_at: column("sub_grade")?,
+                    rate_at: column("int_rate")?,
+                })
+            }
+        };
         Ok(Source {
+            shift,
             gaps: times.windows(2).map(|w| (w[1] - w[0]).max(0)).collect(),
             last: times.iter().copied().max().unwrap_or(0),
             header,
@@ -101,9 +138,24 @@ impl Source {
     /// Row `n` of the stream: a real row drawn by `rng`, with a fresh id
     /// and the next arrival time.
     fn draw(&self, rng: &mut ChaCha8Rng, seed: u64, n: u64, clock: &mut i64) -> csv::ByteRecord {
-        let source = &self.rows[rng.gen_range(0..self.rows.len())];
+        let mut source = &self.rows[rng.gen_range(0..self.rows.len())];
         if !self.gaps.is_empty() {
             *clock += self.gaps[rng.gen_range(0..self.gaps.len())];
+        }
+        let shifted = self.shift.filter(|s| *clock >= s.at);
+        let mut rate = String::new();
+        if let Some(s) = shifted {
+            let other = &self.rows[rng.gen_range(0..self.rows.len())];
+            if other[s.grade_at] > source[s.grade_at] {
+                source = other;
+            }
+            rate = std::str::from_utf8(&source[s.rate_at])
+                .ok()
+                .and_then(|r| r.parse::<f64>().ok())
+                .map_or_else(
+                    || String::from_utf8_lossy(&source[s.rate_at]).into_owned(),
+                    |r| format!("{:.2}", r + 3.0),
+                );
         }
         let id = format!("g{seed}-{n:010}");
         let time = format_time(*clock);
@@ -115,6 +167,8 @@ impl Source {
                     id.as_bytes()
                 } else if Some(i) == self.time_at {
                     time.as_bytes()
+                } else if shifted.is_some_and(|s| s.rate_at == i) {
+                    rate.as_bytes()
                 } else {
                     field
                 }
@@ -228,7 +282,7 @@ pub struct Generated {
 /// stays `.partial`).
 pub fn generate(args: &GenerateArgs, stop: &AtomicBool) -> Result<Generated> {
     let spec = Spec::load(&args.pipeline.dataflow)?;
-    let source = Source::read(&spec, &args.input)?;
+    let source = Source::read(&spec, &args.input, args.shift_at)?;
     let partial = (args.output != Path::new("-")).then(|| {
         let mut p = args.output.as_os_str().to_owned();
         p.push(".partial");

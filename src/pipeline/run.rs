@@ -17,11 +17,13 @@ use super::summary::Summary;
 use super::worker::{run_worker, Shared};
 use crate::cli::RunArgs;
 use crate::core::fault::Fault;
+use crate::core::monitor::Monitor;
 use crate::core::position::Until;
 use crate::core::scored::OutputFormat;
 use crate::dataflow::graph::Stages;
 use crate::dataflow::pace::Pace;
 use crate::io::file::part_dir;
+use crate::io::monitor::MonitorSink;
 use crate::io::Stats;
 use crate::spec::Spec;
 
@@ -163,6 +165,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
     let kafka = args.kafka.config()?;
     let source = SourcePlan::new(args, &spec, kafka.as_ref())?;
     let sink = SinkPlan::new(args, &source, kafka.as_ref(), at)?;
+    let monitor = monitor(args, &spec, kafka.as_ref(), at)?;
     let until = if args.until_caught_up {
         Some(Until::End)
     } else {
@@ -209,7 +212,44 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         until,
         max_record_bytes: args.max_record_bytes as usize,
         idle_timeout: args.idle_timeout,
+        monitor,
     })
+}
+
+/// The monitor `--monitor`/`--monitor-topic` ask for, with its outputs
+/// (written by process 0 only, where worker 0 merges the windows).
+fn monitor(
+    args: &RunArgs,
+    spec: &Spec,
+    kafka: Option<&Arc<crate::io::kafka::KafkaConfig>>,
+    at: Placement,
+) -> Result<Option<(Arc<Monitor>, Arc<MonitorSink>)>> {
+    if args.monitor.is_none() && args.monitor_topic.is_none() {
+        return Ok(None);
+    }
+    if args.stages != Stages::All {
+        return Err(anyhow!(
+            "--monitor needs every stage in one dataflow (it counts scores and features together): drop --stages"
+        ));
+    }
+    let monitor = Monitor::load(spec)?;
+    let mut to = MonitorSink::default();
+    if at.process == 0 {
+        if let Some(path) = &args.monitor {
+            if path == &args.output || path == &args.dead_letters {
+                return Err(anyhow!(
+                    "--monitor {} is also an output of the run: give it a file of its own",
+                    path.display()
+                ));
+            }
+            to = to.with_file(path)?;
+        }
+        if let (Some(topic), Some(config)) = (&args.monitor_topic, kafka) {
+            super::plan::announce(&config.ensure_output_topic(topic, 1, &[])?);
+            to = to.with_topic(config, topic)?;
+        }
+    }
+    Ok(Some((Arc::new(monitor), Arc::new(to))))
 }
 
 /// `spec` with its label column carried like a passthrough column (the

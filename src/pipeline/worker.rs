@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
@@ -14,6 +16,7 @@ use super::cluster::{self, Fingerprint, Membership, ProcessCounts};
 use super::control::Control;
 use super::plan::{Placement, SinkPlan, SourcePlan};
 use crate::core::fault::Fault;
+use crate::core::monitor::{Monitor, WindowReport};
 use crate::core::position::{From, Until};
 use crate::core::reasons::Sources;
 use crate::core::scored::OutputFormat;
@@ -29,6 +32,7 @@ use crate::dataflow::watermark::Marks;
 use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
+use crate::io::monitor::MonitorSink;
 use crate::io::{Feed, Progress, Sink, Source, Stats};
 use crate::model::Forest;
 use crate::spec::Spec;
@@ -78,6 +82,9 @@ pub struct Shared {
     /// A live topic run with window features: after how long without a
     /// record a partition stops holding the watermark (`--idle-timeout`).
     pub idle_timeout: Duration,
+    /// With `--monitor`/`--monitor-topic`: the monitor, and where its
+    /// reports go (nowhere but on process 0).
+    pub monitor: Option<(Arc<Monitor>, Arc<MonitorSink>)>,
 }
 
 /// What a worker ends with: on worker 0 of a cluster, every process's counts.
@@ -110,8 +117,14 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let graph = graph(shared, parser, windows);
     worker.dataflow::<Epoch, _, _>(|scope| {
         let raw = source.build(scope, progress);
-        let (outputs, dead) = crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
+        let (outputs, dead, reports) =
+            crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
         sink.build(outputs, dead).probe_with(&done);
+        if let (Some(reports), Some((_, to))) = (reports, &shared.monitor) {
+            // The run is done with an epoch only once its window reports
+            // are delivered (dataflow::monitor, invariant 2).
+            write_reports(reports, Arc::clone(to), Arc::clone(&shared.stats)).probe_with(&done);
+        }
     });
     let stats = &shared.stats;
     let halted = || marks.as_ref().is_some_and(Marks::halted);
@@ -160,6 +173,28 @@ impl Drop for Running {
     }
 }
 
+/// Writes the monitor's window reports (they are all on worker 0).
+fn write_reports<'s>(
+    reports: crate::dataflow::Batches<'s, WindowReport>,
+    to: Arc<MonitorSink>,
+    stats: Arc<Stats>,
+) -> crate::dataflow::Batches<'s, ()> {
+    reports.unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "MonitorSink",
+        move |_, _| {
+            move |input, _output| {
+                input.for_each(|_, batch| {
+                    if let Err(e) = to.write(batch) {
+                        stats.fail(e);
+                    }
+                    batch.clear();
+                });
+            }
+        },
+    )
+}
+
 /// A cluster's start-up check: every worker sees every process's
 /// fingerprint, so every process reaches the same verdict and stops by
 /// itself. Returns the incarnation the cluster writes under: process 0's.
@@ -191,8 +226,13 @@ fn windowing(shared: &Shared, index: usize, peers: usize) -> Option<Windowing> {
             .collect(),
     };
     let live = matches!(&shared.source, SourcePlan::Kafka { .. }) && shared.until.is_none();
-    Plan::of(&shared.spec).map(|plan| Windowing {
-        plan: Arc::new(plan),
+    let plan = Plan::of(&shared.spec);
+    if plan.is_none() && shared.monitor.is_none() {
+        return None; // the stateless path
+    }
+    Some(Windowing {
+        plan: plan.map(Arc::new),
+        lateness: shared.spec.lateness,
         partitions,
         read: ProbeHandle::new(),
         marks: Marks::default(),
@@ -219,6 +259,7 @@ fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
                 }
             ),
             windows,
+            monitor: shared.monitor.as_ref().map(|(m, _)| Arc::clone(m)),
         },
         Stages::Clean => Graph::Clean {
             parser,

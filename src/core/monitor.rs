@@ -1,0 +1,637 @@
+//! Model monitoring per event-time window, as plain data: what one window
+//! of scored applications and dead letters adds up to ([`Partial`]), and the
+//! report a window ends as ([`WindowReport`], one JSON line): per group
+//! (`all`, then each value of the spec's `[monitor] by` columns)
+//! applications, flagged, flag rate, mean score and a fixed-bin score
+//! histogram; the PSI of the score and of every model feature against the
+//! training reference (`core::drift`), each with its level (ok, watch,
+//! act); and the dead letters by stage and reason. The operators that drive
+//! it are in `dataflow::monitor`.
+//!
+//! Invariants:
+//! 1. **A window is `[start, start + W)` of event time**, tumbling, aligned
+//!    to the Unix epoch: `start = t − t mod W` ([`Monitor::window_of`]).
+//! 2. **Every count is an integer, and the score sum is fixed point** (each
+//!    score rounded once to 10⁻¹² and summed as an integer,
+//!    [`SCORE_SCALE`]): partials merge by addition in any order, on any
+//!    worker count, to the same numbers; every float of a report (rates,
+//!    means, PSI) is computed from them alone, in one fixed order, so the
+//!    same input gives the same bytes.
+//! 3. **Groups and dead-letter reasons are kept sorted** (`BTreeMap`): a
+//!    report lists them in one order whatever order they came in.
+//! 4. **A dead letter is counted at its `at` time** (`DeadLetter::at`: the
+//!    record's own event time once it passed the event-time check, else
+//!    the newest event time its partition had delivered before it), whose
+//!    window is still open when the dead letter is counted.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::drift::{psi, Bins, Histogram, Reference, ACT, WATCH};
+use super::record::{format_time, DeadLetter, Stage, Value};
+use super::window::Time;
+use crate::spec::{MonitorSpec, Spec};
+
+/// The fixed-point scale of score sums: 10¹² (invariant 2).
+pub const SCORE_SCALE: f64 = 1e12;
+
+/// Why a monitor could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// The spec has no `[monitor]`.
+    #[error("--monitor needs a `[monitor]` section in {0} (the window and the columns to break down by; see dataflows/README.md)")]
+    NoSection(String),
+    /// The reference file could not be read.
+    #[error(
+        "cannot read the training reference {0}: {1} (models/train.py writes it beside the model)"
+    )]
+    Read(String, std::io::Error),
+    /// The reference is not usable.
+    #[error(transparent)]
+    Drift(#[from] super::drift::DriftError),
+    /// The reference does not describe the spec's features.
+    #[error("the training reference {0} does not fit the spec: {1}")]
+    Mismatch(String, String),
+}
+
+/// What a run's monitor needs: the spec's `[monitor]` and the reference.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    /// The window's length (ns).
+    pub window: i64,
+    /// Indexes into a scored application's pass-through values.
+    by: Vec<usize>,
+    /// Their names.
+    by_names: Vec<String>,
+    /// The score histogram's fixed bins (shares unused).
+    score_bins: Bins,
+    /// The training reference, features in model order.
+    reference: Reference,
+    /// Every feature's reference edges, one after another.
+    edges: Vec<f32>,
+    /// Per feature: where its edges start, how many, and where its slots
+    /// start in a [`Partial`]'s flat feature counts (one per bin, then
+    /// missing).
+    layout: Vec<(usize, usize, usize)>,
+    /// Slots of the flat feature counts.
+    slots: usize,
+}
+
+impl Monitor {
+    /// The monitor of `spec`, with the reference read from its file.
+    pub fn load(spec: &Spec) -> Result<Monitor, MonitorError> {
+        let m = spec
+            .monitor
+            .as_ref()
+            .ok_or_else(|| MonitorError::NoSection(spec.path.display().to_string()))?;
+        let name = m.reference.display().to_string();
+        let text = std::fs::read_to_string(&m.reference)
+            .map_err(|e| MonitorError::Read(name.clone(), e))?;
+        let reference = Reference::parse(&name, &text)?;
+        Monitor::new(m, &spec.feature_names(), reference, &name)
+    }
+
+    /// The monitor of `m`, for a model whose features are `features`.
+    pub fn new(
+        m: &MonitorSpec,
+        features: &[String],
+        reference: Reference,
+        name: &str,
+    ) -> Result<Monitor, MonitorError> {
+        let names: Vec<&str> = reference.features.iter().map(|f| f.name.as_str()).collect();
+        if names != features.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(MonitorError::Mismatch(
+                name.to_owned(),
+                format!(
+                    "it has {} features, the spec {} (or in another order): retrain with models/train.py",
+                    names.len(),
+                    features.len()
+                ),
+            ));
+        }
+        let bins = m.score_edges.len() + 1;
+        let mut edges = Vec::new();
+        let mut layout = Vec::with_capacity(reference.features.len());
+        let mut slots = 0;
+        for f in &reference.features {
+            layout.push((edges.len(), f.bins.edges.len(), slots));
+            edges.extend_from_slice(&f.bins.edges);
+            slots += f.bins.edges.len() + 2;
+        }
+        Ok(Monitor {
+            edges,
+            layout,
+            slots,
+            window: m.window,
+            by: m.by.clone(),
+            by_names: m.by_names.clone(),
+            score_bins: Bins {
+                edges: m.score_edges.clone(),
+                proportions: vec![1.0 / bins as f64; bins],
+                missing: 0.0,
+            },
+            reference,
+        })
+    }
+
+    /// The start of the window `t` falls in (invariant 1).
+    pub fn window_of(&self, t: Time) -> Time {
+        t - t.rem_euclid(self.window)
+    }
+
+    /// An empty window starting at `start`.
+    pub fn partial(&self, start: Time) -> Partial {
+        Partial {
+            start,
+            groups: BTreeMap::new(),
+            score: Histogram::new(&self.reference.score),
+            features: vec![0; self.slots],
+            dead: BTreeMap::new(),
+        }
+    }
+
+    /// Writes the name of group `k` of an application with pass-through
+    /// values `passthrough` into `name`: `all` (k = 0), then `column=value`
+    /// per `by` column.
+    fn group_name(&self, k: usize, passthrough: &[Value], name: &mut String) {
+        name.clear();
+        if k == 0 {
+            name.push_str("all");
+            return;
+        }
+        name.push_str(&self.by_names[k - 1]);
+        name.push('=');
+        match passthrough.get(self.by[k - 1]).unwrap_or(&Value::Null) {
+            Value::Str(s) => name.push_str(s),
+            v => name.push_str(&value_text(v)),
+        }
+    }
+
+    /// A partial's feature counts as histograms, in model order.
+    pub fn histograms(&self, p: &Partial) -> Vec<Histogram> {
+        self.layout
+            .iter()
+            .map(|&(_, len, at)| Histogram {
+                counts: p.features[at..at + len + 1].to_vec(),
+                missing: p.features[at + len + 1],
+            })
+            .collect()
+    }
+
+    /// The report of a window's merged counts.
+    pub fn report(&self, p: &Partial) -> WindowReport {
+        let groups = p
+            .groups
+            .iter()
+            .map(|(name, g)| GroupReport {
+                group: name.clone(),
+                applications: g.applications,
+                flagged: g.flagged,
+                flag_rate: ratio(g.flagged as f64, g.applications),
+                mean_score: ratio(g.score_sum as f64 / SCORE_SCALE, g.applications),
+                score_histogram: g.histogram.clone(),
+            })
+            .collect();
+        let level = |v: Option<f64>| match v {
+            None => Level::None,
+            Some(v) if v >= ACT => Level::Act,
+            Some(v) if v >= WATCH => Level::Watch,
+            Some(_) => Level::Ok,
+        };
+        let mut psis = Vec::with_capacity(p.features.len() + 1);
+        let score = psi(&self.reference.score, &p.score);
+        psis.push(ColumnPsi {
+            column: "score".to_owned(),
+            psi: score,
+            level: level(score),
+        });
+        for (f, h) in self.reference.features.iter().zip(self.histograms(p)) {
+            let v = psi(&f.bins, &h);
+            psis.push(ColumnPsi {
+                column: f.name.clone(),
+                psi: v,
+                level: level(v),
+            });
+        }
+        let dead_letters = p
+            .dead
+            .iter()
+            .map(|((stage, reason), count)| DeadCount {
+                stage: *stage,
+                reason: reason.clone(),
+                count: *count,
+            })
+            .collect();
+        let end = p.start.saturating_add(self.window);
+        WindowReport {
+            window_start: format_time(p.start),
+            window_end: format_time(end),
+            window_start_ms: p.start.div_euclid(1_000_000),
+            window_end_ms: end.div_euclid(1_000_000),
+            groups,
+            psi: psis,
+            dead_letters,
+        }
+    }
+}
+
+fn ratio(x: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| x / n as f64)
+}
+
+/// A pass-through value as a group's text.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_owned(),
+        Value::Int(n) => n.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Str(s) => s.clone(),
+        Value::Time(t) => format_time(*t),
+    }
+}
+
+/// One group's counts in one window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCounts {
+    /// Applications scored.
+    pub applications: u64,
+    /// Of those, flagged.
+    pub flagged: u64,
+    /// Their scores' sum at [`SCORE_SCALE`].
+    pub score_sum: i128,
+    /// Per fixed score bin.
+    pub histogram: Vec<u64>,
+}
+
+/// What one window adds up to on one worker, or merged (invariant 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The window's start.
+    pub start: Time,
+    /// Per group.
+    pub groups: BTreeMap<String, GroupCounts>,
+    /// The scores in the reference's score bins.
+    pub score: Histogram,
+    /// Every feature in the reference's bins, in model order, flat (see
+    /// [`Monitor::histograms`]).
+    pub features: Vec<u64>,
+    /// Dead letters by stage and reason.
+    pub dead: BTreeMap<(Stage, String), u64>,
+}
+
+impl Partial {
+    /// Counts one scored application with its model features (`name`: a
+    /// buffer for group names, reused across calls).
+    pub fn add_scored(
+        &mut self,
+        m: &Monitor,
+        score: f32,
+        flagged: bool,
+        passthrough: &[Value],
+        features: &[f32],
+        name: &mut String,
+    ) {
+        self.add_application(m, score, flagged, passthrough, name);
+        self.add_features(m, features, features.len());
+    }
+
+    /// Counts one scored application's score and groups (its features go
+    /// to [`Partial::add_features`]).
+    pub fn add_application(
+        &mut self,
+        m: &Monitor,
+        score: f32,
+        flagged: bool,
+        passthrough: &[Value],
+        name: &mut String,
+    ) {
+        let fixed = (f64::from(score) * SCORE_SCALE).round() as i128;
+        let bin = m.score_bins.edges.partition_point(|e| *e <= score);
+        for k in 0..=m.by.len() {
+            m.group_name(k, passthrough, name);
+            // Allocates only for a group's first application.
+            let g = match self.groups.get_mut(name.as_str()) {
+                Some(g) => g,
+                None => self
+                    .groups
+                    .entry(name.clone())
+                    .or_insert_with(|| GroupCounts {
+                        histogram: vec![0; m.score_bins.edges.len() + 1],
+                        ..GroupCounts::default()
+                    }),
+            };
+            g.applications += 1;
+            g.flagged += u64::from(flagged);
+            g.score_sum += fixed;
+            g.histogram[bin] += 1;
+        }
+        self.score.add(&m.reference.score, score);
+    }
+
+    /// Counts the model features of consecutive applications: `rows` holds
+    /// them row after row, `width` each.
+    pub fn add_features(&mut self, m: &Monitor, rows: &[f32], width: usize) {
+        if width == 0 {
+            return;
+        }
+        let counts = &mut self.features[..];
+        for row in rows.chunks_exact(width) {
+            for (&(from, len, at), v) in m.layout.iter().zip(row) {
+                // The bin of `Histogram::add`: how many edges are at or
+                // below `v` (a short branch-free count: most features have
+                // one edge, deciles nine); a NaN after the bins, as missing.
+                let i = if v.is_nan() {
+                    len + 1
+                } else if len == 1 {
+                    usize::from(m.edges[from] <= *v)
+                } else {
+                    m.edges[from..from + len]
+                        .iter()
+                        .map(|e| usize::from(*e <= *v))
+                        .sum()
+                };
+                counts[at + i] += 1;
+            }
+        }
+    }
+
+    /// Counts one dead letter.
+    pub fn add_dead(&mut self, d: &DeadLetter) {
+        *self.dead.entry((d.stage, d.reason.clone())).or_insert(0) += 1;
+    }
+
+    /// Adds another partial of the same window (invariant 2).
+    pub fn merge(&mut self, other: Partial) {
+        for (name, g) in other.groups {
+            match self.groups.get_mut(&name) {
+                None => {
+                    self.groups.insert(name, g);
+                }
+                Some(mine) => {
+                    mine.applications += g.applications;
+                    mine.flagged += g.flagged;
+                    mine.score_sum += g.score_sum;
+                    for (a, b) in mine.histogram.iter_mut().zip(&g.histogram) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+        self.score.merge(&other.score);
+        for (a, b) in self.features.iter_mut().zip(&other.features) {
+            *a += b;
+        }
+        for (k, n) in other.dead {
+            *self.dead.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// How far a PSI is from the training data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Below 0.1.
+    Ok,
+    /// 0.1 or more: watch.
+    Watch,
+    /// 0.25 or more: act.
+    Act,
+    /// No values in the window.
+    None,
+}
+
+/// One group of a window report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// `all`, or `column=value`.
+    pub group: String,
+    /// Applications scored.
+    pub applications: u64,
+    /// Of those, flagged.
+    pub flagged: u64,
+    /// flagged / applications (`null` without applications).
+    pub flag_rate: Option<f64>,
+    /// The mean score.
+    pub mean_score: Option<f64>,
+    /// Applications per fixed score bin (`[monitor] score_bins`).
+    pub score_histogram: Vec<u64>,
+}
+
+/// The PSI of one column (the score, or a model feature).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnPsi {
+    /// `score` or the feature's name.
+    pub column: String,
+    /// Against the training reference (`null` without values).
+    pub psi: Option<f64>,
+    /// ok / watch / act (`none` without values).
+    pub level: Level,
+}
+
+/// Dead letters of one stage and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadCount {
+    /// The stage that refused them.
+    pub stage: Stage,
+    /// Why.
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// One window's report: one JSON line of `run --monitor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// The window's start, RFC 3339.
+    pub window_start: String,
+    /// Its end (exclusive), RFC 3339.
+    pub window_end: String,
+    /// Its start, ms since the Unix epoch.
+    pub window_start_ms: i64,
+    /// Its end, ms since the Unix epoch.
+    pub window_end_ms: i64,
+    /// `all` first, then the `by` groups sorted.
+    pub groups: Vec<GroupReport>,
+    /// The score's, then every model feature's, in model order.
+    pub psi: Vec<ColumnPsi>,
+    /// By stage and reason, sorted.
+    pub dead_letters: Vec<DeadCount>,
+}
+
+impl WindowReport {
+    /// `(group, flag rate)` for every group with applications.
+    pub fn flag_rates(&self) -> Vec<(String, f64)> {
+        self.groups
+            .iter()
+            .filter_map(|g| g.flag_rate.map(|r| (g.group.clone(), r)))
+            .collect()
+    }
+
+    /// `(column, psi)` for every column with values.
+    pub fn psis(&self) -> Vec<(String, f64)> {
+        self.psi
+            .iter()
+            .filter_map(|c| c.psi.map(|p| (c.column.clone(), p)))
+            .collect()
+    }
+
+    /// The column with the highest PSI, if any.
+    pub fn worst(&self) -> Option<&ColumnPsi> {
+        self.psi.iter().filter(|c| c.psi.is_some()).max_by(|a, b| {
+            a.psi
+                .partial_cmp(&b.psi)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    }
+
+    /// The report as one JSON line (with its newline).
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("a report serializes");
+        line.push(b'\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::drift::FeatureBins;
+    use crate::core::record::Origin;
+
+    fn monitor() -> Monitor {
+        let bins = |edges: Vec<f32>| {
+            let n = edges.len() + 1;
+            Bins {
+                edges,
+                proportions: vec![1.0 / n as f64; n],
+                missing: 0.0,
+            }
+        };
+        let reference = Reference {
+            model: "m".into(),
+            model_sha256: "x".into(),
+            rows: 4,
+            score: bins(vec![0.25, 0.5, 0.75]),
+            features: vec![FeatureBins {
+                name: "f".into(),
+                bins: bins(vec![1.0]),
+            }],
+        };
+        let spec = MonitorSpec {
+            window: 3_600_000_000_000,
+            by: vec![0],
+            by_names: vec!["grade".into()],
+            score_edges: vec![0.5],
+            reference: "r.json".into(),
+        };
+        Monitor::new(&spec, &["f".into()], reference, "r.json").unwrap()
+    }
+
+    #[test]
+    fn windows_are_aligned_to_the_epoch() {
+        let m = monitor();
+        let h = 3_600_000_000_000;
+        assert_eq!(m.window_of(0), 0);
+        assert_eq!(m.window_of(h - 1), 0);
+        assert_eq!(m.window_of(h), h);
+        assert_eq!(m.window_of(-1), -h);
+    }
+
+    #[test]
+    fn a_window_counts_groups_scores_features_and_dead_letters() {
+        let m = monitor();
+        let mut p = m.partial(0);
+        let a = [Value::Str("A1".into())];
+        let b = [Value::Str("B2".into())];
+        p.add_scored(&m, 0.1, false, &a, &[0.0], &mut String::new());
+        p.add_scored(&m, 0.9, true, &a, &[2.0], &mut String::new());
+        p.add_scored(&m, 0.6, true, &b, &[f32::NAN], &mut String::new());
+        p.add_dead(&DeadLetter {
+            raw: vec![],
+            stage: Stage::Ingest,
+            reason: "bad".into(),
+            origin: Origin::File {
+                path: "x".into(),
+                line: 1,
+            },
+            at: Some(5),
+        });
+        let r = m.report(&p);
+        assert_eq!(r.window_start, "1970-01-01T00:00:00Z");
+        assert_eq!(r.window_end_ms, 3_600_000);
+        let names: Vec<&str> = r.groups.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(names, ["all", "grade=A1", "grade=B2"]);
+        assert_eq!(r.groups[0].applications, 3);
+        assert_eq!(r.groups[0].flagged, 2);
+        assert_eq!(r.groups[0].score_histogram, vec![1, 2]);
+        assert!(
+            (r.groups[0].mean_score.unwrap()
+                - (0.1f32 as f64 + 0.9f32 as f64 + 0.6f32 as f64) / 3.0)
+                .abs()
+                < 1e-12
+        );
+        assert_eq!(r.flag_rates()[1], ("grade=A1".to_owned(), 0.5));
+        let h = &m.histograms(&p)[0];
+        assert_eq!(h.counts, vec![1, 1]);
+        assert_eq!(h.missing, 1);
+        assert_eq!(r.psi[0].column, "score");
+        assert_eq!(r.psi.len(), 2);
+        assert_eq!(r.dead_letters[0].count, 1);
+        let line = String::from_utf8(r.to_line()).unwrap();
+        let back: WindowReport = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn merged_partials_equal_one_pass_in_any_order() {
+        let m = monitor();
+        let rows: Vec<(f32, f32)> = (0..500)
+            .map(|i| ((i % 97) as f32 / 97.0, (i % 3) as f32))
+            .collect();
+        let mut one = m.partial(0);
+        for (s, f) in &rows {
+            one.add_scored(
+                &m,
+                *s,
+                *s >= 0.5,
+                &[Value::Int(i64::from(*f as i32))],
+                &[*f],
+                &mut String::new(),
+            );
+        }
+        let (mut x, mut y) = (m.partial(0), m.partial(0));
+        for (i, (s, f)) in rows.iter().enumerate().rev() {
+            let p = if i % 3 == 0 { &mut x } else { &mut y };
+            p.add_scored(
+                &m,
+                *s,
+                *s >= 0.5,
+                &[Value::Int(i64::from(*f as i32))],
+                &[*f],
+                &mut String::new(),
+            );
+        }
+        y.merge(x);
+        assert_eq!(y, one);
+        assert_eq!(m.report(&y).to_line(), m.report(&one).to_line());
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        let m = monitor();
+        let mut p = m.partial(0);
+        // Every score in the lowest reference bin: far from uniform.
+        for _ in 0..100 {
+            p.add_scored(&m, 0.01, false, &[Value::Null], &[0.0], &mut String::new());
+        }
+        let r = m.report(&p);
+        assert_eq!(r.psi[0].level, Level::Act);
+        assert_eq!(r.worst().unwrap().column, "score");
+        assert_eq!(r.groups[1].group, "grade=null");
+        let empty = m.report(&m.partial(0));
+        assert_eq!(empty.psi[0].level, Level::None);
+        assert!(empty.psis().is_empty());
+    }
+}

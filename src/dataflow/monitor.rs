@@ -1,0 +1,291 @@
+//! The monitor: per event-time window, what `core::monitor` counts, emitted
+//! once when the global watermark passes the window's end.
+//!
+//! ```text
+//! rows ──predict+count──► scored                      (the run's outputs)
+//!              │ windows touched (one per window per batch)
+//!              ▼
+//!  dead letters ──► close ◄── reports (broadcast)     per worker: partials
+//!                     │ (exchange to worker 0)
+//!                     ▼
+//!                   merge ──► window reports, in window order
+//! ```
+//! Counting happens in the predict operator itself ([`predict`]): it has
+//! each batch's features and scores at hand, so the monitor costs no copy
+//! of the stream, only the bin look-ups. The counts are sums (integers and a
+//! fixed-point score sum, `core::monitor` invariant 2), which merge in any
+//! order: an arrangement would buy nothing here but a per-record cost, so the
+//! windows are plain maps of partial sums, closed by the watermark machinery
+//! of the window features (`dataflow::watermark`'s reports, `core::window::Clock`).
+//!
+//! Invariants:
+//! 1. **A window is closed once, at the first report step whose global
+//!    watermark reaches its end**, on every worker alike: reports are applied
+//!    in epoch order, once every input's frontier passed their epoch, and the
+//!    windows are checked after each epoch's reports ([`close`]). By
+//!    `core::window` invariant 2, every record (and every dead letter, by its
+//!    `at` time) of a closed window arrived at an epoch at or before that
+//!    step, so nothing is counted after its window closed.
+//! 2. **A window holds the capability of the first epoch it counted**, and
+//!    its report goes out at the closing step's epoch: the run's `done`
+//!    probe waits for the monitor's output, so an input offset is committed
+//!    only once the reports of the windows its records counted in are
+//!    delivered (at-least-once runs; see `pipeline::worker` for exactly once).
+//! 3. **The merge emits an epoch's reports once every worker's partials of
+//!    that epoch are in** (its input frontier passed it), merged by window
+//!    start and sorted by it: the same bytes for any worker count.
+//!
+//! A dead letter without an `at` time (a malformed record before any record
+//! of its partition with an event time) is counted in the first window this
+//! worker closes after it: the one count whose window depends on timing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Capability;
+
+use super::predict::Predictor;
+use super::Batches;
+use crate::core::features::FeatureRow;
+use crate::core::monitor::{Monitor, Partial, WindowReport};
+use crate::core::record::{DeadLetter, Stage};
+use crate::core::scored::Scored;
+use crate::core::window::{Clock, Report, Time};
+use crate::core::Epoch;
+
+/// Dead letters by stage and reason.
+type DeadCounts = BTreeMap<(Stage, String), u64>;
+
+/// This worker's open windows, shared by the predict operator (which counts
+/// into them) and [`close`] (worker-local: one thread).
+#[derive(Clone, Default)]
+pub struct Windows(Rc<RefCell<BTreeMap<Time, Partial>>>);
+
+/// The predict stage, counting every scored application into its window;
+/// besides the scored stream, the starts of the windows each batch touched.
+pub fn predict<'s>(
+    rows: Batches<'s, FeatureRow>,
+    mut predictor: Predictor,
+    monitor: Arc<Monitor>,
+    windows: Windows,
+) -> (Batches<'s, Scored>, Batches<'s, Time>) {
+    let mut builder = OperatorBuilder::new("PredictMonitored".to_owned(), rows.scope());
+    let mut input = builder.new_input(rows, Pipeline);
+    let (out, scored_stream) = builder.new_output();
+    let (touched, touched_stream) = builder.new_output();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(out);
+    let mut touched = OutputBuilder::<_, CapacityContainerBuilder<Vec<Time>>>::from(touched);
+    builder.build(move |_| {
+        let mut scored = Vec::new();
+        let mut starts = Vec::new();
+        let mut name = String::new();
+        move |_| {
+            let mut out = out.activate();
+            let mut touched = touched.activate();
+            input.for_each(|cap, batch| {
+                predictor.score_batch(batch.drain(..), &mut scored);
+                let features = predictor.last_features();
+                let width = features.len() / scored.len().max(1);
+                let mut open = windows.0.borrow_mut();
+                // Runs of consecutive rows in one window: their features are
+                // counted together, feature by feature.
+                let mut run: Option<(Time, usize)> = None;
+                let flush = |open: &mut BTreeMap<Time, Partial>,
+                             run: Option<(Time, usize)>,
+                             end: usize| {
+                    if let Some((start, from)) = run {
+                        if let Some(p) = open.get_mut(&start) {
+                            p.add_features(&monitor, &features[from * width..end * width], width);
+                        }
+                    }
+                };
+                for (i, s) in scored.iter().enumerate() {
+                    // Admitted past the event-time check: every row has one.
+                    let Some(t) = s.event_time else {
+                        flush(&mut open, run.take(), i);
+                        continue;
+                    };
+                    let start = monitor.window_of(t);
+                    if run.is_none_or(|(at, _)| at != start) {
+                        flush(&mut open, run.take(), i);
+                        run = Some((start, i));
+                        if !starts.contains(&start) {
+                            starts.push(start);
+                        }
+                    }
+                    open.entry(start)
+                        .or_insert_with(|| monitor.partial(start))
+                        .add_application(&monitor, s.score, s.flagged, &s.passthrough, &mut name);
+                }
+                flush(&mut open, run.take(), scored.len());
+                drop(open);
+                touched.session(&cap).give_container(&mut starts);
+                starts.clear();
+                out.session(&cap).give_container(&mut scored);
+            });
+        }
+    });
+    (scored_stream, touched_stream)
+}
+
+/// Closes this worker's windows as the watermark passes them (invariant 1),
+/// counting the dead letters in, and emits each closed window's partial at
+/// the closing step (invariant 2).
+pub fn close<'s>(
+    touched: Batches<'s, Time>,
+    dead: Batches<'s, DeadLetter>,
+    reports: Batches<'s, Report>,
+    monitor: Arc<Monitor>,
+    windows: Windows,
+) -> Batches<'s, Partial> {
+    let workers = touched.scope().peers();
+    let reports = reports.broadcast();
+    let mut builder = OperatorBuilder::new("MonitorClose".to_owned(), touched.scope());
+    let mut touched_in = builder.new_input(touched, Pipeline);
+    let mut dead_in = builder.new_input(dead, Pipeline);
+    let mut reports_in = builder.new_input(reports, Pipeline);
+    let (out, partials) = builder.new_output();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Partial>>>::from(out);
+    builder.build(move |_| {
+        let mut clock = Clock::new(workers);
+        let mut stash: BTreeMap<Epoch, Vec<Report>> = BTreeMap::new();
+        // Per open window, the capability of the first epoch it counted.
+        let mut held: BTreeMap<Time, Capability<Epoch>> = BTreeMap::new();
+        // Dead letters without an `at` time, and the epoch of the first.
+        let mut unplaced: Option<(Capability<Epoch>, DeadCounts)> = None;
+        let hold = |held: &mut BTreeMap<Time, Capability<Epoch>>, start, cap: Capability<Epoch>| {
+            match held.get(&start) {
+                Some(h) if h.time() <= cap.time() => {}
+                _ => {
+                    held.insert(start, cap);
+                }
+            }
+        };
+        move |frontiers| {
+            touched_in.for_each(|cap, batch| {
+                for start in batch.drain(..) {
+                    if let Some(c) = cap.retain_least(0) {
+                        hold(&mut held, start, c);
+                    }
+                }
+            });
+            dead_in.for_each(|cap, batch| {
+                let mut open = windows.0.borrow_mut();
+                for d in batch.drain(..) {
+                    let Some(c) = cap.retain_least(0) else {
+                        continue;
+                    };
+                    match d.at {
+                        Some(t) => {
+                            let start = monitor.window_of(t);
+                            open.entry(start)
+                                .or_insert_with(|| monitor.partial(start))
+                                .add_dead(&d);
+                            hold(&mut held, start, c);
+                        }
+                        None => {
+                            let (_, counts) = unplaced.get_or_insert_with(|| (c, BTreeMap::new()));
+                            *counts.entry((d.stage, d.reason)).or_insert(0) += 1;
+                        }
+                    }
+                }
+            });
+            reports_in.for_each(|cap, batch| {
+                if let Some(&epoch) = cap.least() {
+                    stash.entry(epoch).or_default().append(batch);
+                }
+            });
+            let frontier = frontiers
+                .iter()
+                .filter_map(|f| f.frontier().first().copied())
+                .min();
+            let mut out = out.activate();
+            while let Some((&step, _)) = stash.first_key_value() {
+                if frontier.is_some_and(|f| step >= f) {
+                    break;
+                }
+                let batch = stash.remove(&step).unwrap_or_default();
+                batch.into_iter().for_each(|r| clock.report(r));
+                let watermark = clock.watermark();
+                let mut open = windows.0.borrow_mut();
+                let closing: Vec<Time> = held
+                    .keys()
+                    .copied()
+                    .take_while(|s| s.saturating_add(monitor.window) <= watermark)
+                    .collect();
+                for start in closing {
+                    let cap = held.remove(&start).expect("held");
+                    let mut p = open
+                        .remove(&start)
+                        .unwrap_or_else(|| monitor.partial(start));
+                    if let Some((_, counts)) = unplaced.take() {
+                        for (k, n) in counts {
+                            *p.dead.entry(k).or_insert(0) += n;
+                        }
+                    }
+                    let at = step.max(*cap.time());
+                    out.session(&cap.delayed(&at)).give(p);
+                }
+            }
+            if frontier.is_none() {
+                // Every input ended; a window still open was never closed by
+                // the watermark (a stopped run): it is not reported.
+                held.clear();
+                unplaced = None;
+            }
+        }
+    });
+    partials
+}
+
+/// Merges every worker's partials on worker 0 and emits each closing
+/// step's window reports, in window order, once all are in (invariant 3).
+pub fn merge<'s>(
+    partials: Batches<'s, Partial>,
+    monitor: Arc<Monitor>,
+) -> Batches<'s, WindowReport> {
+    partials.unary_frontier(
+        Exchange::new(|_: &Partial| 0),
+        "MonitorMerge",
+        move |_, _| {
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, BTreeMap<Time, Partial>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = pending.entry(epoch).or_insert_with(|| {
+                        (
+                            cap.retain_least(0).expect("a stamped message"),
+                            BTreeMap::new(),
+                        )
+                    });
+                    for p in batch.drain(..) {
+                        match entry.1.get_mut(&p.start) {
+                            Some(mine) => mine.merge(p),
+                            None => {
+                                entry.1.insert(p.start, p);
+                            }
+                        }
+                    }
+                });
+                while let Some((&epoch, _)) = pending.first_key_value() {
+                    if frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let (cap, windows) = pending.remove(&epoch).expect("present");
+                    let mut session = output.session(&cap);
+                    for p in windows.values() {
+                        session.give(monitor.report(p));
+                    }
+                }
+            }
+        },
+    )
+}
