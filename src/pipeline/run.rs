@@ -212,6 +212,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         until,
         max_record_bytes: args.max_record_bytes as usize,
         idle_timeout: args.idle_timeout,
+        monitor_holds_commits: args.monitor.is_some() || args.monitor_topic.is_some(),
         monitor,
     })
 }
@@ -224,7 +225,11 @@ fn monitor(
     kafka: Option<&Arc<crate::io::kafka::KafkaConfig>>,
     at: Placement,
 ) -> Result<Option<(Arc<Monitor>, Arc<MonitorSink>)>> {
-    if args.monitor.is_none() && args.monitor_topic.is_none() {
+    let asked = args.monitor.is_some() || args.monitor_topic.is_some();
+    // With --http, a spec's [monitor] feeds the gauges and the live page even
+    // when no monitor output is asked for (where every stage runs together).
+    let for_page = args.http.is_some() && spec.monitor.is_some() && args.stages == Stages::All;
+    if !asked && !for_page {
         return Ok(None);
     }
     if args.stages != Stages::All {

@@ -85,6 +85,10 @@ pub struct Shared {
     /// With `--monitor`/`--monitor-topic`: the monitor, and where its
     /// reports go (nowhere but on process 0).
     pub monitor: Option<(Arc<Monitor>, Arc<MonitorSink>)>,
+    /// Whether an input offset waits for the monitor's windows its records
+    /// count in (`--monitor`/`--monitor-topic` asked for; not when the
+    /// monitor only feeds `--http`'s gauges and page).
+    pub monitor_holds_commits: bool,
 }
 
 /// What a worker ends with: on worker 0 of a cluster, every process's counts.
@@ -107,6 +111,8 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let marks = windows.as_ref().map(|w| w.marks.clone());
     let (source, parser) = source(shared, exactly_once.then_some(ledger), marks.clone());
     let done = ProbeHandle::<Epoch>::new();
+    // The monitor's reports when they hold no commit (see below).
+    let reported = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
     // With window features a source paces itself by what was read, not by
     // what was delivered (see `Windowing::read`).
@@ -122,16 +128,23 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
         sink.build(outputs, dead).probe_with(&done);
         if let (Some(reports), Some((_, to))) = (reports, &shared.monitor) {
             // The run is done with an epoch only once its window reports
-            // are delivered (dataflow::monitor, invariant 2).
-            write_reports(reports, Arc::clone(to), Arc::clone(&shared.stats)).probe_with(&done);
+            // are delivered (dataflow::monitor, invariant 2) — unless they
+            // only feed the metrics, which must not hold commits back.
+            let written = write_reports(reports, Arc::clone(to), Arc::clone(&shared.stats));
+            if shared.monitor_holds_commits {
+                written.probe_with(&done);
+            } else {
+                written.probe_with(&reported);
+            }
         }
     });
     let stats = &shared.stats;
     let halted = || marks.as_ref().is_some_and(Marks::halted);
-    while !done.done() && !stats.failed() && !halted() {
+    let finished = || done.done() && reported.done();
+    while !finished() && !stats.failed() && !halted() {
         worker.step_or_park(Some(Duration::from_millis(100)));
     }
-    if (stats.failed() || halted()) && !done.done() {
+    if (stats.failed() || halted()) && !finished() {
         // A failed run leaves epochs that will never finish (a sink holds
         // the capabilities of undelivered messages), and so does a window
         // run stopped while applications wait for the watermark (its source
@@ -185,6 +198,18 @@ fn write_reports<'s>(
         move |_, _| {
             move |input, _output| {
                 input.for_each(|_, batch| {
+                    if let Some(m) = crate::core::metrics::installed() {
+                        // The same windows as the monitor's output, as gauges
+                        // and the live page's series.
+                        for report in batch.iter() {
+                            for (group, rate) in report.flag_rates() {
+                                m.set_flag_rate(&group, report.window_end_ms, rate);
+                            }
+                            for (column, psi) in report.psis() {
+                                m.set_psi(&column, report.window_end_ms, psi);
+                            }
+                        }
+                    }
                     if let Err(e) = to.write(batch) {
                         stats.fail(e);
                     }
