@@ -280,10 +280,6 @@ fn the_live_page_draws_charts_and_the_flagged_feed_in_chromium() {
             "data/lending_club.csv",
             "--rate",
             "800",
-            // Epochs of 256 records (a third of a second here): the monitor's
-            // windows close as the replay goes, not at its end.
-            "--batch",
-            "256",
             "--http",
             &http,
             "-o",
@@ -296,8 +292,10 @@ fn the_live_page_draws_charts_and_the_flagged_feed_in_chromium() {
         .unwrap(),
     );
     // A few seconds of points, flagged applications in the feed, and the
-    // spec's [monitor] windows closing (the default dataflow has one: the
-    // page shows it without --monitor).
+    // spec's [monitor] windows closing as the replay goes (the default
+    // dataflow has one: the page shows it without --monitor; a replay paced
+    // by rate closes epochs of at most 5 ms, so windows are not held to its
+    // end).
     wait_for("the page's data", 60, || {
         let (status, body) = get(&http, "/api/live")?;
         let live: serde_json::Value = serde_json::from_str(&body).ok()?;

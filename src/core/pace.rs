@@ -58,6 +58,11 @@ impl Pacer {
         self.started
     }
 
+    /// The records per second this pacer releases, if it paces by rate.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
     /// Whether records wait at all (not `--speed max` without a rate).
     pub fn is_paced(&self) -> bool {
         self.rate.is_some() || matches!(self.speed, Speed::Factor(_))

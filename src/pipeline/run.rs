@@ -191,6 +191,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
             .map(|eo| eo.incarnation.clone())
             .unwrap_or_default(),
     };
+    let batch = epoch_batch(args.batch as usize, pace.as_ref());
     Ok(Shared {
         format: OutputFormat::new(&spec, &model.id).stamped(args.stamp),
         forest: Arc::new(model.forest.clone()),
@@ -207,7 +208,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         started: OnceLock::new(),
         pace,
         at,
-        batch: args.batch as usize,
+        batch,
         from: args.from,
         until,
         max_record_bytes: args.max_record_bytes as usize,
@@ -215,6 +216,22 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         monitor_holds_commits: args.monitor.is_some() || args.monitor_topic.is_some(),
         monitor,
     })
+}
+
+/// How long an epoch of a source paced by rate lasts at most: an
+/// application waits for its epoch to be passed (window features, the
+/// monitor), so at a low rate a full `--batch` would be a long wait.
+const PACED_EPOCH_SECS: f64 = 0.005;
+
+/// Records per epoch per worker: `--batch`, or fewer when the source is paced
+/// by rate, so that an epoch closes within [`PACED_EPOCH_SECS`] of the pace.
+/// Outputs do not depend on it (batch sizes are a tested dimension of
+/// determinism); only how soon an epoch is passed does.
+fn epoch_batch(batch: usize, pace: Option<&Pace>) -> usize {
+    match pace.and_then(|p| p.pacer.rate()) {
+        Some(rate) => batch.min(((rate * PACED_EPOCH_SECS).ceil() as usize).max(1)),
+        None => batch,
+    }
 }
 
 /// The monitor `--monitor`/`--monitor-topic` ask for, with its outputs
@@ -397,4 +414,33 @@ fn summarize(shared: &Shared, at: Placement, cluster: Option<&[ProcessCounts]>) 
         restarts: 0,
         http: crate::io::http::served().map(|a| a.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::pace::Pacer;
+    use crate::core::position::{Speed, Window};
+
+    fn paced(rate: Option<f64>, speed: Speed) -> Pace {
+        Pace {
+            pacer: Pacer::new(speed, rate),
+            window: Window::default(),
+        }
+    }
+
+    #[test]
+    fn a_source_paced_by_rate_closes_epochs_of_at_most_five_milliseconds() {
+        assert_eq!(epoch_batch(4096, None), 4096);
+        // 800 records/s: 4 records are 5 ms.
+        assert_eq!(epoch_batch(4096, Some(&paced(Some(800.0), Speed::Max))), 4);
+        // 58,436 records/s: 293 (rounded up).
+        assert_eq!(epoch_batch(4096, Some(&paced(Some(58_436.0), Speed::Max))), 293);
+        // Never more than --batch, never none.
+        assert_eq!(epoch_batch(64, Some(&paced(Some(1e9), Speed::Max))), 64);
+        assert_eq!(epoch_batch(4096, Some(&paced(Some(1.0), Speed::Max))), 1);
+        // Paced by event time: the rate is not known, --batch stands.
+        let by_time = paced(None, Speed::Factor(3600.0));
+        assert_eq!(epoch_batch(4096, Some(&by_time)), 4096);
+    }
 }
