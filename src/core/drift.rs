@@ -106,7 +106,7 @@ impl Reference {
 }
 
 /// A stream's counts in one reference histogram's bins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Histogram {
     /// Per bin (`edges.len() + 1`).
     pub counts: Vec<u64>,

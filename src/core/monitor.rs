@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::drift::{psi, Bins, Histogram, Reference, ACT, WATCH};
@@ -68,14 +69,19 @@ pub struct Monitor {
     score_bins: Bins,
     /// The training reference, features in model order.
     reference: Reference,
-    /// Every feature's reference edges, one after another.
-    edges: Vec<f32>,
-    /// Per feature: where its edges start, how many, and where its slots
+    /// Per feature: how many edges, and where its slots
     /// start in a [`Partial`]'s flat feature counts (one per bin, then
     /// missing).
-    layout: Vec<(usize, usize, usize)>,
+    layout: Vec<(usize, usize)>,
     /// Slots of the flat feature counts.
     slots: usize,
+    /// Per feature: its first edge (NaN without one, which no value reaches).
+    first_edges: Vec<f32>,
+    /// The features with two edges or more, in model order.
+    multi: Vec<usize>,
+    /// Their edges after the first, edge by edge: `grid[(k − 1) × m + j]` is
+    /// edge `k` of feature `multi[j]` (NaN past its last).
+    grid: Vec<f32>,
 }
 
 impl Monitor {
@@ -111,18 +117,37 @@ impl Monitor {
             ));
         }
         let bins = m.score_edges.len() + 1;
-        let mut edges = Vec::new();
         let mut layout = Vec::with_capacity(reference.features.len());
         let mut slots = 0;
         for f in &reference.features {
-            layout.push((edges.len(), f.bins.edges.len(), slots));
-            edges.extend_from_slice(&f.bins.edges);
+            layout.push((f.bins.edges.len(), slots));
             slots += f.bins.edges.len() + 2;
         }
+        let first_edges = reference
+            .features
+            .iter()
+            .map(|f| f.bins.edges.first().copied().unwrap_or(f32::NAN))
+            .collect();
+        let multi: Vec<usize> = (0..reference.features.len())
+            .filter(|&f| reference.features[f].bins.edges.len() >= 2)
+            .collect();
+        let depth = multi
+            .iter()
+            .map(|&f| reference.features[f].bins.edges.len() - 1)
+            .max()
+            .unwrap_or(0);
+        let mut grid = vec![f32::NAN; depth * multi.len()];
+        for (j, &f) in multi.iter().enumerate() {
+            for (k, e) in reference.features[f].bins.edges.iter().enumerate().skip(1) {
+                grid[(k - 1) * multi.len() + j] = *e;
+            }
+        }
         Ok(Monitor {
-            edges,
             layout,
             slots,
+            first_edges,
+            multi,
+            grid,
             window: m.window,
             by: m.by.clone(),
             by_names: m.by_names.clone(),
@@ -151,6 +176,23 @@ impl Monitor {
         }
     }
 
+    /// An empty open window starting at `start`, to count into.
+    pub fn open(&self, start: Time) -> OpenWindow {
+        let width = self.layout.len();
+        OpenWindow {
+            start,
+            slots: vec![FxHashMap::default(); self.by.len()],
+            groups: Vec::new(),
+            score: Histogram::new(&self.reference.score),
+            rows: 0,
+            reached_first: vec![0; width],
+            missing: vec![0; width],
+            gathered: vec![0.0; self.multi.len()],
+            reached: vec![0; self.grid.len()],
+            dead: BTreeMap::new(),
+        }
+    }
+
     /// Writes the name of group `k` of an application with pass-through
     /// values `passthrough` into `name`: `all` (k = 0), then `column=value`
     /// per `by` column.
@@ -172,7 +214,7 @@ impl Monitor {
     pub fn histograms(&self, p: &Partial) -> Vec<Histogram> {
         self.layout
             .iter()
-            .map(|&(_, len, at)| Histogram {
+            .map(|&(len, at)| Histogram {
                 counts: p.features[at..at + len + 1].to_vec(),
                 missing: p.features[at + len + 1],
             })
@@ -252,7 +294,7 @@ fn value_text(v: &Value) -> String {
 }
 
 /// One group's counts in one window.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupCounts {
     /// Applications scored.
     pub applications: u64,
@@ -265,7 +307,7 @@ pub struct GroupCounts {
 }
 
 /// What one window adds up to on one worker, or merged (invariant 2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Partial {
     /// The window's start.
     pub start: Time,
@@ -280,7 +322,35 @@ pub struct Partial {
     pub dead: BTreeMap<(Stage, String), u64>,
 }
 
-impl Partial {
+/// A window being counted on one worker: what its [`Partial`] will hold,
+/// in a form that is cheap to count into — groups found by hash, and each
+/// feature's bins as counts of rows at or above each edge, one branch-free
+/// compare per edge over contiguous lanes. [`OpenWindow::into_partial`]
+/// turns it into the partial a bin-by-bin count would have made (the same
+/// integers: invariant 2).
+#[derive(Debug, Clone)]
+pub struct OpenWindow {
+    start: Time,
+    /// Per `by` column: a value's text → its group's index in `groups`.
+    slots: Vec<FxHashMap<String, usize>>,
+    /// `all` first (once any application is counted), then groups as met.
+    groups: Vec<(String, GroupCounts)>,
+    score: Histogram,
+    /// Feature rows counted.
+    rows: u64,
+    /// Per feature: rows whose value is at or above its first edge (32-bit
+    /// lanes, eight to a vector; see `add_features` for their overflow).
+    reached_first: Vec<u32>,
+    /// Per feature: rows where it is missing (NaN).
+    missing: Vec<u32>,
+    /// A row's values of the multi-edge features (scratch).
+    gathered: Vec<f32>,
+    /// Like `reached_first`, for the further edges (`Monitor::grid` layout).
+    reached: Vec<u32>,
+    dead: BTreeMap<(Stage, String), u64>,
+}
+
+impl OpenWindow {
     /// Counts one scored application with its model features (`name`: a
     /// buffer for group names, reused across calls).
     pub fn add_scored(
@@ -297,7 +367,7 @@ impl Partial {
     }
 
     /// Counts one scored application's score and groups (its features go
-    /// to [`Partial::add_features`]).
+    /// to [`OpenWindow::add_features`]).
     pub fn add_application(
         &mut self,
         m: &Monitor,
@@ -308,23 +378,49 @@ impl Partial {
     ) {
         let fixed = (f64::from(score) * SCORE_SCALE).round() as i128;
         let bin = m.score_bins.edges.partition_point(|e| *e <= score);
-        for k in 0..=m.by.len() {
-            m.group_name(k, passthrough, name);
-            // Allocates only for a group's first application.
-            let g = match self.groups.get_mut(name.as_str()) {
-                Some(g) => g,
-                None => self
-                    .groups
-                    .entry(name.clone())
-                    .or_insert_with(|| GroupCounts {
-                        histogram: vec![0; m.score_bins.edges.len() + 1],
-                        ..GroupCounts::default()
-                    }),
-            };
+        let bins = m.score_bins.edges.len() + 1;
+        let new_group = |name: String| {
+            (
+                name,
+                GroupCounts {
+                    histogram: vec![0; bins],
+                    ..GroupCounts::default()
+                },
+            )
+        };
+        if self.groups.is_empty() {
+            self.groups.push(new_group("all".to_owned()));
+        }
+        let count = |g: &mut GroupCounts| {
             g.applications += 1;
             g.flagged += u64::from(flagged);
             g.score_sum += fixed;
             g.histogram[bin] += 1;
+        };
+        count(&mut self.groups[0].1);
+        for (k, slots) in self.slots.iter_mut().enumerate() {
+            let value = passthrough.get(m.by[k]).unwrap_or(&Value::Null);
+            let text = match value {
+                Value::Str(s) => s.as_str(),
+                v => {
+                    name.clear();
+                    name.push_str(&value_text(v));
+                    name.as_str()
+                }
+            };
+            // Allocates only for a group's first application.
+            let i = match slots.get(text) {
+                Some(&i) => i,
+                None => {
+                    let text = text.to_owned();
+                    let mut full = String::new();
+                    m.group_name(k + 1, passthrough, &mut full);
+                    self.groups.push(new_group(full));
+                    slots.insert(text, self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
+            };
+            count(&mut self.groups[i].1);
         }
         self.score.add(&m.reference.score, score);
     }
@@ -332,26 +428,44 @@ impl Partial {
     /// Counts the model features of consecutive applications: `rows` holds
     /// them row after row, `width` each.
     pub fn add_features(&mut self, m: &Monitor, rows: &[f32], width: usize) {
-        if width == 0 {
+        if width == 0 || width != m.first_edges.len() {
             return;
         }
-        let counts = &mut self.features[..];
+        let lanes = m.multi.len();
+        // The 32-bit lanes count at most u32::MAX rows: a window that
+        // would pass that is counted in a second open window's worth of
+        // lanes only in theory (4 × 10⁹ applications in one window of one
+        // worker); refuse to wrap rather than miscount.
+        let n = (rows.len() / width) as u64;
+        assert!(
+            self.rows + n <= u64::from(u32::MAX),
+            "more than {} applications in one monitor window on one worker",
+            u32::MAX
+        );
         for row in rows.chunks_exact(width) {
-            for (&(from, len, at), v) in m.layout.iter().zip(row) {
-                // The bin of `Histogram::add`: how many edges are at or
-                // below `v` (a short branch-free count: most features have
-                // one edge, deciles nine); a NaN after the bins, as missing.
-                let i = if v.is_nan() {
-                    len + 1
-                } else if len == 1 {
-                    usize::from(m.edges[from] <= *v)
-                } else {
-                    m.edges[from..from + len]
-                        .iter()
-                        .map(|e| usize::from(*e <= *v))
-                        .sum()
-                };
-                counts[at + i] += 1;
+            self.rows += 1;
+            // `v >= e` is false for a NaN value and for a NaN edge: a
+            // missing value reaches no edge, a padded edge is never reached.
+            for ((n, v), e) in self.reached_first.iter_mut().zip(row).zip(&m.first_edges) {
+                *n += u32::from(*v >= *e);
+            }
+            for (n, v) in self.missing.iter_mut().zip(row) {
+                *n += u32::from(v.is_nan());
+            }
+            if lanes == 0 {
+                continue;
+            }
+            for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {
+                *g = row[f];
+            }
+            for (reached, edges) in self
+                .reached
+                .chunks_exact_mut(lanes)
+                .zip(m.grid.chunks_exact(lanes))
+            {
+                for ((n, v), e) in reached.iter_mut().zip(&self.gathered).zip(edges) {
+                    *n += u32::from(*v >= *e);
+                }
             }
         }
     }
@@ -359,6 +473,57 @@ impl Partial {
     /// Counts one dead letter.
     pub fn add_dead(&mut self, d: &DeadLetter) {
         *self.dead.entry((d.stage, d.reason.clone())).or_insert(0) += 1;
+    }
+
+    /// The partial this window counted: bin `i` of a feature holds the rows
+    /// that reached edge `i − 1` but not edge `i` (`Histogram::add`'s bin:
+    /// how many edges are at or below the value).
+    pub fn into_partial(self, m: &Monitor) -> Partial {
+        let lanes = m.multi.len();
+        let mut features = vec![0; m.slots];
+        let mut j = 0;
+        for (f, &(len, at)) in m.layout.iter().enumerate() {
+            let is_multi = m.multi.get(j) == Some(&f);
+            let reached = |k: usize| -> u64 {
+                u64::from(match k {
+                    k if k >= len => 0,
+                    0 => self.reached_first[f],
+                    k => self.reached[(k - 1) * lanes + j],
+                })
+            };
+            let present = self.rows - u64::from(self.missing[f]);
+            features[at] = present - reached(0);
+            for i in 1..=len {
+                features[at + i] = reached(i - 1) - reached(i);
+            }
+            features[at + len + 1] = u64::from(self.missing[f]);
+            if is_multi {
+                j += 1;
+            }
+        }
+        Partial {
+            start: self.start,
+            groups: self.groups.into_iter().collect(),
+            score: self.score,
+            features,
+            dead: self.dead,
+        }
+    }
+}
+
+impl Partial {
+    /// Counts one dead letter.
+    pub fn add_dead(&mut self, d: &DeadLetter) {
+        *self.dead.entry((d.stage, d.reason.clone())).or_insert(0) += 1;
+    }
+
+    /// Whether nothing at all is counted (the zero of [`Partial::merge`]).
+    pub fn is_empty(&self) -> bool {
+        self.groups.values().all(|g| g.applications == 0)
+            && self.score.counts.iter().all(|&n| n == 0)
+            && self.score.missing == 0
+            && self.features.iter().all(|&n| n == 0)
+            && self.dead.values().all(|&n| n == 0)
     }
 
     /// Adds another partial of the same window (invariant 2).
@@ -542,7 +707,7 @@ mod tests {
     #[test]
     fn a_window_counts_groups_scores_features_and_dead_letters() {
         let m = monitor();
-        let mut p = m.partial(0);
+        let mut p = m.open(0);
         let a = [Value::Str("A1".into())];
         let b = [Value::Str("B2".into())];
         p.add_scored(&m, 0.1, false, &a, &[0.0], &mut String::new());
@@ -558,6 +723,7 @@ mod tests {
             },
             at: Some(5),
         });
+        let p = p.into_partial(&m);
         let r = m.report(&p);
         assert_eq!(r.window_start, "1970-01-01T00:00:00Z");
         assert_eq!(r.window_end_ms, 3_600_000);
@@ -590,7 +756,7 @@ mod tests {
         let rows: Vec<(f32, f32)> = (0..500)
             .map(|i| ((i % 97) as f32 / 97.0, (i % 3) as f32))
             .collect();
-        let mut one = m.partial(0);
+        let mut one = m.open(0);
         for (s, f) in &rows {
             one.add_scored(
                 &m,
@@ -601,7 +767,7 @@ mod tests {
                 &mut String::new(),
             );
         }
-        let (mut x, mut y) = (m.partial(0), m.partial(0));
+        let (mut x, mut y) = (m.open(0), m.open(0));
         for (i, (s, f)) in rows.iter().enumerate().rev() {
             let p = if i % 3 == 0 { &mut x } else { &mut y };
             p.add_scored(
@@ -613,6 +779,7 @@ mod tests {
                 &mut String::new(),
             );
         }
+        let (x, mut y, one) = (x.into_partial(&m), y.into_partial(&m), one.into_partial(&m));
         y.merge(x);
         assert_eq!(y, one);
         assert_eq!(m.report(&y).to_line(), m.report(&one).to_line());
@@ -621,17 +788,90 @@ mod tests {
     #[test]
     fn levels_follow_the_thresholds() {
         let m = monitor();
-        let mut p = m.partial(0);
+        let mut p = m.open(0);
         // Every score in the lowest reference bin: far from uniform.
         for _ in 0..100 {
             p.add_scored(&m, 0.01, false, &[Value::Null], &[0.0], &mut String::new());
         }
-        let r = m.report(&p);
+        let r = m.report(&p.into_partial(&m));
         assert_eq!(r.psi[0].level, Level::Act);
         assert_eq!(r.worst().unwrap().column, "score");
         assert_eq!(r.groups[1].group, "grade=null");
         let empty = m.report(&m.partial(0));
         assert_eq!(empty.psi[0].level, Level::None);
         assert!(empty.psis().is_empty());
+    }
+
+    #[test]
+    fn an_open_window_bins_every_value_as_histogram_add_does() {
+        // Features with no edge, one, and several (with a repeated edge);
+        // values on the edges, between them, beyond them, infinite, NaN.
+        let bins = |edges: Vec<f32>| Bins {
+            proportions: vec![1.0 / (edges.len() + 1) as f64; edges.len() + 1],
+            edges,
+            missing: 0.0,
+        };
+        let edges = [
+            vec![],
+            vec![0.5],
+            vec![-1.0, 0.0, 0.0, 2.5, 7.0],
+            vec![1.0, 3.0],
+        ];
+        let reference = Reference {
+            model: "m".into(),
+            model_sha256: "x".into(),
+            rows: 4,
+            score: bins(vec![0.5]),
+            features: edges
+                .iter()
+                .enumerate()
+                .map(|(i, e)| FeatureBins {
+                    name: format!("f{i}"),
+                    bins: bins(e.clone()),
+                })
+                .collect(),
+        };
+        let names: Vec<String> = (0..edges.len()).map(|i| format!("f{i}")).collect();
+        let spec = MonitorSpec {
+            window: 3_600_000_000_000,
+            by: vec![],
+            by_names: vec![],
+            score_edges: vec![0.5],
+            reference: "r.json".into(),
+        };
+        let m = Monitor::new(&spec, &names, reference, "r.json").unwrap();
+        let values = [
+            f32::NEG_INFINITY,
+            -2.0,
+            -1.0,
+            -0.5,
+            0.0,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            3.0,
+            6.9,
+            7.0,
+            8.0,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        let mut open = m.open(0);
+        let mut rows = Vec::new();
+        for i in 0..values.len() {
+            for f in 0..edges.len() {
+                rows.push(values[(i + 3 * f) % values.len()]);
+            }
+        }
+        open.add_features(&m, &rows, edges.len());
+        let p = open.into_partial(&m);
+        for (f, got) in m.histograms(&p).into_iter().enumerate() {
+            let mut want = Histogram::new(&m.reference.features[f].bins);
+            for row in rows.chunks_exact(edges.len()) {
+                want.add(&m.reference.features[f].bins, row[f]);
+            }
+            assert_eq!(got, want, "feature {f}");
+        }
     }
 }

@@ -212,18 +212,22 @@ pub fn watermark<'s>(
                 let Some(&epoch) = cap.least() else {
                     return;
                 };
-                let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
-                let mut history = history.session(&cap);
                 let metrics = crate::core::metrics::installed();
+                // The admitted records go on as whole containers, as they
+                // came: given one by one they would be cut into timely's
+                // small default containers, and every operator downstream
+                // (the scorer's batches most) would pay per message.
+                let mut admitted = Vec::with_capacity(batch.len());
+                let mut past_start = Vec::new();
                 for record in batch.drain(..) {
                     if let (Some(m), Some(t)) = (metrics, record.event_time) {
                         m.event_read(t);
                     }
                     let past = marks.is_history(&record.origin);
                     match lateness.admit(record) {
-                        Ok(r) if past => history.give(r),
-                        Ok(r) => ok.give(r),
+                        Ok(r) if past => past_start.push(r),
+                        Ok(r) => admitted.push(r),
                         Err(_) if past => {}
                         Err(d) => {
                             if let Some(m) = metrics {
@@ -232,6 +236,12 @@ pub fn watermark<'s>(
                             dead.give(d);
                         }
                     }
+                }
+                if !admitted.is_empty() {
+                    ok.session(&cap).give_container(&mut admitted);
+                }
+                if !past_start.is_empty() {
+                    history.session(&cap).give_container(&mut past_start);
                 }
                 after.insert(epoch, lateness.watermark());
             });

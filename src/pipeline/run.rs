@@ -435,7 +435,10 @@ mod tests {
         // 800 records/s: 4 records are 5 ms.
         assert_eq!(epoch_batch(4096, Some(&paced(Some(800.0), Speed::Max))), 4);
         // 58,436 records/s: 293 (rounded up).
-        assert_eq!(epoch_batch(4096, Some(&paced(Some(58_436.0), Speed::Max))), 293);
+        assert_eq!(
+            epoch_batch(4096, Some(&paced(Some(58_436.0), Speed::Max))),
+            293
+        );
         // Never more than --batch, never none.
         assert_eq!(epoch_batch(64, Some(&paced(Some(1e9), Speed::Max))), 64);
         assert_eq!(epoch_batch(4096, Some(&paced(Some(1.0), Speed::Max))), 1);

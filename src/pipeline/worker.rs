@@ -114,18 +114,30 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     // The monitor's reports when they hold no commit (see below).
     let reported = ProbeHandle::<Epoch>::new();
     let pipeline = worker.next_dataflow_index();
+    // The sink's deliveries alone (`done` may also wait for the monitor's
+    // reports, which wait for the watermark, which waits for reading).
+    let delivered = ProbeHandle::<Epoch>::new();
     // With window features a source paces itself by what was read, not by
-    // what was delivered (see `Windowing::read`).
+    // what was delivered (see `Windowing::read`): its outputs wait for the
+    // watermark. Without them (the monitor alone) nothing the sink delivers
+    // waits, so it paces by the sink as a stateless run does, which keeps
+    // as little in flight.
     let progress = Progress {
         delivered: done.clone(),
-        read: windows.as_ref().map_or(done.clone(), |w| w.read.clone()),
+        read: match &windows {
+            Some(w) if w.plan.is_some() => w.read.clone(),
+            Some(_) => delivered.clone(),
+            None => done.clone(),
+        },
     };
     let graph = graph(shared, parser, windows);
     worker.dataflow::<Epoch, _, _>(|scope| {
         let raw = source.build(scope, progress);
         let (outputs, dead, reports) =
             crate::dataflow::graph::build(raw, shared.pace.clone(), graph);
-        sink.build(outputs, dead).probe_with(&done);
+        sink.build(outputs, dead)
+            .probe_with(&delivered)
+            .probe_with(&done);
         if let (Some(reports), Some((_, to))) = (reports, &shared.monitor) {
             // The run is done with an epoch only once its window reports
             // are delivered (dataflow::monitor, invariant 2) — unless they
