@@ -278,8 +278,13 @@ fn the_live_page_draws_charts_and_the_flagged_feed_in_chromium() {
         loanflow_command(&[
             "replay",
             "data/lending_club.csv",
+            // Two workers, each reading half the file (it is smaller than two
+            // stripes): the second half's windows open long before they
+            // close, and must not hold back the first half's reports.
+            "-w",
+            "2",
             "--rate",
-            "800",
+            "400",
             "--http",
             &http,
             "-o",

@@ -60,6 +60,9 @@ pub enum Graph {
         windows: Option<Windowing>,
         /// With `run --monitor`: the monitor, which needs `windows`.
         monitor: Option<Arc<Monitor>>,
+        /// Whether commits wait for the monitor's windows
+        /// (`dataflow::monitor` invariant 2).
+        monitor_holds: bool,
     },
     /// ingest → clean: every feature row is an output.
     Clean {
@@ -122,6 +125,7 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
             cleaned,
             windows,
             monitor,
+            monitor_holds,
         } => {
             let stamp = monitor.is_some();
             let (rows, dead, reports) =
@@ -132,8 +136,14 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
                     let open = super::monitor::Windows::default();
                     let (scored, touched) =
                         super::monitor::predict(rows, predictor, Arc::clone(&m), open.clone());
-                    let partials =
-                        super::monitor::close(touched, dead.clone(), reports, Arc::clone(&m), open);
+                    let partials = super::monitor::close(
+                        touched,
+                        dead.clone(),
+                        reports,
+                        Arc::clone(&m),
+                        open,
+                        monitor_holds,
+                    );
                     (scored, Some(super::monitor::merge(partials, m)))
                 }
                 _ => (predict(rows, predictor), None),

@@ -34,7 +34,9 @@
 //!    `core::window` invariant 2, every record (and every dead letter, by its
 //!    `at` time) of a closed window arrived at an epoch at or before that
 //!    step, so nothing is counted after its window closed.
-//! 2. **A window holds the capability of the first epoch it counted**, and
+//! 2. **A window holds the capability of the first epoch it counted** (when
+//!    commits wait for the monitor: `--monitor`/`--monitor-topic` on a topic;
+//!    otherwise only the next step to apply), and
 //!    its report goes out at the closing step's epoch: the run's `done`
 //!    probe waits for the monitor's output, so an input offset is committed
 //!    only once the reports of the windows its records counted in are
@@ -155,6 +157,7 @@ pub fn close<'s>(
     reports: Batches<'s, Report>,
     monitor: Arc<Monitor>,
     windows: Windows,
+    hold_first: bool,
 ) -> Batches<'s, Partial> {
     let workers = touched.scope().peers();
     let reports = reports.broadcast();
@@ -246,11 +249,32 @@ pub fn close<'s>(
                     out.session(&cap.delayed(&at)).give(p);
                 }
             }
-            if frontier.is_none() {
-                // Every input ended; a window still open was never closed by
-                // the watermark (a stopped run): it is not reported.
-                held.clear();
-                unplaced = None;
+            match frontier {
+                None => {
+                    // Every input ended; a window still open was never closed
+                    // by the watermark (a stopped run): it is not reported.
+                    held.clear();
+                    unplaced = None;
+                }
+                Some(f) if !hold_first => {
+                    // No commit waits for these windows (invariant 2 does not
+                    // apply): hold them only at the next step to apply, so
+                    // one worker's window far ahead in event time (a file's
+                    // second half at -w 2) does not hold back every report
+                    // before it. Every step left is at or after `f`, so a
+                    // window still goes out at its closing step.
+                    for cap in held.values_mut() {
+                        if *cap.time() < f {
+                            cap.downgrade(&f);
+                        }
+                    }
+                    if let Some((cap, _)) = unplaced.as_mut() {
+                        if *cap.time() < f {
+                            cap.downgrade(&f);
+                        }
+                    }
+                }
+                Some(_) => {}
             }
         }
     });

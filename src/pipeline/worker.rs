@@ -297,6 +297,9 @@ fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
             ),
             windows,
             monitor: shared.monitor.as_ref().map(|(m, _)| Arc::clone(m)),
+            // Only a topic's offsets are committed.
+            monitor_holds: shared.monitor_holds_commits
+                && matches!(shared.source, SourcePlan::Kafka { .. }),
         },
         Stages::Clean => Graph::Clean {
             parser,
