@@ -219,6 +219,51 @@ fn prometheus_scrapes_the_run_and_its_count_equals_the_summary() {
     assert!(summary.contains(&format!("http://{http}/")), "{summary}");
 }
 
+/// `--no-monitor` leaves the spec's `[monitor]` off under `--http`: once a
+/// paced replay is well past several of its weekly windows (which, with the
+/// monitor on, show as gauges as they close), no monitor gauge has a sample.
+#[test]
+fn no_monitor_keeps_the_monitor_off_under_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_loopback_port());
+    let output = dir.path().join("out.jsonl");
+    let _replay = Running(
+        loanflow_command(&[
+            "replay",
+            "data/lending_club.csv",
+            "--rate",
+            "2000",
+            "--http",
+            &http,
+            "--no-monitor",
+            "-o",
+            output.to_str().unwrap(),
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    // 6,000 of the 9,857 applications: about eight weeks of event time.
+    let text = wait_for("6,000 applications scored", 60, || {
+        let (_, text) = get(&http, "/metrics")?;
+        let scored: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("loanflow_outputs_total{kind=\"scored\"} "))?
+            .parse()
+            .ok()?;
+        (scored >= 6000.0).then_some(text)
+    });
+    assert!(
+        !text.contains("loanflow_monitor_flag_rate{") && !text.contains("loanflow_monitor_psi{"),
+        "{text}"
+    );
+    let (_, live) = get(&http, "/api/live").unwrap();
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert!(live["flag_rate"].as_object().unwrap().is_empty(), "{live}");
+}
+
 /// The start tag of the element with `id` in `dom`.
 fn tag<'a>(dom: &'a str, id: &str) -> &'a str {
     let at = dom

@@ -245,7 +245,10 @@ fn monitor(
     let asked = args.monitor.is_some() || args.monitor_topic.is_some();
     // With --http, a spec's [monitor] feeds the gauges and the live page even
     // when no monitor output is asked for (where every stage runs together).
-    let for_page = args.http.is_some() && spec.monitor.is_some() && args.stages == Stages::All;
+    let for_page = args.http.is_some()
+        && !args.no_monitor
+        && spec.monitor.is_some()
+        && args.stages == Stages::All;
     if !asked && !for_page {
         return Ok(None);
     }
