@@ -79,9 +79,12 @@ pub struct Monitor {
     first_edges: Vec<f32>,
     /// The features with two edges or more, in model order.
     multi: Vec<usize>,
-    /// Their edges after the first, edge by edge: `grid[(k − 1) × m + j]` is
-    /// edge `k` of feature `multi[j]` (NaN past its last).
+    /// Their edges after the first, edge by edge: `grid[(k − 1) × L + j]` is
+    /// edge `k` of feature `multi[j]` (NaN past its last, and in the lanes
+    /// past `multi.len()` up to `L`, a multiple of 8).
     grid: Vec<f32>,
+    /// `L`: the lanes of one edge's row of `grid`.
+    lanes: usize,
 }
 
 impl Monitor {
@@ -136,10 +139,12 @@ impl Monitor {
             .map(|&f| reference.features[f].bins.edges.len() - 1)
             .max()
             .unwrap_or(0);
-        let mut grid = vec![f32::NAN; depth * multi.len()];
+        // Rows of whole vectors (8 lanes of f32), padded with NaN edges.
+        let lanes = multi.len().div_ceil(8) * 8;
+        let mut grid = vec![f32::NAN; depth * lanes];
         for (j, &f) in multi.iter().enumerate() {
             for (k, e) in reference.features[f].bins.edges.iter().enumerate().skip(1) {
-                grid[(k - 1) * multi.len() + j] = *e;
+                grid[(k - 1) * lanes + j] = *e;
             }
         }
         Ok(Monitor {
@@ -148,6 +153,7 @@ impl Monitor {
             first_edges,
             multi,
             grid,
+            lanes,
             window: m.window,
             by: m.by.clone(),
             by_names: m.by_names.clone(),
@@ -187,7 +193,7 @@ impl Monitor {
             rows: 0,
             reached_first: vec![0; width],
             missing: vec![0; width],
-            gathered: vec![0.0; self.multi.len()],
+            gathered: vec![0.0; self.lanes],
             reached: vec![0; self.grid.len()],
             dead: BTreeMap::new(),
         }
@@ -431,19 +437,36 @@ impl OpenWindow {
         if width == 0 || width != m.first_edges.len() {
             return;
         }
-        let lanes = m.multi.len();
-        // The 32-bit lanes count at most u32::MAX rows: a window that
-        // would pass that is counted in a second open window's worth of
-        // lanes only in theory (4 × 10⁹ applications in one window of one
-        // worker); refuse to wrap rather than miscount.
+        // The 32-bit lanes count at most u32::MAX rows (4 × 10⁹ applications
+        // in one window on one worker): refuse rather than wrap.
         let n = (rows.len() / width) as u64;
         assert!(
             self.rows + n <= u64::from(u32::MAX),
             "more than {} applications in one monitor window on one worker",
             u32::MAX
         );
+        self.rows += n;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { self.count_rows_avx2(m, rows, width) };
+            }
+        }
+        self.count_rows(m, rows, width)
+    }
+
+    /// [`OpenWindow::count_rows`] compiled for AVX2: eight lanes a compare.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn count_rows_avx2(&mut self, m: &Monitor, rows: &[f32], width: usize) {
+        self.count_rows(m, rows, width)
+    }
+
+    #[inline(always)]
+    fn count_rows(&mut self, m: &Monitor, rows: &[f32], width: usize) {
+        let lanes = m.lanes;
         for row in rows.chunks_exact(width) {
-            self.rows += 1;
             // `v >= e` is false for a NaN value and for a NaN edge: a
             // missing value reaches no edge, a padded edge is never reached.
             for ((n, v), e) in self.reached_first.iter_mut().zip(row).zip(&m.first_edges) {
@@ -479,7 +502,7 @@ impl OpenWindow {
     /// that reached edge `i − 1` but not edge `i` (`Histogram::add`'s bin:
     /// how many edges are at or below the value).
     pub fn into_partial(self, m: &Monitor) -> Partial {
-        let lanes = m.multi.len();
+        let lanes = m.lanes;
         let mut features = vec![0; m.slots];
         let mut j = 0;
         for (f, &(len, at)) in m.layout.iter().enumerate() {
