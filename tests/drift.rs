@@ -40,19 +40,7 @@ fn backfill(spec: &str, dir: &std::path::Path) -> (Vec<String>, Vec<String>, Vec
     for record in reader.records() {
         let record = record.unwrap();
         ids.push(record[0].to_owned());
-        rows.push(
-            record
-                .iter()
-                .skip(3)
-                .map(|v| {
-                    if v.is_empty() {
-                        f32::NAN
-                    } else {
-                        v.parse().unwrap()
-                    }
-                })
-                .collect(),
-        );
+        rows.push(common::backfill_features(&record));
     }
     (ids, names, rows)
 }

@@ -197,20 +197,8 @@ fn prometheus_scrapes_the_run_and_its_count_equals_the_summary() {
     );
 
     // Stopped, the run's summary says what Prometheus stored.
-    let kill = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut summary = String::new();
-    run.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut summary)
-        .unwrap();
-    let status = run.0.wait().unwrap();
-    assert!(status.success(), "{summary}");
+    let (ok, summary) = stop(&mut run);
+    assert!(ok, "{summary}");
     assert_eq!(
         summary_count(&summary, "scored") as f64,
         stored,

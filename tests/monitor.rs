@@ -118,18 +118,7 @@ fn features_of(input: &str, dir: &Path) -> (Vec<String>, HashMap<String, Vec<f32
     let mut rows = HashMap::new();
     for r in reader.records() {
         let r = r.unwrap();
-        let f = r
-            .iter()
-            .skip(3)
-            .map(|v| {
-                if v.is_empty() {
-                    f32::NAN
-                } else {
-                    v.parse().unwrap()
-                }
-            })
-            .collect();
-        rows.insert(r[0].to_owned(), f);
+        rows.insert(r[0].to_owned(), common::backfill_features(&r));
     }
     (names, rows)
 }

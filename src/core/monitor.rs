@@ -535,11 +535,6 @@ impl OpenWindow {
 }
 
 impl Partial {
-    /// Counts one dead letter.
-    pub fn add_dead(&mut self, d: &DeadLetter) {
-        *self.dead.entry((d.stage, d.reason.clone())).or_insert(0) += 1;
-    }
-
     /// Whether nothing at all is counted (the zero of [`Partial::merge`]).
     pub fn is_empty(&self) -> bool {
         self.groups.values().all(|g| g.applications == 0)

@@ -61,6 +61,22 @@ pub fn expected_scores_of(name: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The model features of one `loanflow features` CSV record (after id,
+/// event time and label): an empty field is a missing value.
+pub fn backfill_features(record: &csv::StringRecord) -> Vec<f32> {
+    record
+        .iter()
+        .skip(3)
+        .map(|v| {
+            if v.is_empty() {
+                f32::NAN
+            } else {
+                v.parse().unwrap()
+            }
+        })
+        .collect()
+}
+
 /// The lines of the file at `path`.
 pub fn lines(path: &Path) -> impl Iterator<Item = String> {
     std::fs::read_to_string(path)
