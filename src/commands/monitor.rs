@@ -76,15 +76,11 @@ pub fn table(reports: &[WindowReport], groups: usize, colour: bool) -> String {
         let all = r.groups.iter().find(|g| g.group == "all");
         let (apps, flagged, rate) =
             all.map_or((0, 0, None), |g| (g.applications, g.flagged, g.flag_rate));
-        let mut by: Vec<(String, f64)> = r
-            .flag_rates()
-            .into_iter()
-            .filter(|(g, _)| g != "all")
-            .collect();
+        let mut by: Vec<(&str, f64)> = r.flag_rates().filter(|(g, _)| *g != "all").collect();
         by.sort_by(|a, b| {
             b.1.partial_cmp(&a.1)
                 .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.0.cmp(&b.0))
+                .then(a.0.cmp(b.0))
         });
         let by: Vec<String> = by
             .iter()
@@ -92,7 +88,7 @@ pub fn table(reports: &[WindowReport], groups: usize, colour: bool) -> String {
             .map(|(g, rate)| {
                 format!(
                     "{} {:.1}%",
-                    g.split_once('=').map_or(g.as_str(), |(_, v)| v),
+                    g.split_once('=').map_or(*g, |(_, v)| v),
                     rate * 100.0
                 )
             })

@@ -41,6 +41,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use rustc_hash::FxHashMap;
 
 use super::record::{DeadLetter, Stage};
 use super::scored::Output;
@@ -253,9 +254,9 @@ pub struct Flagged {
     pub written_at: i64,
 }
 
-/// One monitor series: window end (ms since the epoch) → value, the last
-/// [`SERIES_LEN`] windows.
-pub type Series = BTreeMap<i64, f64>;
+/// One monitor series: (window end in ms since the epoch, value), in window
+/// order, the last [`SERIES_LEN`] windows.
+pub type Series = VecDeque<(i64, f64)>;
 
 /// Everything `/metrics` exposes, as cheap handles (see the module's invariants).
 #[derive(Debug)]
@@ -275,8 +276,8 @@ pub struct Metrics {
     workers_running: Gauge,
     flag_rate: Family<GroupLabels, FloatGauge>,
     psi: Family<ColumnLabels, FloatGauge>,
-    flag_series: Mutex<BTreeMap<String, Series>>,
-    psi_series: Mutex<BTreeMap<String, Series>>,
+    /// The monitor's series, with their gauges' handles.
+    board: Mutex<Board>,
     feed: Mutex<VecDeque<Flagged>>,
     /// Monotonic count of what was pushed to the feed (the page's cursor).
     feed_pushed: AtomicU64,
@@ -303,8 +304,7 @@ impl Metrics {
             workers_running: Gauge::default(),
             flag_rate: Family::default(),
             psi: Family::default(),
-            flag_series: Mutex::default(),
-            psi_series: Mutex::default(),
+            board: Mutex::default(),
             feed: Mutex::new(VecDeque::with_capacity(FEED_LEN)),
             feed_pushed: AtomicU64::new(0),
             event_clock: std::sync::Arc::new(EventClock {
@@ -573,41 +573,49 @@ impl Metrics {
             .map_or(0, |c| c.get())
     }
 
-    /// The monitor's hook: `group`'s flag rate in the window ending at
-    /// `window_end_ms`.
-    pub fn set_flag_rate(&self, group: &str, window_end_ms: i64, rate: f64) {
-        self.flag_rate
-            .get_or_create(&GroupLabels {
-                group: group.to_owned(),
-            })
-            .set(rate);
-        keep(&self.flag_series, group, window_end_ms, rate);
-    }
-
-    /// The monitor's hook: `column`'s PSI in the window ending at `window_end_ms`.
-    pub fn set_psi(&self, column: &str, window_end_ms: i64, psi: f64) {
-        self.psi
-            .get_or_create(&ColumnLabels {
-                column: column.to_owned(),
-            })
-            .set(psi);
-        keep(&self.psi_series, column, window_end_ms, psi);
+    /// The monitor's hook: one window's flag rates by group and PSI by
+    /// column, ending at `window_end_ms`, as gauges (the last window set
+    /// wins) and as the page's series. One lock per window; a gauge's
+    /// handle and its series are found by name, allocating only for a
+    /// name's first window.
+    pub fn set_window<'a>(
+        &self,
+        window_end_ms: i64,
+        flag_rates: impl IntoIterator<Item = (&'a str, f64)>,
+        psis: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        let Board { flag, psi } = &mut *board;
+        for (group, rate) in flag_rates {
+            keep(flag, group, window_end_ms, rate, || {
+                self.flag_rate
+                    .get_or_create(&GroupLabels {
+                        group: group.to_owned(),
+                    })
+                    .clone()
+            });
+        }
+        for (column, value) in psis {
+            keep(psi, column, window_end_ms, value, || {
+                self.psi
+                    .get_or_create(&ColumnLabels {
+                        column: column.to_owned(),
+                    })
+                    .clone()
+            });
+        }
     }
 
     /// The flag-rate series by group.
     pub fn flag_series(&self) -> BTreeMap<String, Series> {
-        self.flag_series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        series_of(&board.flag)
     }
 
     /// The PSI series by column.
     pub fn psi_series(&self) -> BTreeMap<String, Series> {
-        self.psi_series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        series_of(&board.psi)
     }
 
     /// The live feed, newest first, and how many were ever pushed.
@@ -661,13 +669,47 @@ pub fn openmetrics_to_text(open: &str) -> String {
     out
 }
 
-fn keep(series: &Mutex<BTreeMap<String, Series>>, key: &str, at: i64, value: f64) {
-    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
-    let s = series.entry(key.to_owned()).or_default();
-    s.insert(at, value);
-    while s.len() > SERIES_LEN {
-        s.pop_first();
+/// The monitor's gauges and series, by group (flag rates) and column (PSI).
+#[derive(Debug, Default)]
+struct Board {
+    flag: FxHashMap<String, (FloatGauge, Series)>,
+    psi: FxHashMap<String, (FloatGauge, Series)>,
+}
+
+/// Sets `key`'s gauge (made by `gauge` the first time) and keeps the value
+/// in its series, the last [`SERIES_LEN`] windows.
+fn keep(
+    board: &mut FxHashMap<String, (FloatGauge, Series)>,
+    key: &str,
+    at: i64,
+    value: f64,
+    gauge: impl FnOnce() -> FloatGauge,
+) {
+    let (g, s) = match board.get_mut(key) {
+        Some(entry) => entry,
+        None => board
+            .entry(key.to_owned())
+            .or_insert_with(|| (gauge(), Series::new())),
+    };
+    g.set(value);
+    // Windows close in order: a new one goes at the back.
+    match s.back() {
+        Some(&(last, _)) if last >= at => match s.binary_search_by_key(&at, |(t, _)| *t) {
+            Ok(i) => s[i].1 = value,
+            Err(i) => s.insert(i, (at, value)),
+        },
+        _ => s.push_back((at, value)),
     }
+    while s.len() > SERIES_LEN {
+        s.pop_front();
+    }
+}
+
+fn series_of(board: &FxHashMap<String, (FloatGauge, Series)>) -> BTreeMap<String, Series> {
+    board
+        .iter()
+        .map(|(k, (_, s))| (k.clone(), s.clone()))
+        .collect()
 }
 
 fn partition_labels(topic: &str, partition: i32) -> PartitionLabels {
@@ -890,9 +932,8 @@ mod tests {
     #[test]
     fn the_monitor_hooks_set_gauges_and_keep_series() {
         let m = install();
-        m.set_flag_rate("hook_A1", 1_000, 0.25);
-        m.set_flag_rate("hook_A1", 2_000, 0.5);
-        m.set_psi("hook_int_rate", 2_000, 0.3);
+        m.set_window(1_000, [("hook_A1", 0.25)], []);
+        m.set_window(2_000, [("hook_A1", 0.5)], [("hook_int_rate", 0.3)]);
         let text = m.encode();
         assert!(
             text.contains("loanflow_monitor_flag_rate{group=\"hook_A1\"} 0.5"),
@@ -905,14 +946,14 @@ mod tests {
         let flags = m.flag_series();
         assert_eq!(
             flags["hook_A1"].iter().collect::<Vec<_>>(),
-            vec![(&1_000, &0.25), (&2_000, &0.5)]
+            vec![&(1_000, 0.25), &(2_000, 0.5)]
         );
         for end in 0..(SERIES_LEN as i64 + 10) {
-            m.set_psi("hook_long", end, 0.01);
+            m.set_window(end, [], [("hook_long", 0.01)]);
         }
         let long = &m.psi_series()["hook_long"];
         assert_eq!(long.len(), SERIES_LEN);
-        assert_eq!(long.first_key_value().map(|(k, _)| *k), Some(10));
+        assert_eq!(long.front().map(|(k, _)| *k), Some(10));
     }
 
     /// The watermark gauges: nothing until the watermark is known, then

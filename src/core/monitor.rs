@@ -75,16 +75,22 @@ pub struct Monitor {
     layout: Vec<(usize, usize)>,
     /// Slots of the flat feature counts.
     slots: usize,
-    /// Per feature: its first edge (NaN without one, which no value reaches).
+    /// Per feature: its first edge (NaN without one, which no value
+    /// reaches), in model order, padded with NaN to whole vectors (8 lanes
+    /// of f32).
     first_edges: Vec<f32>,
-    /// The features with two edges or more, in model order.
+    /// The features with two edges or more, those with the most edges
+    /// first.
     multi: Vec<usize>,
-    /// Their edges after the first, edge by edge: `grid[(k − 1) × L + j]` is
-    /// edge `k` of feature `multi[j]` (NaN past its last, and in the lanes
-    /// past `multi.len()` up to `L`, a multiple of 8).
+    /// Per feature: its lane in `multi`, if it has one.
+    lane_of: Vec<Option<usize>>,
+    /// Their edges after the first, edge by edge: edge `k` of feature
+    /// `multi[j]` is `grid[rows[k − 1].0 + j]`. Row `k − 1` holds the lanes
+    /// of the features with more than `k` edges (the first ones of `multi`),
+    /// padded with NaN to whole vectors: `rows[k − 1].1` lanes.
     grid: Vec<f32>,
-    /// `L`: the lanes of one edge's row of `grid`.
-    lanes: usize,
+    /// Per further edge: where its row starts in `grid`, and its lanes.
+    rows: Vec<(usize, usize)>,
 }
 
 impl Monitor {
@@ -126,34 +132,42 @@ impl Monitor {
             layout.push((f.bins.edges.len(), slots));
             slots += f.bins.edges.len() + 2;
         }
-        let first_edges = reference
+        let width = reference.features.len();
+        let mut first_edges: Vec<f32> = reference
             .features
             .iter()
             .map(|f| f.bins.edges.first().copied().unwrap_or(f32::NAN))
             .collect();
-        let multi: Vec<usize> = (0..reference.features.len())
-            .filter(|&f| reference.features[f].bins.edges.len() >= 2)
-            .collect();
-        let depth = multi
-            .iter()
-            .map(|&f| reference.features[f].bins.edges.len() - 1)
-            .max()
-            .unwrap_or(0);
-        // Rows of whole vectors (8 lanes of f32), padded with NaN edges.
-        let lanes = multi.len().div_ceil(8) * 8;
-        let mut grid = vec![f32::NAN; depth * lanes];
+        first_edges.resize(width.div_ceil(8) * 8, f32::NAN);
+        let edges = |f: usize| reference.features[f].bins.edges.len();
+        let mut multi: Vec<usize> = (0..width).filter(|&f| edges(f) >= 2).collect();
+        // Most edges first (stable: model order among equals).
+        multi.sort_by_key(|&f| std::cmp::Reverse(edges(f)));
+        let mut lane_of = vec![None; width];
         for (j, &f) in multi.iter().enumerate() {
-            for (k, e) in reference.features[f].bins.edges.iter().enumerate().skip(1) {
-                grid[(k - 1) * lanes + j] = *e;
-            }
+            lane_of[f] = Some(j);
+        }
+        let depth = multi.first().map_or(0, |&f| edges(f) - 1);
+        let mut rows = Vec::with_capacity(depth);
+        let mut grid = Vec::new();
+        for k in 1..=depth {
+            // Rows of whole vectors, padded with NaN edges.
+            let reaching = multi.iter().take_while(|&&f| edges(f) > k).count();
+            let lanes = reaching.div_ceil(8) * 8;
+            rows.push((grid.len(), lanes));
+            grid.extend((0..lanes).map(|j| match multi.get(j) {
+                Some(&f) if j < reaching => reference.features[f].bins.edges[k],
+                _ => f32::NAN,
+            }));
         }
         Ok(Monitor {
             layout,
             slots,
             first_edges,
             multi,
+            lane_of,
             grid,
-            lanes,
+            rows,
             window: m.window,
             by: m.by.clone(),
             by_names: m.by_names.clone(),
@@ -184,16 +198,17 @@ impl Monitor {
 
     /// An empty open window starting at `start`, to count into.
     pub fn open(&self, start: Time) -> OpenWindow {
-        let width = self.layout.len();
+        let padded = self.first_edges.len();
         OpenWindow {
             start,
             slots: vec![FxHashMap::default(); self.by.len()],
             groups: Vec::new(),
             score: Histogram::new(&self.reference.score),
             rows: 0,
-            reached_first: vec![0; width],
-            missing: vec![0; width],
-            gathered: vec![0.0; self.lanes],
+            reached_first: vec![0; padded],
+            missing: vec![0; padded],
+            row: vec![f32::NAN; padded],
+            gathered: vec![f32::NAN; self.rows.first().map_or(0, |r| r.1)],
             reached: vec![0; self.grid.len()],
             dead: BTreeMap::new(),
         }
@@ -349,7 +364,10 @@ pub struct OpenWindow {
     reached_first: Vec<u32>,
     /// Per feature: rows where it is missing (NaN).
     missing: Vec<u32>,
-    /// A row's values of the multi-edge features (scratch).
+    /// A row's values, padded like `Monitor::first_edges` (scratch).
+    row: Vec<f32>,
+    /// A row's values of the multi-edge features, in `Monitor::multi`'s
+    /// order (scratch).
     gathered: Vec<f32>,
     /// Like `reached_first`, for the further edges (`Monitor::grid` layout).
     reached: Vec<u32>,
@@ -382,7 +400,14 @@ impl OpenWindow {
         passthrough: &[Value],
         name: &mut String,
     ) {
-        let fixed = (f64::from(score) * SCORE_SCALE).round() as i128;
+        let scaled = (f64::from(score) * SCORE_SCALE).round();
+        // The same integer either way; through i64 the common case avoids
+        // a 128-bit conversion call per application.
+        let fixed = if scaled.abs() < 9.0e18 {
+            i128::from(scaled as i64)
+        } else {
+            scaled as i128
+        };
         let bin = m.score_bins.edges.partition_point(|e| *e <= score);
         let bins = m.score_bins.edges.len() + 1;
         let new_group = |name: String| {
@@ -434,7 +459,7 @@ impl OpenWindow {
     /// Counts the model features of consecutive applications: `rows` holds
     /// them row after row, `width` each.
     pub fn add_features(&mut self, m: &Monitor, rows: &[f32], width: usize) {
-        if width == 0 || width != m.first_edges.len() {
+        if width == 0 || width != m.layout.len() {
             return;
         }
         // The 32-bit lanes count at most u32::MAX rows (4 × 10⁹ applications
@@ -456,39 +481,90 @@ impl OpenWindow {
         self.count_rows(m, rows, width)
     }
 
-    /// [`OpenWindow::count_rows`] compiled for AVX2: eight lanes a compare.
+    /// [`OpenWindow::count_rows`] with AVX2 intrinsics: one compare per 8
+    /// lanes. The same counts as the portable loop (a unit test compares
+    /// both with `Histogram::add`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn count_rows_avx2(&mut self, m: &Monitor, rows: &[f32], width: usize) {
-        self.count_rows(m, rows, width)
-    }
-
-    #[inline(always)]
-    fn count_rows(&mut self, m: &Monitor, rows: &[f32], width: usize) {
-        let lanes = m.lanes;
+        use std::arch::x86_64::{
+            __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+            _mm256_storeu_si256, _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
+        };
+        /// `n[i] += (v[i] >= e[i])` over whole vectors (`reach`).
+        #[target_feature(enable = "avx2")]
+        unsafe fn reach_avx2(n: &mut [u32], v: &[f32], e: &[f32]) {
+            let len = n.len().min(v.len()).min(e.len()) / 8 * 8;
+            let mut i = 0;
+            while i < len {
+                // SAFETY: i + 8 <= len, within all three slices; unaligned
+                // loads and stores.
+                unsafe {
+                    let mask = _mm256_cmp_ps::<_CMP_GE_OQ>(
+                        _mm256_loadu_ps(v.as_ptr().add(i)),
+                        _mm256_loadu_ps(e.as_ptr().add(i)),
+                    );
+                    let at = n.as_mut_ptr().add(i).cast::<__m256i>();
+                    // A true lane is all ones: -1; subtracting adds one.
+                    let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
+                    _mm256_storeu_si256(at, sum);
+                }
+                i += 8;
+            }
+        }
         for row in rows.chunks_exact(width) {
-            // `v >= e` is false for a NaN value and for a NaN edge: a
-            // missing value reaches no edge, a padded edge is never reached.
-            for ((n, v), e) in self.reached_first.iter_mut().zip(row).zip(&m.first_edges) {
-                *n += u32::from(*v >= *e);
-            }
-            for (n, v) in self.missing.iter_mut().zip(row) {
-                *n += u32::from(v.is_nan());
-            }
-            if lanes == 0 {
-                continue;
+            self.row[..width].copy_from_slice(row);
+            // SAFETY (all three): AVX2 is enabled here; the helpers check
+            // their bounds.
+            unsafe { reach_avx2(&mut self.reached_first, &self.row, &m.first_edges) };
+            let len = self.missing.len().min(self.row.len()) / 8 * 8;
+            let mut i = 0;
+            while i < len {
+                // SAFETY: i + 8 <= len, within both slices.
+                unsafe {
+                    let v = _mm256_loadu_ps(self.row.as_ptr().add(i));
+                    let mask = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+                    let at = self.missing.as_mut_ptr().add(i).cast::<__m256i>();
+                    let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
+                    _mm256_storeu_si256(at, sum);
+                }
+                i += 8;
             }
             for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {
                 *g = row[f];
             }
-            for (reached, edges) in self
-                .reached
-                .chunks_exact_mut(lanes)
-                .zip(m.grid.chunks_exact(lanes))
-            {
-                for ((n, v), e) in reached.iter_mut().zip(&self.gathered).zip(edges) {
-                    *n += u32::from(*v >= *e);
-                }
+            for &(at, lanes) in &m.rows {
+                unsafe {
+                    reach_avx2(
+                        &mut self.reached[at..at + lanes],
+                        &self.gathered[..lanes],
+                        &m.grid[at..at + lanes],
+                    )
+                };
+            }
+        }
+    }
+
+    /// The portable count: per row, each feature's lane against its first
+    /// edge, its missing flag, and the further edges of the multi-edge ones.
+    fn count_rows(&mut self, m: &Monitor, rows: &[f32], width: usize) {
+        for row in rows.chunks_exact(width) {
+            // Padded to whole vectors: the padded lanes' values and edges
+            // are NaN, and `into_partial` never reads their counts.
+            self.row[..width].copy_from_slice(row);
+            reach(&mut self.reached_first, &self.row, &m.first_edges);
+            for (n, v) in self.missing.iter_mut().zip(&self.row) {
+                *n += u32::from(v.is_nan());
+            }
+            for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {
+                *g = row[f];
+            }
+            for &(at, lanes) in &m.rows {
+                reach(
+                    &mut self.reached[at..at + lanes],
+                    &self.gathered[..lanes],
+                    &m.grid[at..at + lanes],
+                );
             }
         }
     }
@@ -502,16 +578,15 @@ impl OpenWindow {
     /// that reached edge `i − 1` but not edge `i` (`Histogram::add`'s bin:
     /// how many edges are at or below the value).
     pub fn into_partial(self, m: &Monitor) -> Partial {
-        let lanes = m.lanes;
         let mut features = vec![0; m.slots];
-        let mut j = 0;
         for (f, &(len, at)) in m.layout.iter().enumerate() {
-            let is_multi = m.multi.get(j) == Some(&f);
+            let j = m.lane_of[f].unwrap_or(0);
             let reached = |k: usize| -> u64 {
                 u64::from(match k {
                     k if k >= len => 0,
                     0 => self.reached_first[f],
-                    k => self.reached[(k - 1) * lanes + j],
+                    // A feature with more than k edges has a lane in row k − 1.
+                    k => self.reached[m.rows[k - 1].0 + j],
                 })
             };
             let present = self.rows - u64::from(self.missing[f]);
@@ -520,9 +595,6 @@ impl OpenWindow {
                 features[at + i] = reached(i - 1) - reached(i);
             }
             features[at + len + 1] = u64::from(self.missing[f]);
-            if is_multi {
-                j += 1;
-            }
         }
         Partial {
             start: self.start,
@@ -531,6 +603,15 @@ impl OpenWindow {
             features,
             dead: self.dead,
         }
+    }
+}
+
+/// Adds one to each lane of `n` whose value in `v` is at or above its edge
+/// in `e` (`v >= e` is false for a NaN value and for a NaN edge: a missing
+/// value reaches no edge, a padded edge is never reached).
+fn reach(n: &mut [u32], v: &[f32], e: &[f32]) {
+    for ((n, v), e) in n.iter_mut().zip(v).zip(e) {
+        *n += u32::from(*v >= *e);
     }
 }
 
@@ -545,11 +626,11 @@ impl Partial {
     }
 
     /// Adds another partial of the same window (invariant 2).
-    pub fn merge(&mut self, other: Partial) {
-        for (name, g) in other.groups {
-            match self.groups.get_mut(&name) {
+    pub fn merge(&mut self, other: &Partial) {
+        for (name, g) in &other.groups {
+            match self.groups.get_mut(name) {
                 None => {
-                    self.groups.insert(name, g);
+                    self.groups.insert(name.clone(), g.clone());
                 }
                 Some(mine) => {
                     mine.applications += g.applications;
@@ -565,8 +646,13 @@ impl Partial {
         for (a, b) in self.features.iter_mut().zip(&other.features) {
             *a += b;
         }
-        for (k, n) in other.dead {
-            *self.dead.entry(k).or_insert(0) += n;
+        for (k, n) in &other.dead {
+            match self.dead.get_mut(k) {
+                Some(mine) => *mine += n,
+                None => {
+                    self.dead.insert(k.clone(), *n);
+                }
+            }
         }
     }
 }
@@ -645,19 +731,17 @@ pub struct WindowReport {
 
 impl WindowReport {
     /// `(group, flag rate)` for every group with applications.
-    pub fn flag_rates(&self) -> Vec<(String, f64)> {
+    pub fn flag_rates(&self) -> impl Iterator<Item = (&str, f64)> {
         self.groups
             .iter()
-            .filter_map(|g| g.flag_rate.map(|r| (g.group.clone(), r)))
-            .collect()
+            .filter_map(|g| g.flag_rate.map(|r| (g.group.as_str(), r)))
     }
 
     /// `(column, psi)` for every column with values.
-    pub fn psis(&self) -> Vec<(String, f64)> {
+    pub fn psis(&self) -> impl Iterator<Item = (&str, f64)> {
         self.psi
             .iter()
-            .filter_map(|c| c.psi.map(|p| (c.column.clone(), p)))
-            .collect()
+            .filter_map(|c| c.psi.map(|p| (c.column.as_str(), p)))
     }
 
     /// The column with the highest PSI, if any.
@@ -756,7 +840,7 @@ mod tests {
                 .abs()
                 < 1e-12
         );
-        assert_eq!(r.flag_rates()[1], ("grade=A1".to_owned(), 0.5));
+        assert_eq!(r.flag_rates().nth(1), Some(("grade=A1", 0.5)));
         let h = &m.histograms(&p)[0];
         assert_eq!(h.counts, vec![1, 1]);
         assert_eq!(h.missing, 1);
@@ -798,7 +882,7 @@ mod tests {
             );
         }
         let (x, mut y, one) = (x.into_partial(&m), y.into_partial(&m), one.into_partial(&m));
-        y.merge(x);
+        y.merge(&x);
         assert_eq!(y, one);
         assert_eq!(m.report(&y).to_line(), m.report(&one).to_line());
     }
@@ -817,24 +901,34 @@ mod tests {
         assert_eq!(r.groups[1].group, "grade=null");
         let empty = m.report(&m.partial(0));
         assert_eq!(empty.psi[0].level, Level::None);
-        assert!(empty.psis().is_empty());
+        assert_eq!(empty.psis().count(), 0);
     }
 
     #[test]
     fn an_open_window_bins_every_value_as_histogram_add_does() {
-        // Features with no edge, one, and several (with a repeated edge);
+        // Features with no edge, one, and several (with a repeated edge; more
+        // than one vector of them, and not in order of how many edges);
         // values on the edges, between them, beyond them, infinite, NaN.
         let bins = |edges: Vec<f32>| Bins {
             proportions: vec![1.0 / (edges.len() + 1) as f64; edges.len() + 1],
             edges,
             missing: 0.0,
         };
-        let edges = [
+        let patterns = [
             vec![],
             vec![0.5],
-            vec![-1.0, 0.0, 0.0, 2.5, 7.0],
             vec![1.0, 3.0],
+            vec![-1.0, 0.0, 0.0, 2.5, 7.0],
         ];
+        let edges: Vec<Vec<f32>> = (0..11)
+            .map(|f: usize| {
+                let shift = (f / patterns.len()) as f32 * 0.5;
+                patterns[f % patterns.len()]
+                    .iter()
+                    .map(|e| e + shift)
+                    .collect()
+            })
+            .collect();
         let reference = Reference {
             model: "m".into(),
             model_sha256: "x".into(),
@@ -884,6 +978,12 @@ mod tests {
         }
         open.add_features(&m, &rows, edges.len());
         let p = open.into_partial(&m);
+        // The portable count gives the same (`add_features` took the AVX2
+        // one where the CPU has it).
+        let mut portable = m.open(0);
+        portable.rows = values.len() as u64;
+        portable.count_rows(&m, &rows, edges.len());
+        assert_eq!(portable.into_partial(&m), p);
         for (f, got) in m.histograms(&p).into_iter().enumerate() {
             let mut want = Histogram::new(&m.reference.features[f].bins);
             for row in rows.chunks_exact(edges.len()) {

@@ -85,21 +85,29 @@ impl Lateness {
     /// letter saying so. So is one below a watermark this worker already
     /// reported, which only a partition back from idle can deliver.
     pub fn admit(&mut self, record: Record) -> Result<Record, DeadLetter> {
+        match self.judge(&record) {
+            None => Ok(record),
+            Some(late) => Err(late.dead_letter(record)),
+        }
+    }
+
+    /// [`Lateness::admit`]'s verdict on `record` without taking it: `None`
+    /// if it goes on (and it counts as delivered), or why it is late.
+    pub fn judge(&mut self, record: &Record) -> Option<Late> {
         let Some(t) = record.event_time else {
             let at = self
                 .newest
                 .get(&record.origin.partition())
                 .copied()
                 .flatten();
-            return Err(late(
-                record,
-                "no event time: window features need one".to_owned(),
+            return Some(Late {
+                reason: "no event time: window features need one".to_owned(),
                 at,
-            ));
+            });
         };
         let partition = record.origin.partition();
         let newest = self.newest.entry(partition).or_insert(None);
-        let admitted = match *newest {
+        match *newest {
             Some(n) if t < n.saturating_sub(self.lateness) => {
                 let reason = format!(
                     "late: event time {} is {} behind the newest of partition {} ({}), more than the lateness of {}",
@@ -109,7 +117,10 @@ impl Lateness {
                     format_time(n),
                     format_duration(self.lateness),
                 );
-                return Err(late(record, reason, Some(n)));
+                return Some(Late {
+                    reason,
+                    at: Some(n),
+                });
             }
             _ if t < self.floor => {
                 let reason = format!(
@@ -120,18 +131,18 @@ impl Lateness {
                     partition,
                 );
                 let at = newest.map_or(self.floor, |n| n.max(self.floor));
-                return Err(late(record, reason, Some(at)));
+                return Some(Late {
+                    reason,
+                    at: Some(at),
+                });
             }
-            Some(n) if n >= t => record,
-            _ => {
-                *newest = Some(t);
-                record
-            }
-        };
+            Some(n) if n >= t => {}
+            _ => *newest = Some(t),
+        }
         if let Some((_, seen)) = &mut self.idle {
             seen.insert(partition, Instant::now());
         }
-        Ok(admitted)
+        None
     }
 
     /// This worker's watermark: no record it admits from now on is below it
@@ -184,13 +195,26 @@ impl Lateness {
     }
 }
 
-fn late(record: Record, reason: String, at: Option<Time>) -> DeadLetter {
-    DeadLetter {
-        raw: record.raw,
-        stage: Stage::Late,
-        reason,
-        origin: record.origin,
-        at,
+/// Why a record is late ([`Lateness::judge`]), and the newest event time
+/// its partition had delivered (the dead letter's `at`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Late {
+    /// What the dead letter says.
+    pub reason: String,
+    /// Its `at`.
+    pub at: Option<Time>,
+}
+
+impl Late {
+    /// `record` as the dead letter this verdict makes it.
+    pub fn dead_letter(self, record: Record) -> DeadLetter {
+        DeadLetter {
+            raw: record.raw,
+            stage: Stage::Late,
+            reason: self.reason,
+            origin: record.origin,
+            at: self.at,
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! struct wired into an operator; or one part of it, when the stages run
 //! as separate services (`--stages clean`, `--stages predict`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -300,7 +300,7 @@ pub fn ingest_stamped<'s>(
     raw: Batches<'s, RawRecord>,
     mut parser: Parser,
 ) -> (Batches<'s, Record>, Batches<'s, DeadLetter>) {
-    let mut newest: HashMap<i32, i64> = HashMap::new();
+    let mut newest: FxHashMap<i32, i64> = FxHashMap::default();
     fallible(raw, Pipeline, "Ingest", move |r| {
         let partition = r.origin.partition();
         match parser.parse(r) {

@@ -107,37 +107,40 @@ pub fn predict<'s>(
                 let features = predictor.last_features();
                 let width = features.len() / scored.len().max(1);
                 let mut open = windows.0.borrow_mut();
-                // Runs of consecutive rows in one window: their features are
-                // counted together, feature by feature.
-                let mut run: Option<(Time, usize)> = None;
-                let flush = |open: &mut BTreeMap<Time, OpenWindow>,
-                             run: Option<(Time, usize)>,
-                             end: usize| {
-                    if let Some((start, from)) = run {
-                        if let Some(p) = open.get_mut(&start) {
-                            p.add_features(&monitor, &features[from * width..end * width], width);
-                        }
-                    }
-                };
-                for (i, s) in scored.iter().enumerate() {
+                // Runs of consecutive rows in one window: each run finds its
+                // window once, and its features are counted together,
+                // feature by feature.
+                let mut from = 0;
+                while from < scored.len() {
                     // Admitted past the event-time check: every row has one.
-                    let Some(t) = s.event_time else {
-                        flush(&mut open, run.take(), i);
+                    let Some(t) = scored[from].event_time else {
+                        from += 1;
                         continue;
                     };
                     let start = monitor.window_of(t);
-                    if run.is_none_or(|(at, _)| at != start) {
-                        flush(&mut open, run.take(), i);
-                        run = Some((start, i));
-                        if !starts.contains(&start) {
-                            starts.push(start);
-                        }
+                    let end = from
+                        + scored[from..]
+                            .iter()
+                            .position(|s| {
+                                s.event_time.is_none_or(|t| monitor.window_of(t) != start)
+                            })
+                            .unwrap_or(scored.len() - from);
+                    if !starts.contains(&start) {
+                        starts.push(start);
                     }
-                    open.entry(start)
-                        .or_insert_with(|| monitor.open(start))
-                        .add_application(&monitor, s.score, s.flagged, &s.passthrough, &mut name);
+                    let window = open.entry(start).or_insert_with(|| monitor.open(start));
+                    for s in &scored[from..end] {
+                        window.add_application(
+                            &monitor,
+                            s.score,
+                            s.flagged,
+                            &s.passthrough,
+                            &mut name,
+                        );
+                    }
+                    window.add_features(&monitor, &features[from * width..end * width], width);
+                    from = end;
                 }
-                flush(&mut open, run.take(), scored.len());
                 drop(open);
                 touched.session(&cap).give_container(&mut starts);
                 starts.clear();
@@ -283,9 +286,11 @@ pub fn close<'s>(
 
 /// A window's partial as a differential difference: adding two is
 /// [`Partial::merge`] (sums of integers, in any order: `core::monitor`
-/// invariant 2), the zero is a partial that counts nothing.
+/// invariant 2), the zero is a partial that counts nothing. Shared: the
+/// arrangement copies its differences as it builds and merges batches,
+/// and a partial is a few kilobytes; an addition copies only a shared one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Counts(pub Partial);
+pub struct Counts(pub Arc<Partial>);
 
 impl IsZero for Counts {
     fn is_zero(&self) -> bool {
@@ -295,7 +300,7 @@ impl IsZero for Counts {
 
 impl Semigroup for Counts {
     fn plus_equals(&mut self, rhs: &Counts) {
-        self.0.merge(rhs.0.clone());
+        Arc::make_mut(&mut self.0).merge(&rhs.0);
     }
 }
 
@@ -322,7 +327,7 @@ pub fn merge<'s>(
                     let Some(&at) = cap.least() else { return };
                     output
                         .session(&cap)
-                        .give_iterator(batch.drain(..).map(|p| (p.start, at, Counts(p))));
+                        .give_iterator(batch.drain(..).map(|p| (p.start, at, Counts(Arc::new(p)))));
                 });
             }
         },
@@ -347,9 +352,9 @@ pub fn merge<'s>(
                             .or_insert_with(|| (held.delayed(&epoch), BTreeMap::new()));
                         // Consolidated: one per window and closing step.
                         match entry.1.get_mut(&start) {
-                            Some(mine) => mine.merge(p),
+                            Some(mine) => mine.merge(&p),
                             None => {
-                                entry.1.insert(start, p);
+                                entry.1.insert(start, Arc::unwrap_or_clone(p));
                             }
                         }
                     }

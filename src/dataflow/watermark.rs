@@ -214,31 +214,48 @@ pub fn watermark<'s>(
                 };
                 let mut dead = dead.session(&cap);
                 let metrics = crate::core::metrics::installed();
-                // The admitted records go on as whole containers, as they
-                // came: given one by one they would be cut into timely's
-                // small default containers, and every operator downstream
-                // (the scorer's batches most) would pay per message.
-                let mut admitted = Vec::with_capacity(batch.len());
-                let mut past_start = Vec::new();
-                for record in batch.drain(..) {
-                    if let (Some(m), Some(t)) = (metrics, record.event_time) {
+                if let Some(m) = metrics {
+                    if let Some(t) = batch.iter().filter_map(|r| r.event_time).max() {
                         m.event_read(t);
                     }
+                }
+                // The admitted records go on in the container they came in
+                // (each record judged once, in order): given one by one they
+                // would be cut into timely's small default containers, and
+                // every operator downstream (the scorer's batches most)
+                // would pay per message; a new container per batch would be
+                // a fresh allocation of a few hundred kilobytes each time.
+                let mut taken = Vec::new();
+                for (i, record) in batch.iter().enumerate() {
                     let past = marks.is_history(&record.origin);
-                    match lateness.admit(record) {
-                        Ok(r) if past => past_start.push(r),
-                        Ok(r) => admitted.push(r),
-                        Err(_) if past => {}
-                        Err(d) => {
-                            if let Some(m) = metrics {
-                                m.dead_letters(std::slice::from_ref(&d));
-                            }
-                            dead.give(d);
-                        }
+                    let late = lateness.judge(record);
+                    if past || late.is_some() {
+                        taken.push((i, past, late));
                     }
                 }
-                if !admitted.is_empty() {
-                    ok.session(&cap).give_container(&mut admitted);
+                let mut past_start = Vec::new();
+                if !taken.is_empty() {
+                    // Late records or history: the batch is sorted out.
+                    let mut taken = taken.into_iter().peekable();
+                    let mut admitted = Vec::with_capacity(batch.len());
+                    for (i, record) in batch.drain(..).enumerate() {
+                        match taken.next_if(|(at, ..)| *at == i) {
+                            None => admitted.push(record),
+                            Some((_, _, None)) => past_start.push(record),
+                            Some((_, true, Some(_))) => {}
+                            Some((_, false, Some(late))) => {
+                                let d = late.dead_letter(record);
+                                if let Some(m) = metrics {
+                                    m.dead_letters(std::slice::from_ref(&d));
+                                }
+                                dead.give(d);
+                            }
+                        }
+                    }
+                    *batch = admitted;
+                }
+                if !batch.is_empty() {
+                    ok.session(&cap).give_container(batch);
                 }
                 if !past_start.is_empty() {
                     history.session(&cap).give_container(&mut past_start);

@@ -53,7 +53,8 @@ impl MonitorSink {
 
     /// Writes `reports` and waits until they are delivered.
     pub fn write(&self, reports: &[WindowReport]) -> Result<(), Fault> {
-        if reports.is_empty() {
+        if reports.is_empty() || (self.file.is_none() && self.topic.is_none()) {
+            // Nothing to write (the monitor feeds only `--http`'s gauges).
             return Ok(());
         }
         let lines: Vec<Vec<u8>> = reports.iter().map(WindowReport::to_line).collect();

@@ -214,12 +214,7 @@ fn write_reports<'s>(
                         // The same windows as the monitor's output, as gauges
                         // and the live page's series.
                         for report in batch.iter() {
-                            for (group, rate) in report.flag_rates() {
-                                m.set_flag_rate(&group, report.window_end_ms, rate);
-                            }
-                            for (column, psi) in report.psis() {
-                                m.set_psi(&column, report.window_end_ms, psi);
-                            }
+                            m.set_window(report.window_end_ms, report.flag_rates(), report.psis());
                         }
                     }
                     if let Err(e) = to.write(batch) {
