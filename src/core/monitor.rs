@@ -488,47 +488,48 @@ impl OpenWindow {
     #[target_feature(enable = "avx2")]
     unsafe fn count_rows_avx2(&mut self, m: &Monitor, rows: &[f32], width: usize) {
         use std::arch::x86_64::{
-            __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_loadu_si256,
-            _mm256_storeu_si256, _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
+            __m256, __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_loadu_ps,
+            _mm256_loadu_si256, _mm256_storeu_si256, _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
         };
+        /// Adds one to each of `n`'s 8 lanes at `i` whose lane of `mask` is
+        /// true (all ones: -1, so subtracting adds one).
+        #[target_feature(enable = "avx2")]
+        unsafe fn add_mask(n: &mut [u32], i: usize, mask: __m256) {
+            assert!(i + 8 <= n.len());
+            // SAFETY: i + 8 <= n.len(), checked above; unaligned load and store.
+            unsafe {
+                let at = n.as_mut_ptr().add(i).cast::<__m256i>();
+                let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
+                _mm256_storeu_si256(at, sum);
+            }
+        }
         /// `n[i] += (v[i] >= e[i])` over whole vectors (`reach`).
         #[target_feature(enable = "avx2")]
         unsafe fn reach_avx2(n: &mut [u32], v: &[f32], e: &[f32]) {
             let len = n.len().min(v.len()).min(e.len()) / 8 * 8;
-            let mut i = 0;
-            while i < len {
-                // SAFETY: i + 8 <= len, within all three slices; unaligned
-                // loads and stores.
-                unsafe {
-                    let mask = _mm256_cmp_ps::<_CMP_GE_OQ>(
+            for i in (0..len).step_by(8) {
+                // SAFETY: i + 8 <= len, within `v` and `e`; unaligned loads.
+                let mask = unsafe {
+                    _mm256_cmp_ps::<_CMP_GE_OQ>(
                         _mm256_loadu_ps(v.as_ptr().add(i)),
                         _mm256_loadu_ps(e.as_ptr().add(i)),
-                    );
-                    let at = n.as_mut_ptr().add(i).cast::<__m256i>();
-                    // A true lane is all ones: -1; subtracting adds one.
-                    let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
-                    _mm256_storeu_si256(at, sum);
-                }
-                i += 8;
+                    )
+                };
+                // SAFETY: AVX2 is enabled in this function.
+                unsafe { add_mask(n, i, mask) };
             }
         }
         for row in rows.chunks_exact(width) {
             self.row[..width].copy_from_slice(row);
-            // SAFETY (all three): AVX2 is enabled here; the helpers check
+            // SAFETY (all below): AVX2 is enabled here; the helpers check
             // their bounds.
             unsafe { reach_avx2(&mut self.reached_first, &self.row, &m.first_edges) };
             let len = self.missing.len().min(self.row.len()) / 8 * 8;
-            let mut i = 0;
-            while i < len {
-                // SAFETY: i + 8 <= len, within both slices.
-                unsafe {
-                    let v = _mm256_loadu_ps(self.row.as_ptr().add(i));
-                    let mask = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-                    let at = self.missing.as_mut_ptr().add(i).cast::<__m256i>();
-                    let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
-                    _mm256_storeu_si256(at, sum);
-                }
-                i += 8;
+            for i in (0..len).step_by(8) {
+                // SAFETY: i + 8 <= len, within `row`; an unaligned load.
+                let v = unsafe { _mm256_loadu_ps(self.row.as_ptr().add(i)) };
+                let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+                unsafe { add_mask(&mut self.missing, i, nan) };
             }
             for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {
                 *g = row[f];

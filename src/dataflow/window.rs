@@ -138,16 +138,16 @@ impl Extract for SortBatcher {
         let mut kept = Vec::new();
         self.frontier.clear();
         for mut chunk in std::mem::take(&mut self.pending) {
-            if chunk.iter().all(later) {
+            if chunk.iter().any(later) {
                 // Wholly later (a step's retractions, stamped at the new
-                // frontier): kept as it is, not copied.
-                chunk.iter().for_each(|(_, t, _)| {
-                    self.frontier.insert(*t);
-                });
-                kept.push(chunk);
-            } else if chunk.iter().any(later) {
-                let (now, then): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|u| !later(u));
-                ready.extend(now);
+                // frontier) is kept as it is, not copied.
+                let then = if chunk.iter().all(later) {
+                    chunk
+                } else {
+                    let (now, then): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|u| !later(u));
+                    ready.extend(now);
+                    then
+                };
                 then.iter().for_each(|(_, t, _)| {
                     self.frontier.insert(*t);
                 });
