@@ -84,6 +84,9 @@ pub struct Monitor {
     multi: Vec<usize>,
     /// Per feature: its lane in `multi`, if it has one.
     lane_of: Vec<Option<usize>>,
+    /// `multi` as gather indexes, padded with 0 to whole vectors (a padded
+    /// lane's value meets only NaN edges, which it never reaches).
+    multi_index: Vec<i32>,
     /// Their edges after the first, edge by edge: edge `k` of feature
     /// `multi[j]` is `grid[rows[k − 1].0 + j]`. Row `k − 1` holds the lanes
     /// of the features with more than `k` edges (the first ones of `multi`),
@@ -160,10 +163,13 @@ impl Monitor {
                 _ => f32::NAN,
             }));
         }
+        let mut multi_index: Vec<i32> = multi.iter().map(|&f| f as i32).collect();
+        multi_index.resize(multi.len().div_ceil(8) * 8, 0);
         Ok(Monitor {
             layout,
             slots,
             first_edges,
+            multi_index,
             multi,
             lane_of,
             grid,
@@ -488,60 +494,87 @@ impl OpenWindow {
     #[target_feature(enable = "avx2")]
     unsafe fn count_rows_avx2(&mut self, m: &Monitor, rows: &[f32], width: usize) {
         use std::arch::x86_64::{
-            __m256, __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_loadu_ps,
-            _mm256_loadu_si256, _mm256_storeu_si256, _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
+            __m256, __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_i32gather_ps,
+            _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm256_storeu_si256,
+            _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
         };
-        /// Adds one to each of `n`'s 8 lanes at `i` whose lane of `mask` is
+        /// Adds one to each of the 8 lanes at `at` whose lane of `mask` is
         /// true (all ones: -1, so subtracting adds one).
+        ///
+        /// # Safety
+        /// AVX2; `at .. at + 8` is within one slice of `u32`.
+        #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn add_mask(n: &mut [u32], i: usize, mask: __m256) {
-            assert!(i + 8 <= n.len());
-            // SAFETY: i + 8 <= n.len(), checked above; unaligned load and store.
+        unsafe fn add_mask(at: *mut u32, mask: __m256) {
+            // SAFETY: the caller's bounds; unaligned load and store.
             unsafe {
-                let at = n.as_mut_ptr().add(i).cast::<__m256i>();
+                let at = at.cast::<__m256i>();
                 let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
                 _mm256_storeu_si256(at, sum);
             }
         }
-        /// `n[i] += (v[i] >= e[i])` over whole vectors (`reach`).
-        #[target_feature(enable = "avx2")]
-        unsafe fn reach_avx2(n: &mut [u32], v: &[f32], e: &[f32]) {
-            let len = n.len().min(v.len()).min(e.len()) / 8 * 8;
-            for i in (0..len).step_by(8) {
-                // SAFETY: i + 8 <= len, within `v` and `e`; unaligned loads.
-                let mask = unsafe {
-                    _mm256_cmp_ps::<_CMP_GE_OQ>(
-                        _mm256_loadu_ps(v.as_ptr().add(i)),
-                        _mm256_loadu_ps(e.as_ptr().add(i)),
-                    )
-                };
-                // SAFETY: AVX2 is enabled in this function.
-                unsafe { add_mask(n, i, mask) };
-            }
-        }
+        // Every bound the loops below rely on, checked once per call rather
+        // than per row and vector: the loops then walk raw pointers, in whole
+        // vectors of 8 lanes.
+        let padded = m.first_edges.len();
+        assert!(padded % 8 == 0 && padded >= width);
+        assert!(self.row.len() == padded);
+        assert!(self.reached_first.len() == padded && self.missing.len() == padded);
+        let lanes_multi = m.multi_index.len();
+        assert!(lanes_multi % 8 == 0 && self.gathered.len() >= lanes_multi);
+        assert!(m.multi_index.iter().all(|&f| (f as usize) < width));
+        assert!(m.rows.iter().all(|&(at, lanes)| {
+            lanes % 8 == 0
+                && lanes <= self.gathered.len()
+                && at + lanes <= m.grid.len()
+                && at + lanes <= self.reached.len()
+        }));
+        let edges = m.first_edges.as_ptr();
+        let grid = m.grid.as_ptr();
         for row in rows.chunks_exact(width) {
             self.row[..width].copy_from_slice(row);
-            // SAFETY (all below): AVX2 is enabled here; the helpers check
-            // their bounds.
-            unsafe { reach_avx2(&mut self.reached_first, &self.row, &m.first_edges) };
-            let len = self.missing.len().min(self.row.len()) / 8 * 8;
-            for i in (0..len).step_by(8) {
-                // SAFETY: i + 8 <= len, within `row`; an unaligned load.
-                let v = unsafe { _mm256_loadu_ps(self.row.as_ptr().add(i)) };
-                let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
-                unsafe { add_mask(&mut self.missing, i, nan) };
-            }
-            for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {
-                *g = row[f];
-            }
-            for &(at, lanes) in &m.rows {
+            let values = self.row.as_ptr();
+            let reached = self.reached_first.as_mut_ptr();
+            let missing = self.missing.as_mut_ptr();
+            let mut i = 0;
+            while i < padded {
+                // SAFETY: i + 8 <= padded, the length of `row`, `first_edges`,
+                // `reached_first` and `missing` (asserted above).
                 unsafe {
-                    reach_avx2(
-                        &mut self.reached[at..at + lanes],
-                        &self.gathered[..lanes],
-                        &m.grid[at..at + lanes],
-                    )
-                };
+                    let v = _mm256_loadu_ps(values.add(i));
+                    let e = _mm256_loadu_ps(edges.add(i));
+                    add_mask(reached.add(i), _mm256_cmp_ps::<_CMP_GE_OQ>(v, e));
+                    add_mask(missing.add(i), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                }
+                i += 8;
+            }
+            let gathered = self.gathered.as_mut_ptr();
+            let index = m.multi_index.as_ptr();
+            let mut j = 0;
+            while j < lanes_multi {
+                // SAFETY: j + 8 <= lanes_multi <= gathered.len(); every index
+                // is below width, within `row` (asserted above).
+                unsafe {
+                    let idx = _mm256_loadu_si256(index.add(j).cast::<__m256i>());
+                    let v = _mm256_i32gather_ps::<4>(row.as_ptr(), idx);
+                    _mm256_storeu_ps(gathered.add(j), v);
+                }
+                j += 8;
+            }
+            let gathered = self.gathered.as_ptr();
+            let counts = self.reached.as_mut_ptr();
+            for &(at, lanes) in &m.rows {
+                let mut i = 0;
+                while i < lanes {
+                    // SAFETY: i + 8 <= lanes <= gathered.len(), and
+                    // at + lanes is within `grid` and `reached` (asserted).
+                    unsafe {
+                        let v = _mm256_loadu_ps(gathered.add(i));
+                        let e = _mm256_loadu_ps(grid.add(at + i));
+                        add_mask(counts.add(at + i), _mm256_cmp_ps::<_CMP_GE_OQ>(v, e));
+                    }
+                    i += 8;
+                }
             }
         }
     }

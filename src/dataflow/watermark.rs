@@ -214,11 +214,6 @@ pub fn watermark<'s>(
                 };
                 let mut dead = dead.session(&cap);
                 let metrics = crate::core::metrics::installed();
-                if let Some(m) = metrics {
-                    if let Some(t) = batch.iter().filter_map(|r| r.event_time).max() {
-                        m.event_read(t);
-                    }
-                }
                 // The admitted records go on in the container they came in
                 // (each record judged once, in order): given one by one they
                 // would be cut into timely's small default containers, and
@@ -226,12 +221,19 @@ pub fn watermark<'s>(
                 // would pay per message; a new container per batch would be
                 // a fresh allocation of a few hundred kilobytes each time.
                 let mut taken = Vec::new();
+                // The newest event time read, for the metrics: found in the
+                // same pass (a batch is a few hundred kilobytes of records).
+                let mut newest = None;
                 for (i, record) in batch.iter().enumerate() {
+                    newest = newest.max(record.event_time);
                     let past = marks.is_history(&record.origin);
                     let late = lateness.judge(record);
                     if past || late.is_some() {
                         taken.push((i, past, late));
                     }
+                }
+                if let (Some(m), Some(t)) = (metrics, newest) {
+                    m.event_read(t);
                 }
                 let mut past_start = Vec::new();
                 if !taken.is_empty() {
