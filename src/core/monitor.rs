@@ -370,7 +370,8 @@ pub struct OpenWindow {
     reached_first: Vec<u32>,
     /// Per feature: rows where it is missing (NaN).
     missing: Vec<u32>,
-    /// A row's values, padded like `Monitor::first_edges` (scratch).
+    /// A row's values, padded with NaN like `Monitor::first_edges` (the AVX2
+    /// count's scratch: it compares whole vectors).
     row: Vec<f32>,
     /// A row's values of the multi-edge features, in `Monitor::multi`'s
     /// order (scratch).
@@ -583,11 +584,10 @@ impl OpenWindow {
     /// edge, its missing flag, and the further edges of the multi-edge ones.
     fn count_rows(&mut self, m: &Monitor, rows: &[f32], width: usize) {
         for row in rows.chunks_exact(width) {
-            // Padded to whole vectors: the padded lanes' values and edges
-            // are NaN, and `into_partial` never reads their counts.
-            self.row[..width].copy_from_slice(row);
-            reach(&mut self.reached_first, &self.row, &m.first_edges);
-            for (n, v) in self.missing.iter_mut().zip(&self.row) {
+            // The padded lanes past `width` are left alone (`into_partial`
+            // never reads their counts).
+            reach(&mut self.reached_first, row, &m.first_edges);
+            for (n, v) in self.missing.iter_mut().zip(row) {
                 *n += u32::from(v.is_nan());
             }
             for (g, &f) in self.gathered.iter_mut().zip(&m.multi) {

@@ -361,14 +361,14 @@ impl Reports {
     }
 }
 
+/// Events to retract: (group, event time, values).
+type Expiring = Vec<(GroupId, Time, Fields)>;
+
 /// Events waiting to be retracted, by hop of their expiry (event time +
 /// two of their grouping's longest windows): a hop goes out whole once the
 /// watermark passed its end, so an event is retracted at most a hop later
 /// than it could be, and the hops cost a map entry each, not a heap step
 /// per event.
-/// Events to retract: (group, event time, values).
-type Expiring = Vec<(GroupId, Time, Fields)>;
-
 struct Expiry {
     hop: i64,
     hops: BTreeMap<i64, Expiring>,
