@@ -73,7 +73,9 @@ fn latest_offset_query_is_not_the_high_watermark() {
     assert_eq!(broker.read_all("t").len() as i64, n);
 }
 
-/// Offsets-for-times answers 0 whatever the time: only a hint, never trusted.
+/// Offsets-for-times answers 0 whatever the time (the batch stored first,
+/// quirk 4): `--from time:` starts there and skips older records by their
+/// timestamp.
 #[test]
 fn offsets_for_times_answers_zero() {
     let broker = Broker::start();

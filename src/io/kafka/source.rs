@@ -652,8 +652,10 @@ fn assign(
             group: source.group.clone(),
             source: e,
         })?;
-    // Offsets-for-times is only a hint (some brokers answer 0 for every
-    // time): records before the time are skipped by their timestamp anyway.
+    // Offsets-for-times is a hint (some brokers answer 0 for every time):
+    // records before the time are skipped by their timestamp anyway. A
+    // positive answer is trusted, as Kafka's is exact (every record before
+    // it is older); scripts/BROKER_NOTES.md quirk 4 has a broker where not.
     let hints = match source.from {
         From::Time(t) => {
             let mut tpl = TopicPartitionList::new();
