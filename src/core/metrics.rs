@@ -618,7 +618,8 @@ impl Metrics {
         series_of(&board.psi)
     }
 
-    /// The live feed, newest first, and how many were ever pushed.
+    /// The live feed, newest first, and how many flagged applications the
+    /// sinks ever saw (the feed keeps the last [`FEED_LEN`]).
     pub fn feed(&self) -> (Vec<Flagged>, u64) {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         (
@@ -627,13 +628,14 @@ impl Metrics {
         )
     }
 
-    fn push_feed(&self, flagged: &mut Vec<Flagged>) {
+    /// The latest flagged applications of a tap (`seen`: how many it saw,
+    /// kept or not) into the feed.
+    fn push_feed(&self, flagged: &mut VecDeque<Flagged>, seen: u64) {
         if flagged.is_empty() {
             return;
         }
         let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
-        self.feed_pushed
-            .fetch_add(flagged.len() as u64, Ordering::Relaxed);
+        self.feed_pushed.fetch_add(seen, Ordering::Relaxed);
         for f in flagged.drain(..) {
             if feed.len() == FEED_LEN {
                 feed.pop_front();
@@ -806,7 +808,9 @@ pub struct Tap {
     buckets: [u64; LATENCY_BUCKETS.len() + 1],
     sum_ns: u64,
     count: u64,
-    flagged: Vec<Flagged>,
+    /// The last [`FEED_LEN`] flagged applications seen, and how many were.
+    flagged: VecDeque<Flagged>,
+    flagged_seen: u64,
 }
 
 impl Default for Tap {
@@ -823,7 +827,8 @@ impl Tap {
             buckets: [0; LATENCY_BUCKETS.len() + 1],
             sum_ns: 0,
             count: 0,
-            flagged: Vec::new(),
+            flagged: VecDeque::with_capacity(FEED_LEN),
+            flagged_seen: 0,
         }
     }
 
@@ -842,10 +847,11 @@ impl Tap {
         if let Output::Scored(s) = output {
             self.latency(s.read_at, now);
             if s.flagged {
+                self.flagged_seen += 1;
                 if self.flagged.len() == FEED_LEN {
-                    self.flagged.remove(0);
+                    self.flagged.pop_front();
                 }
-                self.flagged.push(Flagged {
+                self.flagged.push_back(Flagged {
                     id: s.id.clone(),
                     score: s.score,
                     event_time: s.event_time,
@@ -882,7 +888,8 @@ impl Tap {
             self.sum_ns = 0;
             self.count = 0;
         }
-        m.push_feed(&mut self.flagged);
+        m.push_feed(&mut self.flagged, self.flagged_seen);
+        self.flagged_seen = 0;
     }
 }
 
@@ -1016,7 +1023,9 @@ mod tests {
         let i = LATENCY_BUCKETS.partition_point(|&b| b < 0.002);
         assert_eq!(after[i] - before[i], (FEED_LEN + 5) as u64);
         let (feed, pushed) = m.feed();
-        assert_eq!(pushed - pushed_before, FEED_LEN as u64);
+        // Every one seen is counted; the tap kept the newest FEED_LEN.
+        assert_eq!(pushed - pushed_before, (FEED_LEN + 5) as u64);
+        assert_eq!(feed.len(), FEED_LEN);
         assert_eq!(feed[0].id, format!("tap-{}", FEED_LEN + 4));
     }
 }

@@ -29,13 +29,17 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::drift::{psi, Bins, Histogram, Reference, ACT, WATCH};
+use super::drift::{bin_of, psi, Bins, Histogram, Reference, ACT, WATCH};
 use super::record::{format_time, DeadLetter, Stage, Value};
 use super::window::Time;
 use crate::spec::{MonitorSpec, Spec};
 
 /// The fixed-point scale of score sums: 10¹² (invariant 2).
 pub const SCORE_SCALE: f64 = 1e12;
+
+/// Rows counted together by the AVX2 bin count: their values and gathered
+/// lanes stay in the first-level cache while every vector walks them.
+const BLOCK_ROWS: usize = 64;
 
 /// Why a monitor could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +190,31 @@ impl Monitor {
         })
     }
 
+    /// Starts loading what counting an application with `passthrough`
+    /// reads first: its breakdown columns' values. The values were written
+    /// when the record was cleaned, a whole epoch of records earlier, and
+    /// are out of the nearer caches by the time it is counted; asked a few
+    /// applications ahead, the loads overlap instead of waiting one by one.
+    #[inline]
+    pub fn prefetch_values(&self, passthrough: &[Value]) {
+        for &k in &self.by {
+            if k < passthrough.len() {
+                prefetch(passthrough.as_ptr().wrapping_add(k));
+            }
+        }
+    }
+
+    /// [`Monitor::prefetch_values`]'s next step: the text of those values
+    /// (a string's bytes live apart from the value).
+    #[inline]
+    pub fn prefetch_texts(&self, passthrough: &[Value]) {
+        for &k in &self.by {
+            if let Some(Value::Str(s)) = passthrough.get(k) {
+                prefetch(s.as_ptr());
+            }
+        }
+    }
+
     /// The start of the window `t` falls in (invariant 1).
     pub fn window_of(&self, t: Time) -> Time {
         t - t.rem_euclid(self.window)
@@ -207,14 +236,14 @@ impl Monitor {
         let padded = self.first_edges.len();
         OpenWindow {
             start,
-            slots: vec![FxHashMap::default(); self.by.len()],
+            slots: vec![Slots::default(); self.by.len()],
             groups: Vec::new(),
             score: Histogram::new(&self.reference.score),
             rows: 0,
             reached_first: vec![0; padded],
             missing: vec![0; padded],
-            row: vec![f32::NAN; padded],
-            gathered: vec![f32::NAN; self.rows.first().map_or(0, |r| r.1)],
+            row: Vec::new(),
+            gathered: vec![f32::NAN; BLOCK_ROWS * self.multi_index.len().max(self.multi.len())],
             reached: vec![0; self.grid.len()],
             dead: BTreeMap::new(),
         }
@@ -320,6 +349,79 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// A hint to the CPU to load the cache line at `p` (no effect elsewhere).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// `x` rounded half away from zero, as `f64::round` does, as an integer.
+/// Below 2^52 in magnitude it truncates and corrects by the fraction (exact
+/// there: both parts are representable), which saves the `round` call per
+/// application; beyond, through `round` (and i128 past i64).
+fn fixed_point(x: f64) -> i128 {
+    const EXACT: f64 = 4_503_599_627_370_496.0; // 2^52
+    if x.abs() < EXACT {
+        let t = x as i64;
+        let frac = x - t as f64;
+        i128::from(t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5))
+    } else {
+        let r = x.round();
+        if r.abs() < 9.0e18 {
+            i128::from(r as i64)
+        } else {
+            r as i128
+        }
+    }
+}
+
+/// One breakdown column's groups in an open window: group value → index
+/// in `OpenWindow::groups`. Values of up to 7 bytes (grades, states, most
+/// codes) are keyed packed into one integer, so the lookup per application
+/// hashes a word and compares no bytes; longer ones by their text.
+#[derive(Debug, Clone, Default)]
+struct Slots {
+    short: FxHashMap<u64, usize>,
+    long: FxHashMap<String, usize>,
+}
+
+impl Slots {
+    /// `text`'s bytes and length in one word, if it has at most 7 bytes.
+    #[inline]
+    fn packed(text: &str) -> Option<u64> {
+        let b = text.as_bytes();
+        (b.len() <= 7).then(|| {
+            let mut k = (b.len() as u64) << 56;
+            for (i, &c) in b.iter().enumerate() {
+                k |= u64::from(c) << (8 * i);
+            }
+            k
+        })
+    }
+
+    #[inline]
+    fn get(&self, text: &str) -> Option<usize> {
+        match Slots::packed(text) {
+            Some(k) => self.short.get(&k).copied(),
+            None => self.long.get(text).copied(),
+        }
+    }
+
+    fn insert(&mut self, text: &str, i: usize) {
+        match Slots::packed(text) {
+            Some(k) => self.short.insert(k, i),
+            None => self.long.insert(text.to_owned(), i),
+        };
+    }
+}
+
 /// One group's counts in one window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupCounts {
@@ -359,7 +461,7 @@ pub struct Partial {
 pub struct OpenWindow {
     start: Time,
     /// Per `by` column: a value's text → its group's index in `groups`.
-    slots: Vec<FxHashMap<String, usize>>,
+    slots: Vec<Slots>,
     /// `all` first (once any application is counted), then groups as met.
     groups: Vec<(String, GroupCounts)>,
     score: Histogram,
@@ -370,11 +472,13 @@ pub struct OpenWindow {
     reached_first: Vec<u32>,
     /// Per feature: rows where it is missing (NaN).
     missing: Vec<u32>,
-    /// A row's values, padded with NaN like `Monitor::first_edges` (the AVX2
-    /// count's scratch: it compares whole vectors).
+    /// The last rows of a run, each padded with NaN like
+    /// `Monitor::first_edges` (the AVX2 count's scratch: it compares whole
+    /// vectors).
     row: Vec<f32>,
-    /// A row's values of the multi-edge features, in `Monitor::multi`'s
-    /// order (scratch).
+    /// Rows' values of the multi-edge features, in `Monitor::multi`'s
+    /// order (scratch: a block of rows for the AVX2 count, one row for the
+    /// portable one).
     gathered: Vec<f32>,
     /// Like `reached_first`, for the further edges (`Monitor::grid` layout).
     reached: Vec<u32>,
@@ -407,15 +511,8 @@ impl OpenWindow {
         passthrough: &[Value],
         name: &mut String,
     ) {
-        let scaled = (f64::from(score) * SCORE_SCALE).round();
-        // The same integer either way; through i64 the common case avoids
-        // a 128-bit conversion call per application.
-        let fixed = if scaled.abs() < 9.0e18 {
-            i128::from(scaled as i64)
-        } else {
-            scaled as i128
-        };
-        let bin = m.score_bins.edges.partition_point(|e| *e <= score);
+        let fixed = fixed_point(f64::from(score) * SCORE_SCALE);
+        let bin = bin_of(&m.score_bins.edges, score);
         let bins = m.score_bins.edges.len() + 1;
         let new_group = |name: String| {
             (
@@ -448,9 +545,8 @@ impl OpenWindow {
             };
             // Allocates only for a group's first application.
             let i = match slots.get(text) {
-                Some(&i) => i,
+                Some(i) => i,
                 None => {
-                    let text = text.to_owned();
                     let mut full = String::new();
                     m.group_name(k + 1, passthrough, &mut full);
                     self.groups.push(new_group(full));
@@ -488,94 +584,157 @@ impl OpenWindow {
         self.count_rows(m, rows, width)
     }
 
-    /// [`OpenWindow::count_rows`] with AVX2 intrinsics: one compare per 8
-    /// lanes. The same counts as the portable loop (a unit test compares
-    /// both with `Histogram::add`).
+    /// [`OpenWindow::count_rows`] with AVX2 intrinsics: the same counts as
+    /// the portable loop (a unit test compares both with `Histogram::add`).
+    ///
+    /// Rows are counted in blocks of up to [`BLOCK_ROWS`], lanes outside:
+    /// each vector of 8 lanes walks the block's rows keeping its counts in a
+    /// register, and adds them to the window's once per block, so a row
+    /// costs one load, compare and subtract per vector, no stores. A block
+    /// is read straight from `rows` (its lanes past `width` read the next
+    /// row's values, whose counts are never read: `into_partial`), except
+    /// the last rows, too near the end for a whole padded vector, which are
+    /// copied to a padded scratch first.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn count_rows_avx2(&mut self, m: &Monitor, rows: &[f32], width: usize) {
+        let padded = m.first_edges.len();
+        let lanes_multi = m.multi_index.len();
+        // Every bound the blocks rely on, checked once per call rather than
+        // per row and vector: the loops then walk raw pointers, in whole
+        // vectors of 8 lanes.
+        assert!(padded % 8 == 0 && padded >= width && width > 0);
+        assert!(self.reached_first.len() == padded && self.missing.len() == padded);
+        assert!(lanes_multi % 8 == 0);
+        assert!(m.multi_index.iter().all(|&f| (f as usize) < width));
+        assert!(m.rows.iter().all(|&(at, lanes)| {
+            lanes % 8 == 0
+                && lanes <= lanes_multi
+                && at + lanes <= m.grid.len()
+                && at + lanes <= self.reached.len()
+        }));
+        if self.gathered.len() < BLOCK_ROWS * lanes_multi {
+            self.gathered.resize(BLOCK_ROWS * lanes_multi, f32::NAN);
+        }
+        let n = rows.len() / width;
+        // Rows whose padded vectors end within `rows`.
+        let direct = match rows.len().checked_sub(padded) {
+            Some(room) => n.min(room / width + 1),
+            None => 0,
+        };
+        let mut r = 0;
+        while r < direct {
+            let len = BLOCK_ROWS.min(direct - r);
+            // SAFETY: rows r .. r + len each have `padded` f32s readable from
+            // their start (r + len <= direct); the block's bounds below.
+            unsafe { self.count_block(m, rows.as_ptr().add(r * width), width, len) };
+            r += len;
+        }
+        if direct < n {
+            let tail = n - direct;
+            self.row.clear();
+            self.row.resize(tail * padded, f32::NAN);
+            for (t, row) in rows[direct * width..].chunks_exact(width).enumerate() {
+                self.row[t * padded..t * padded + width].copy_from_slice(row);
+            }
+            // SAFETY: `tail` rows of `padded` f32s each; tail * width <
+            // padded <= width + 7, so tail <= 7 < BLOCK_ROWS.
+            unsafe { self.count_block(m, self.row.as_ptr(), padded, tail) };
+        }
+    }
+
+    /// Counts `n` rows (at most [`BLOCK_ROWS`]) at `values`, `stride` f32s
+    /// apart (see [`OpenWindow::count_rows_avx2`]).
+    ///
+    /// # Safety
+    /// AVX2; each of the `n` rows has `first_edges.len()` readable f32s from
+    /// its start; the bounds asserted by `count_rows_avx2` hold.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn count_block(&mut self, m: &Monitor, values: *const f32, stride: usize, n: usize) {
         use std::arch::x86_64::{
-            __m256, __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_i32gather_ps,
-            _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm256_storeu_si256,
+            __m256i, _mm256_castps_si256, _mm256_cmp_ps, _mm256_i32gather_ps, _mm256_loadu_ps,
+            _mm256_loadu_si256, _mm256_setzero_si256, _mm256_storeu_ps, _mm256_storeu_si256,
             _mm256_sub_epi32, _CMP_GE_OQ, _CMP_UNORD_Q,
         };
-        /// Adds one to each of the 8 lanes at `at` whose lane of `mask` is
-        /// true (all ones: -1, so subtracting adds one).
+        /// Adds the 8 lanes of `sum` to the 8 counts at `at`.
         ///
         /// # Safety
         /// AVX2; `at .. at + 8` is within one slice of `u32`.
         #[inline]
         #[target_feature(enable = "avx2")]
-        unsafe fn add_mask(at: *mut u32, mask: __m256) {
+        unsafe fn add_to(at: *mut u32, sum: __m256i) {
+            use std::arch::x86_64::_mm256_add_epi32;
             // SAFETY: the caller's bounds; unaligned load and store.
             unsafe {
                 let at = at.cast::<__m256i>();
-                let sum = _mm256_sub_epi32(_mm256_loadu_si256(at), _mm256_castps_si256(mask));
-                _mm256_storeu_si256(at, sum);
+                _mm256_storeu_si256(at, _mm256_add_epi32(_mm256_loadu_si256(at), sum));
             }
         }
-        // Every bound the loops below rely on, checked once per call rather
-        // than per row and vector: the loops then walk raw pointers, in whole
-        // vectors of 8 lanes.
+        debug_assert!(n <= BLOCK_ROWS);
         let padded = m.first_edges.len();
-        assert!(padded % 8 == 0 && padded >= width);
-        assert!(self.row.len() == padded);
-        assert!(self.reached_first.len() == padded && self.missing.len() == padded);
         let lanes_multi = m.multi_index.len();
-        assert!(lanes_multi % 8 == 0 && self.gathered.len() >= lanes_multi);
-        assert!(m.multi_index.iter().all(|&f| (f as usize) < width));
-        assert!(m.rows.iter().all(|&(at, lanes)| {
-            lanes % 8 == 0
-                && lanes <= self.gathered.len()
-                && at + lanes <= m.grid.len()
-                && at + lanes <= self.reached.len()
-        }));
-        let edges = m.first_edges.as_ptr();
-        let grid = m.grid.as_ptr();
-        for row in rows.chunks_exact(width) {
-            self.row[..width].copy_from_slice(row);
-            let values = self.row.as_ptr();
-            let reached = self.reached_first.as_mut_ptr();
-            let missing = self.missing.as_mut_ptr();
-            let mut i = 0;
-            while i < padded {
-                // SAFETY: i + 8 <= padded, the length of `row`, `first_edges`,
-                // `reached_first` and `missing` (asserted above).
-                unsafe {
-                    let v = _mm256_loadu_ps(values.add(i));
-                    let e = _mm256_loadu_ps(edges.add(i));
-                    add_mask(reached.add(i), _mm256_cmp_ps::<_CMP_GE_OQ>(v, e));
-                    add_mask(missing.add(i), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        // Each lane's first edge and its missing values. A compare's true
+        // lane is all ones (-1), so subtracting it counts one.
+        let mut i = 0;
+        while i < padded {
+            // SAFETY: i + 8 <= padded: within `first_edges`, `reached_first`,
+            // `missing` (asserted) and each row's readable f32s (the caller).
+            unsafe {
+                let e = _mm256_loadu_ps(m.first_edges.as_ptr().add(i));
+                let (mut reached, mut missing) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let mut at = values.add(i);
+                for _ in 0..n {
+                    let v = _mm256_loadu_ps(at);
+                    let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(v, e);
+                    let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+                    reached = _mm256_sub_epi32(reached, _mm256_castps_si256(ge));
+                    missing = _mm256_sub_epi32(missing, _mm256_castps_si256(nan));
+                    at = at.add(stride);
                 }
-                i += 8;
+                add_to(self.reached_first.as_mut_ptr().add(i), reached);
+                add_to(self.missing.as_mut_ptr().add(i), missing);
             }
-            let gathered = self.gathered.as_mut_ptr();
-            let index = m.multi_index.as_ptr();
+            i += 8;
+        }
+        if lanes_multi == 0 {
+            return;
+        }
+        // The multi-edge features of each row, gathered side by side.
+        let gathered = self.gathered.as_mut_ptr();
+        for r in 0..n {
             let mut j = 0;
             while j < lanes_multi {
-                // SAFETY: j + 8 <= lanes_multi <= gathered.len(); every index
-                // is below width, within `row` (asserted above).
+                // SAFETY: every index is below width, within the row
+                // (asserted); r * lanes_multi + j + 8 <= BLOCK_ROWS *
+                // lanes_multi <= gathered.len() (resized by the caller).
                 unsafe {
-                    let idx = _mm256_loadu_si256(index.add(j).cast::<__m256i>());
-                    let v = _mm256_i32gather_ps::<4>(row.as_ptr(), idx);
-                    _mm256_storeu_ps(gathered.add(j), v);
+                    let idx = _mm256_loadu_si256(m.multi_index.as_ptr().add(j).cast::<__m256i>());
+                    let v = _mm256_i32gather_ps::<4>(values.add(r * stride), idx);
+                    _mm256_storeu_ps(gathered.add(r * lanes_multi + j), v);
                 }
                 j += 8;
             }
-            let gathered = self.gathered.as_ptr();
-            let counts = self.reached.as_mut_ptr();
-            for &(at, lanes) in &m.rows {
-                let mut i = 0;
-                while i < lanes {
-                    // SAFETY: i + 8 <= lanes <= gathered.len(), and
-                    // at + lanes is within `grid` and `reached` (asserted).
-                    unsafe {
-                        let v = _mm256_loadu_ps(gathered.add(i));
-                        let e = _mm256_loadu_ps(grid.add(at + i));
-                        add_mask(counts.add(at + i), _mm256_cmp_ps::<_CMP_GE_OQ>(v, e));
+        }
+        // Their further edges, a vector of lanes at a time over the block.
+        for &(at, lanes) in &m.rows {
+            let mut i = 0;
+            while i < lanes {
+                // SAFETY: i + 8 <= lanes <= lanes_multi, and at + lanes is
+                // within `grid` and `reached` (asserted); the gathered rows
+                // are n * lanes_multi f32s (filled just above).
+                unsafe {
+                    let e = _mm256_loadu_ps(m.grid.as_ptr().add(at + i));
+                    let mut reached = _mm256_setzero_si256();
+                    let mut g = gathered.add(i).cast_const();
+                    for _ in 0..n {
+                        let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(g), e);
+                        reached = _mm256_sub_epi32(reached, _mm256_castps_si256(ge));
+                        g = g.add(lanes_multi);
                     }
-                    i += 8;
+                    add_to(self.reached.as_mut_ptr().add(at + i), reached);
                 }
+                i += 8;
             }
         }
     }
@@ -801,6 +960,62 @@ mod tests {
     use crate::core::drift::FeatureBins;
     use crate::core::record::Origin;
 
+    /// The fast rounding is `f64::round` itself: halves away from zero,
+    /// both signs, every f32 score at the scale, and past 2^52 and i64.
+    #[test]
+    fn fixed_point_rounds_as_round_does() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999999999999994,
+            -2.5000001,
+        ];
+        xs.extend([4.5e15, -4.5e15, 9.1e18, -9.1e18, 1e30, 2f64.powi(52) + 1.0]);
+        let mut bits = 0x3f00_0000u32;
+        for _ in 0..200_000 {
+            // Scores spread over [0, 1] and beyond, as the scale makes them.
+            bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let f = f32::from_bits(bits % 0x4000_0000);
+            xs.push(f64::from(f) * SCORE_SCALE);
+            xs.push(-f64::from(f) * SCORE_SCALE);
+        }
+        for x in xs {
+            assert_eq!(fixed_point(x), x.round() as i128, "{x}");
+        }
+    }
+
+    /// Packed keys tell apart every text the map could confuse.
+    #[test]
+    fn slots_keep_short_and_long_values_apart() {
+        let texts = [
+            "",
+            "A",
+            "A\0",
+            "\0A",
+            "B3",
+            "3B",
+            "CA",
+            "CAL",
+            "1234567",
+            "12345678",
+            "123456789",
+        ];
+        let mut slots = Slots::default();
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(slots.get(t), None, "{t:?}");
+            slots.insert(t, i);
+        }
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(slots.get(t), Some(i), "{t:?}");
+        }
+        assert_eq!((slots.short.len(), slots.long.len()), (9, 2));
+    }
+
     fn monitor() -> Monitor {
         let bins = |edges: Vec<f32>| {
             let n = edges.len() + 1;
@@ -954,7 +1169,16 @@ mod tests {
             vec![1.0, 3.0],
             vec![-1.0, 0.0, 0.0, 2.5, 7.0],
         ];
-        let edges: Vec<Vec<f32>> = (0..11)
+        // 11 features: more than one vector; 3: a row shorter than one, so
+        // the last rows of a run go through the padded scratch. The rows go
+        // in runs of several lengths, more than one block of rows among them.
+        for width in [11, 3] {
+            check_bins(&patterns, width, bins);
+        }
+    }
+
+    fn check_bins(patterns: &[Vec<f32>], width: usize, bins: impl Fn(Vec<f32>) -> Bins) {
+        let edges: Vec<Vec<f32>> = (0..width)
             .map(|f: usize| {
                 let shift = (f / patterns.len()) as f32 * 0.5;
                 patterns[f % patterns.len()]
@@ -1005,17 +1229,24 @@ mod tests {
         ];
         let mut open = m.open(0);
         let mut rows = Vec::new();
-        for i in 0..values.len() {
+        let n = 150;
+        for i in 0..n {
             for f in 0..edges.len() {
-                rows.push(values[(i + 3 * f) % values.len()]);
+                rows.push(values[(i + 3 * f + i / values.len()) % values.len()]);
             }
         }
-        open.add_features(&m, &rows, edges.len());
+        let mut from = 0;
+        for run in [1, 70, 64, 15] {
+            let w = edges.len();
+            open.add_features(&m, &rows[from * w..(from + run) * w], w);
+            from += run;
+        }
+        assert_eq!(from, n);
         let p = open.into_partial(&m);
         // The portable count gives the same (`add_features` took the AVX2
         // one where the CPU has it).
         let mut portable = m.open(0);
-        portable.rows = values.len() as u64;
+        portable.rows = n as u64;
         portable.count_rows(&m, &rows, edges.len());
         assert_eq!(portable.into_partial(&m), p);
         for (f, got) in m.histograms(&p).into_iter().enumerate() {

@@ -50,7 +50,9 @@ pub struct Lateness {
     lateness: i64,
     /// The newest event time delivered, per partition this worker owns;
     /// `None` until the partition delivers its first record.
-    newest: BTreeMap<i32, Option<Time>>,
+    /// Sorted by partition (a worker owns a few: a binary search per
+    /// record is cheaper than a tree's).
+    newest: Vec<(i32, Option<Time>)>,
     /// A live run's idle rule: after how long without a record a partition
     /// stops holding the watermark, and when each last delivered one.
     idle: Option<(Duration, BTreeMap<i32, Instant>)>,
@@ -65,7 +67,12 @@ impl Lateness {
     pub fn new(lateness: i64, partitions: impl IntoIterator<Item = i32>) -> Lateness {
         Lateness {
             lateness,
-            newest: partitions.into_iter().map(|p| (p, None)).collect(),
+            newest: {
+                let mut newest: Vec<_> = partitions.into_iter().map(|p| (p, None)).collect();
+                newest.sort_unstable_by_key(|(p, _)| *p);
+                newest.dedup_by_key(|(p, _)| *p);
+                newest
+            },
             idle: None,
             floor: Time::MIN,
         }
@@ -75,7 +82,7 @@ impl Lateness {
     /// for `after` (counted from now for one that never did) stops holding
     /// the watermark ([`Lateness::idle_watermark`]).
     pub fn idle_after(mut self, after: Duration, now: Instant) -> Lateness {
-        let seen = self.newest.keys().map(|p| (*p, now)).collect();
+        let seen = self.newest.iter().map(|(p, _)| (*p, now)).collect();
         self.idle = Some((after, seen));
         self
     }
@@ -95,18 +102,21 @@ impl Lateness {
     /// if it goes on (and it counts as delivered), or why it is late.
     pub fn judge(&mut self, record: &Record) -> Option<Late> {
         let Some(t) = record.event_time else {
-            let at = self
-                .newest
-                .get(&record.origin.partition())
-                .copied()
-                .flatten();
+            let at = self.newest(record.origin.partition());
             return Some(Late {
                 reason: "no event time: window features need one".to_owned(),
                 at,
             });
         };
         let partition = record.origin.partition();
-        let newest = self.newest.entry(partition).or_insert(None);
+        let i = match self.newest.binary_search_by_key(&partition, |(p, _)| *p) {
+            Ok(i) => i,
+            Err(i) => {
+                self.newest.insert(i, (partition, None));
+                i
+            }
+        };
+        let newest = &mut self.newest[i].1;
         match *newest {
             Some(n) if t < n.saturating_sub(self.lateness) => {
                 let reason = format!(
@@ -145,12 +155,20 @@ impl Lateness {
         None
     }
 
+    /// The newest event time `partition` delivered (admitted), if any.
+    pub fn newest(&self, partition: i32) -> Option<Time> {
+        self.newest
+            .binary_search_by_key(&partition, |(p, _)| *p)
+            .ok()
+            .and_then(|i| self.newest[i].1)
+    }
+
     /// This worker's watermark: no record it admits from now on is below it
     /// (invariant 2). `i64::MIN` while a partition has delivered nothing.
     pub fn watermark(&self) -> Time {
         self.newest
-            .values()
-            .map(|n| n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)))
+            .iter()
+            .map(|(_, n)| n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)))
             .min()
             .unwrap_or(Time::MAX)
     }
@@ -181,9 +199,8 @@ impl Lateness {
         }
         let newest = self
             .newest
-            .values()
-            .flatten()
-            .copied()
+            .iter()
+            .filter_map(|(_, n)| *n)
             .max()
             .unwrap_or(Time::MIN);
         newest.max(others)

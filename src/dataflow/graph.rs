@@ -18,7 +18,7 @@ use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
-use super::watermark::{watermark, Marks};
+use super::watermark::{watermark, Marks, Reading};
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
@@ -194,37 +194,48 @@ fn ingest_and_clean<'s>(
     windows: Option<Windowing>,
     stamp: bool,
 ) -> Cleaned<'s> {
-    let (records, ingest_dead) = if stamp {
-        ingest_stamped(raw, parser)
-    } else {
-        ingest(raw, parser)
-    };
-    let records = match pace {
-        Some(p) => super::pace::pace(records, p),
-        None => records,
-    };
     let Some(w) = windows else {
+        let (records, ingest_dead) = ingest(raw, parser);
+        let records = match pace {
+            Some(p) => super::pace::pace(records, p),
+            None => records,
+        };
         let (rows, clean_dead) = clean(records, cleaner);
         return (rows, ingest_dead.concat(clean_dead), None);
     };
-    // A record of history that cannot be read was dead-lettered by the run
-    // that answered it.
-    let marks = w.marks.clone();
-    let ingest_dead = ingest_dead.filter(move |d| !marks.is_history(&d.origin));
     let mut lateness = Lateness::new(w.lateness, w.partitions);
     if let Some(after) = w.idle {
         lateness = lateness.idle_after(after, Instant::now());
     }
-    let (records, late, reports, history) = watermark(records, lateness, w.marks.clone());
+    // Unpaced, the watermark operator parses the records itself (one pass
+    // over each, see `dataflow::watermark`); a replay paces typed records
+    // between the two.
+    let (reading, ingest_dead) = match pace {
+        None => (Reading::Parse(raw, parser), None),
+        Some(p) => {
+            let (records, ingest_dead) = if stamp {
+                ingest_stamped(raw, parser)
+            } else {
+                ingest(raw, parser)
+            };
+            // A record of history that cannot be read was dead-lettered by
+            // the run that answered it.
+            let marks = w.marks.clone();
+            let ingest_dead = ingest_dead.filter(move |d| !marks.is_history(&d.origin));
+            let records = super::pace::pace(records, p);
+            (Reading::Records(records), Some(ingest_dead))
+        }
+    };
+    let (records, dead, reports, history) = watermark(reading, lateness, w.marks.clone());
+    let dead = match ingest_dead {
+        Some(ingest_dead) => ingest_dead.concat(dead),
+        None => dead,
+    };
     let records = records.probe_with(&w.read);
     let Some(plan) = w.plan else {
         // Watermarks for the monitor only: history rebuilds no window.
         let (rows, clean_dead) = clean(records, cleaner);
-        return (
-            rows,
-            ingest_dead.concat(late).concat(clean_dead),
-            Some(reports),
-        );
+        return (rows, dead.concat(clean_dead), Some(reports));
     };
     let members_of = Arc::clone(&plan);
     let history = history.flat_map(move |r| {
@@ -233,11 +244,7 @@ fn ingest_and_clean<'s>(
     });
     let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&plan));
     let rows = super::window::windows(rows, history, reports.clone(), plan, w.marks);
-    (
-        rows,
-        ingest_dead.concat(late).concat(clean_dead),
-        Some(reports),
-    )
+    (rows, dead.concat(clean_dead), Some(reports))
 }
 
 /// Clean, keeping each application's part in every window group.

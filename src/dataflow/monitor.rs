@@ -73,6 +73,10 @@ use crate::core::scored::Scored;
 use crate::core::window::{Clock, Report, Time};
 use crate::core::Epoch;
 
+/// How many applications ahead of the one counted the predict operator
+/// asks for the next ones' breakdown values (`Monitor::prefetch_values`).
+const PREFETCH_AHEAD: usize = 16;
+
 /// Dead letters by stage and reason.
 type DeadCounts = BTreeMap<(Stage, String), u64>;
 
@@ -118,18 +122,25 @@ pub fn predict<'s>(
                         continue;
                     };
                     let start = monitor.window_of(t);
+                    let within = start..=start.saturating_add(monitor.window - 1);
                     let end = from
                         + scored[from..]
                             .iter()
-                            .position(|s| {
-                                s.event_time.is_none_or(|t| monitor.window_of(t) != start)
-                            })
+                            .position(|s| s.event_time.is_none_or(|t| !within.contains(&t)))
                             .unwrap_or(scored.len() - from);
                     if !starts.contains(&start) {
                         starts.push(start);
                     }
                     let window = open.entry(start).or_insert_with(|| monitor.open(start));
-                    for s in &scored[from..end] {
+                    let run = &scored[from..end];
+                    for (i, s) in run.iter().enumerate() {
+                        // Two steps ahead: a value, then (once it is in) its text.
+                        if let Some(ahead) = run.get(i + PREFETCH_AHEAD) {
+                            monitor.prefetch_values(&ahead.passthrough);
+                        }
+                        if let Some(ahead) = run.get(i + PREFETCH_AHEAD / 2) {
+                            monitor.prefetch_texts(&ahead.passthrough);
+                        }
                         window.add_application(
                             &monitor,
                             s.score,

@@ -14,6 +14,13 @@
 //! history (before a restarted or positioned run's start, [`Marks`]) are
 //! checked like any other, so lateness is decided as the uninterrupted run
 //! decided it, and go on as events only.
+//!
+//! Where no operator sits between them (every run but a paced replay), the
+//! records are parsed here too ([`Reading::Parse`]): each record is read
+//! once, while its bytes are in the cache, rather than parsed by the ingest
+//! operator and read again here a whole epoch later. A record that cannot be
+//! parsed is an ingest dead letter stamped with its partition's newest event
+//! time (`DeadLetter::at`), as `graph::ingest_stamped` stamps it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +33,10 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::scheduling::Activator;
 
+use super::ingest::Parser;
 use super::Batches;
-use crate::core::record::{DeadLetter, Origin, Record};
+use crate::core::metrics::StageCounters;
+use crate::core::record::{DeadLetter, Origin, RawRecord, Record};
 use crate::core::window::{Lateness, Report, Time};
 use crate::core::Epoch;
 
@@ -162,20 +171,52 @@ impl Marks {
     }
 }
 
-/// Checks `records` with `lateness` (this worker's partitions); returns the
-/// admitted records, the late ones, this worker's reports, and the admitted
-/// records of history (see [`Marks`]; a late record of history is dropped:
-/// the run that answered it dead-lettered it).
-pub fn watermark<'s>(
-    records: Batches<'s, Record>,
-    mut lateness: Lateness,
-    marks: Marks,
-) -> (
+/// What the watermark operator reads: records parsed already (a paced
+/// replay's, past the pace operator), or raw ones it parses itself, as the
+/// ingest stage would (counted as that stage's in the metrics).
+pub enum Reading<'s> {
+    /// Typed records, from the ingest (and pace) operators.
+    Records(Batches<'s, Record>),
+    /// Raw records, parsed here with the parser.
+    Parse(Batches<'s, RawRecord>, Parser),
+}
+
+/// The watermark operator's outputs: admitted records, dead letters,
+/// reports, admitted records of history.
+pub type Judged<'s> = (
     Batches<'s, Record>,
     Batches<'s, DeadLetter>,
     Batches<'s, Report>,
     Batches<'s, Record>,
-) {
+);
+
+/// Checks the records `reading` gives with `lateness` (this worker's
+/// partitions); returns the admitted records, the dead letters (late ones,
+/// and with [`Reading::Parse`] the unreadable ones), this worker's reports,
+/// and the admitted records of history (see [`Marks`]; a late or unreadable
+/// record of history is dropped: the run that answered it dead-lettered it).
+pub fn watermark<'s>(reading: Reading<'s>, lateness: Lateness, marks: Marks) -> Judged<'s> {
+    match reading {
+        Reading::Records(records) => judge(records, Ok, None, lateness, marks),
+        Reading::Parse(raw, mut parser) => judge(
+            raw,
+            move |r| parser.parse(r),
+            StageCounters::of("ingest"),
+            lateness,
+            marks,
+        ),
+    }
+}
+
+/// [`watermark`], over inputs that `read` turns into records (`ingest`:
+/// the ingest stage's counters, when it reads raw records).
+fn judge<'s, I: 'static>(
+    records: Batches<'s, I>,
+    mut read: impl FnMut(I) -> Result<Record, DeadLetter> + 'static,
+    ingest: Option<StageCounters>,
+    mut lateness: Lateness,
+    marks: Marks,
+) -> Judged<'s> {
     let worker = records.scope().index();
     let mut builder = OperatorBuilder::new("Watermark".to_owned(), records.scope());
     marks.0.wake.replace(Some(
@@ -214,50 +255,52 @@ pub fn watermark<'s>(
                 };
                 let mut dead = dead.session(&cap);
                 let metrics = crate::core::metrics::installed();
-                // The admitted records go on in the container they came in
-                // (each record judged once, in order): given one by one they
-                // would be cut into timely's small default containers, and
-                // every operator downstream (the scorer's batches most)
-                // would pay per message; a new container per batch would be
-                // a fresh allocation of a few hundred kilobytes each time.
-                let mut taken = Vec::new();
-                // The newest event time read, for the metrics: found in the
-                // same pass (a batch is a few hundred kilobytes of records).
+                let mut give_dead = |d: DeadLetter| {
+                    if let Some(m) = metrics {
+                        m.dead_letters(std::slice::from_ref(&d));
+                    }
+                    dead.give(d);
+                };
+                // Each record read and judged once, in order. The admitted
+                // ones go on in one container per input message (given one
+                // by one they would be cut into timely's small default
+                // containers, and every operator downstream, the scorer's
+                // batches most, would pay per message).
+                let n_in = batch.len();
+                let mut admitted = Vec::with_capacity(n_in);
+                let mut past_start = Vec::new();
+                let mut parsed = 0;
+                // The newest event time read, for the metrics.
                 let mut newest = None;
-                for (i, record) in batch.iter().enumerate() {
+                for item in batch.drain(..) {
+                    let record = match read(item) {
+                        Ok(record) => record,
+                        Err(mut d) => {
+                            if !marks.is_history(&d.origin) {
+                                d.at = lateness.newest(d.origin.partition());
+                                give_dead(d);
+                            }
+                            continue;
+                        }
+                    };
+                    parsed += 1;
                     newest = newest.max(record.event_time);
                     let past = marks.is_history(&record.origin);
-                    let late = lateness.judge(record);
-                    if past || late.is_some() {
-                        taken.push((i, past, late));
+                    match (lateness.judge(&record), past) {
+                        (None, false) => admitted.push(record),
+                        (None, true) => past_start.push(record),
+                        (Some(_), true) => {}
+                        (Some(late), false) => give_dead(late.dead_letter(record)),
                     }
+                }
+                if let Some(c) = &ingest {
+                    c.moved(n_in, parsed);
                 }
                 if let (Some(m), Some(t)) = (metrics, newest) {
                     m.event_read(t);
                 }
-                let mut past_start = Vec::new();
-                if !taken.is_empty() {
-                    // Late records or history: the batch is sorted out.
-                    let mut taken = taken.into_iter().peekable();
-                    let mut admitted = Vec::with_capacity(batch.len());
-                    for (i, record) in batch.drain(..).enumerate() {
-                        match taken.next_if(|(at, ..)| *at == i) {
-                            None => admitted.push(record),
-                            Some((_, _, None)) => past_start.push(record),
-                            Some((_, true, Some(_))) => {}
-                            Some((_, false, Some(late))) => {
-                                let d = late.dead_letter(record);
-                                if let Some(m) = metrics {
-                                    m.dead_letters(std::slice::from_ref(&d));
-                                }
-                                dead.give(d);
-                            }
-                        }
-                    }
-                    *batch = admitted;
-                }
-                if !batch.is_empty() {
-                    ok.session(&cap).give_container(batch);
+                if !admitted.is_empty() {
+                    ok.session(&cap).give_container(&mut admitted);
                 }
                 if !past_start.is_empty() {
                     history.session(&cap).give_container(&mut past_start);
