@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::drift::{bin_of, psi, Bins, Histogram, Reference, ACT, WATCH};
+use super::drift::{psi, Bins, Histogram, Reference, ACT, WATCH};
 use super::record::{format_time, DeadLetter, Stage, Value};
 use super::window::Time;
 use crate::spec::{MonitorSpec, Spec};
@@ -512,7 +512,7 @@ impl OpenWindow {
         name: &mut String,
     ) {
         let fixed = fixed_point(f64::from(score) * SCORE_SCALE);
-        let bin = bin_of(&m.score_bins.edges, score);
+        let bin = m.score_bins.edges.partition_point(|e| *e <= score);
         let bins = m.score_bins.edges.len() + 1;
         let new_group = |name: String| {
             (

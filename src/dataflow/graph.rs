@@ -177,9 +177,11 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
     }
 }
 
-/// Rows, dead letters and (with watermarks) every worker's reports;
-/// `stamp`: ingest dead letters get their partition's newest event time
-/// (`DeadLetter::at`, for the monitor).
+/// Rows, dead letters and (with watermarks) every worker's reports. With
+/// watermarks, the watermark operator parses the records itself unless a
+/// replay paces them in between, and stamps each ingest dead letter with its
+/// partition's newest event time (`DeadLetter::at`, for the monitor); a
+/// paced replay's ingest stamps them when `stamp` asks.
 type Cleaned<'s> = (
     Batches<'s, FeatureRow>,
     Batches<'s, DeadLetter>,

@@ -9,7 +9,9 @@
 //! [`RawRecord`](crate::core::record::RawRecord)s and give back streams of
 //! [`Scored`](crate::core::scored::Scored) and
 //! [`DeadLetter`](crate::core::record::DeadLetter).
-//! Time is a `u64` epoch chosen by the source ([`Epoch`]).
+//! Time is a `u64` epoch chosen by the source ([`Epoch`]). With event time
+//! (window features, the monitor), ingest happens in the [`watermark`]
+//! operator, which parses each record and judges its lateness in one pass.
 //!
 //! Operators only: each stage's logic is a plain struct free of timely
 //! ([`ingest::Parser`], [`clean::Cleaner`], [`predict::Predictor`]), and this

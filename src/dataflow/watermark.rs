@@ -137,6 +137,7 @@ impl Marks {
 
     /// Whether the record read at `origin` is history: read to rebuild the
     /// windows, answered by an earlier run (or before the asked range).
+    #[inline]
     pub fn is_history(&self, origin: &Origin) -> bool {
         let Origin::Kafka {
             partition, offset, ..
