@@ -127,9 +127,7 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
             monitor,
             monitor_holds,
         } => {
-            let stamp = monitor.is_some();
-            let (rows, dead, reports) =
-                ingest_and_clean(raw, pace, parser, cleaner, windows, stamp);
+            let (rows, dead, reports) = ingest_and_clean(raw, pace, parser, cleaner, windows);
             let cleaned = cleaned.then(|| rows.clone().map(Output::Cleaned));
             let (scored, reports_out) = match (monitor, reports) {
                 (Some(m), Some(reports)) => {
@@ -159,7 +157,7 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
             cleaner,
             windows,
         } => {
-            let (rows, dead, _) = ingest_and_clean(raw, pace, parser, cleaner, windows, false);
+            let (rows, dead, _) = ingest_and_clean(raw, pace, parser, cleaner, windows);
             (rows.map(Output::Cleaned), dead, None)
         }
         Graph::Predict {
@@ -179,9 +177,9 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
 
 /// Rows, dead letters and (with watermarks) every worker's reports. With
 /// watermarks, the watermark operator parses the records itself unless a
-/// replay paces them in between, and stamps each ingest dead letter with its
-/// partition's newest event time (`DeadLetter::at`, for the monitor); a
-/// paced replay's ingest stamps them when `stamp` asks.
+/// replay paces them in between (then [`ingest_stamped`] does); either way
+/// each ingest dead letter is stamped with its partition's newest event time
+/// (`DeadLetter::at`, for the monitor).
 type Cleaned<'s> = (
     Batches<'s, FeatureRow>,
     Batches<'s, DeadLetter>,
@@ -194,7 +192,6 @@ fn ingest_and_clean<'s>(
     parser: Parser,
     cleaner: Cleaner,
     windows: Option<Windowing>,
-    stamp: bool,
 ) -> Cleaned<'s> {
     let Some(w) = windows else {
         let (records, ingest_dead) = ingest(raw, parser);
@@ -215,11 +212,7 @@ fn ingest_and_clean<'s>(
     let (reading, ingest_dead) = match pace {
         None => (Reading::Parse(raw, parser), None),
         Some(p) => {
-            let (records, ingest_dead) = if stamp {
-                ingest_stamped(raw, parser)
-            } else {
-                ingest(raw, parser)
-            };
+            let (records, ingest_dead) = ingest_stamped(raw, parser);
             // A record of history that cannot be read was dead-lettered by
             // the run that answered it.
             let marks = w.marks.clone();
