@@ -621,10 +621,11 @@ pub struct RunArgs {
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Records per epoch per worker: the unit of progress (and of commits, with
-    /// Kafka). A replay or bench paced by --rate closes epochs after at most
-    /// 5 ms of its pace (fewer records), so windows are answered promptly.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch: u32,
+    /// Kafka) [default: 1024 from a file, 4096 from Kafka]. A replay or bench
+    /// paced by --rate closes epochs after at most 5 ms of its pace (fewer
+    /// records), so windows are answered promptly.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
     /// Records longer than this are dead letters.
     #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES as u64, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -828,9 +829,9 @@ pub struct FeaturesArgs {
     /// Worker threads.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Records per epoch per worker.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch: u32,
+    /// Records per epoch per worker [default: 1024].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,

@@ -8,13 +8,14 @@
 //! ([`position`]), the pacing rule of replays and benchmarks ([`pace`]), the
 //! names a run and `verify` must agree on ([`names`]) and the typed runtime
 //! fault with its retry hint ([`fault`]), and the rules of window features
-//! over event time: lateness, watermarks, groups and exact folds ([`window`]), and drift against
+//! over event time: lateness, watermarks, groups and exact folds ([`window`]), short sequences kept inline rather than on the heap ([`inline`]), and drift against
 //! the training data: reference histograms and the population stability index ([`drift`]), and the process's metrics that `--http` exposes ([`metrics`]). May import only [`crate::spec`] and
 //! [`crate::model`].
 
 pub mod drift;
 pub mod fault;
 pub mod features;
+pub mod inline;
 pub mod metrics;
 pub mod monitor;
 pub mod names;

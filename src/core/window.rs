@@ -25,15 +25,15 @@
 //!    none arriving later lies before it. So its features are exactly the
 //!    events of `[t − W, t)`, whatever the order they came in.
 //! 4. **Arithmetic is exact and order-free**: values are summed as integers
-//!    at the spec's fixed-point scale ([`Values::fixed`]), and only the
+//!    at the spec's fixed-point scale ([`fixed`]), and only the
 //!    final division is floating point ([`Fold::finish`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::inline::{InlineText, InlineVec};
 use super::record::{format_time, DeadLetter, Record, Stage, Value};
 use crate::spec::{format_duration, Agg, Spec};
 
@@ -298,7 +298,7 @@ pub struct Grouping {
     /// for a count of applications).
     pub parts: Vec<(Part, Option<usize>)>,
     /// The distinct (column, scale) pairs the features read: an event's
-    /// [`Values`], one per field, so features of the same column share one.
+    /// [`Fields`], one per field, so features of the same column share one.
     pub fields: Vec<(usize, i64)>,
     /// The longest window: what an application's answer reads back.
     pub longest: i64,
@@ -314,23 +314,56 @@ pub struct Plan {
 }
 
 /// A group's key: the grouping's index, a hash of its values' text, and
-/// that text. Ordered in that order, so the arrangement's key comparisons
-/// (seeks, merges) compare two integers and reach the text only when the
-/// hashes tie — in practice, for the same group. The text keeps distinct
-/// groups apart whatever the hash.
-pub type Key = (u32, u64, String);
+/// that text, inline (`core::inline`: a state or a grade costs no
+/// allocation, and comparing it reads no other memory). The text keeps
+/// distinct groups apart whatever the hash.
+pub type Key = (u32, u64, InlineText);
 
 /// FNV-1a, 64 bits: the same on every process and platform.
-fn key_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+fn key_hash(text: &[u8]) -> u64 {
+    text.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
 /// An application's values for one grouping: one per field (a column at
 /// a scale, [`Grouping::fields`]), fixed point; `None` where the column has
-/// no value.
-pub type Values = Vec<Option<i64>>;
+/// no value. Sixteen bytes: up to one field inline (the common case: a
+/// count, or a count and a sum of one column), more in a box. Every event of
+/// a grouping has the grouping's number of fields, so values of one group
+/// compare field by field.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Fields {
+    /// No field or one: its value, [`Fields::NONE`] for none.
+    One(i64),
+    /// Two or more.
+    Many(Box<Vec<Option<i64>>>),
+}
+
+impl Fields {
+    /// The inline value that stands for `None` ([`fixed`] never gives it).
+    pub const NONE: i64 = i64::MIN;
+
+    /// Below every value of a grouping's events: where a seek starts.
+    pub const LEAST: Fields = Fields::One(Fields::NONE);
+
+    /// The values of `fields` (each `None` or from [`fixed`]).
+    pub fn of(mut fields: impl ExactSizeIterator<Item = Option<i64>>) -> Fields {
+        match fields.len() {
+            0 => Fields::LEAST,
+            1 => Fields::One(fields.next().flatten().unwrap_or(Fields::NONE)),
+            _ => Fields::Many(Box::new(fields.collect())),
+        }
+    }
+
+    /// The value of field `i`.
+    pub fn get(&self, i: usize) -> Option<i64> {
+        match self {
+            Fields::One(v) => (i == 0 && *v != Fields::NONE).then_some(*v),
+            Fields::Many(values) => values.get(i).copied().flatten(),
+        }
+    }
+}
 
 /// An application's part in one group: an event of it, and a question to
 /// it, travelling to the worker that keeps the group.
@@ -341,10 +374,11 @@ pub struct Member {
     /// The application's event time.
     pub time: Time,
     /// Where the answer goes back to: the window stage tags each
-    /// application with its worker and a number there (0 until then).
+    /// application with its worker's index (above [`TAG_BITS`]) and a
+    /// number there, one more per application (0 until then).
     pub tag: u64,
     /// Its values, one per field of the grouping.
-    pub values: Values,
+    pub values: Fields,
 }
 
 /// The window features of one application from one grouping.
@@ -352,8 +386,8 @@ pub struct Member {
 pub struct Answer {
     /// The application's tag ([`Member::tag`]).
     pub tag: u64,
-    /// (slot, value) for each part of the grouping.
-    pub features: Vec<(u32, f32)>,
+    /// (slot, value) for each part of the grouping (inline up to six).
+    pub features: InlineVec<(u32, f32), 6>,
 }
 
 impl Plan {
@@ -404,32 +438,50 @@ impl Plan {
     }
 
     /// The application's members, one per grouping where every `by` column
-    /// has a value (elsewhere its features stay missing).
-    pub fn members(&self, time: Time, values: &[Value]) -> Vec<Member> {
-        let mut members = Vec::with_capacity(self.groupings.len());
+    /// has a value (elsewhere its features stay missing), each to `out`.
+    pub fn members_into(&self, time: Time, values: &[Value], mut out: impl FnMut(Member)) {
+        let mut joined = String::new();
         'grouping: for (g, grouping) in self.groupings.iter().enumerate() {
-            let mut key = String::new();
-            for (i, &column) in grouping.by.iter().enumerate() {
-                if i > 0 {
-                    key.push('\u{1f}');
-                }
-                match &values[column] {
-                    Value::Str(s) => key.push_str(s),
-                    Value::Int(n) => key.push_str(itoa::Buffer::new().format(*n)),
+            let key = match grouping.by.as_slice() {
+                [column] => match &values[*column] {
+                    Value::Str(s) => InlineText::of(s),
+                    Value::Int(n) => InlineText::of(itoa::Buffer::new().format(*n)),
                     _ => continue 'grouping,
+                },
+                by => {
+                    // Several columns: their texts joined by the unit separator.
+                    joined.clear();
+                    for (i, &column) in by.iter().enumerate() {
+                        if i > 0 {
+                            joined.push('\u{1f}');
+                        }
+                        match &values[column] {
+                            Value::Str(s) => joined.push_str(s),
+                            Value::Int(n) => joined.push_str(itoa::Buffer::new().format(*n)),
+                            _ => continue 'grouping,
+                        }
+                    }
+                    InlineText::of(&joined)
                 }
-            }
-            members.push(Member {
+            };
+            out(Member {
                 key: (g as u32, key_hash(&key), key),
                 time,
                 tag: 0,
-                values: grouping
-                    .fields
-                    .iter()
-                    .map(|&(column, scale)| fixed(&values[column], scale))
-                    .collect(),
+                values: Fields::of(
+                    grouping
+                        .fields
+                        .iter()
+                        .map(|&(column, scale)| fixed(&values[column], scale)),
+                ),
             });
         }
+    }
+
+    /// [`Plan::members_into`], collected.
+    pub fn members(&self, time: Time, values: &[Value]) -> Vec<Member> {
+        let mut members = Vec::with_capacity(self.groupings.len());
+        self.members_into(time, values, |m| members.push(m));
         members
     }
 
@@ -440,10 +492,11 @@ impl Plan {
 }
 
 /// A value at a fixed-point scale: `round(value × scale)`, half away from
-/// zero (invariant 4); `None` for a missing value or one out of range.
+/// zero (invariant 4); `None` for a missing value or one out of range
+/// (beyond ±9.0e18, and `i64::MIN`, which [`Fields`] keeps for `None`).
 pub fn fixed(value: &Value, scale: i64) -> Option<i64> {
     match value {
-        Value::Int(n) => n.checked_mul(scale),
+        Value::Int(n) => n.checked_mul(scale).filter(|v| *v != Fields::NONE),
         Value::Float(x) => {
             let scaled = (x * scale as f64).round();
             (scaled.is_finite() && scaled.abs() < 9.0e18).then_some(scaled as i64)
@@ -498,53 +551,105 @@ impl Fold {
         } else {
             self.values
         };
+        // The sum as the nearest f64, as `i128 as f64` rounds it; through
+        // i64 where it fits (the same nearest value, without the slow
+        // 128-bit conversion).
+        let sum = match i64::try_from(self.sum) {
+            Ok(sum) => sum as f64,
+            Err(_) => wide(self.sum),
+        };
         match part.agg {
             Agg::Count => n as f32,
-            Agg::Sum => (self.sum as f64 / scale) as f32,
+            Agg::Sum => (sum / scale) as f32,
             _ if self.values == 0 => f32::NAN,
-            Agg::Mean => (self.sum as f64 / (self.values as f64 * scale)) as f32,
+            Agg::Mean => (sum / (self.values as f64 * scale)) as f32,
             Agg::Min => (self.min as f64 / scale) as f32,
             Agg::Max => (self.max as f64 / scale) as f32,
         }
     }
 }
 
+/// The bits of a tag ([`Member::tag`]) below its worker's index.
+pub const TAG_BITS: u32 = 40;
+
+/// A tag's number: the bits below its worker's index (they wrap round).
+const TAG_NUMBER: u64 = (1 << TAG_BITS) - 1;
+
+/// `sum` as the nearest f64, out of line: inlined, the compiler sees that
+/// both ways give the same value and keeps only this, the slow one.
+#[inline(never)]
+fn wide(sum: i128) -> f64 {
+    sum as f64
+}
+
 /// Rows waiting for their window features, by tag: the row, and how many
-/// groupings are still to answer.
+/// groupings are still to answer. The rows of one worker come in the order
+/// of their tags, one apart (`dataflow::window::Tags`), so they wait in a
+/// ring indexed by tag, not a map: no hashing, no rehash moving rows, and
+/// a row is moved in once and out once.
 #[derive(Debug)]
 pub struct Assembly<R> {
-    waiting: FxHashMap<u64, (R, usize)>,
+    /// The tag of the ring's first slot.
+    first: u64,
+    /// From `first` on: a waiting row, or `None` for one done (or that
+    /// waited for nothing); the front is always a waiting row.
+    ring: VecDeque<Option<(R, usize)>>,
 }
 
 impl<R> Default for Assembly<R> {
     fn default() -> Assembly<R> {
         Assembly {
-            waiting: FxHashMap::default(),
+            first: 0,
+            ring: VecDeque::new(),
         }
     }
 }
 
 impl<R> Assembly<R> {
     /// A row that waits for `answers` answers (none: it is complete now).
+    /// Rows come in tag order, one apart.
     pub fn row(&mut self, tag: u64, row: R, answers: usize) -> Option<R> {
+        if self.ring.is_empty() {
+            if answers == 0 {
+                return Some(row);
+            }
+            self.first = tag;
+        }
+        let at = tag.wrapping_sub(self.first) & TAG_NUMBER;
+        assert_eq!(
+            at,
+            self.ring.len() as u64,
+            "window rows come in tag order, one apart"
+        );
         if answers == 0 {
+            self.ring.push_back(None);
             return Some(row);
         }
-        self.waiting.insert(tag, (row, answers));
+        self.ring.push_back(Some((row, answers)));
         None
     }
 
     /// An answer for `tag`: `fill` writes it into the row; the row once its
     /// last answer came.
     pub fn answer(&mut self, tag: u64, fill: impl FnOnce(&mut R)) -> Option<R> {
-        let (row, left) = self.waiting.get_mut(&tag)?;
+        let at = usize::try_from(tag.wrapping_sub(self.first) & TAG_NUMBER).ok()?;
+        let (row, left) = self.ring.get_mut(at)?.as_mut()?;
         fill(row);
         *left -= 1;
-        if *left == 0 {
-            self.waiting.remove(&tag).map(|(row, _)| row)
-        } else {
-            None
+        if *left > 0 {
+            return None;
         }
+        let done = self.ring[at].take().map(|(row, _)| row);
+        while let Some(None) = self.ring.front() {
+            self.ring.pop_front();
+            self.first = self.first.wrapping_add(1);
+        }
+        done
+    }
+
+    /// How many rows wait.
+    pub fn waiting(&self) -> usize {
+        self.ring.iter().filter(|r| r.is_some()).count()
     }
 }
 
@@ -667,5 +772,98 @@ mod tests {
         assert_eq!(f.finish(&part(Agg::Min, false)), 0.1);
         assert_eq!(f.finish(&part(Agg::Max, false)), 0.2);
         assert_eq!(fixed(&Value::Float(-0.125), 100), Some(-13));
+    }
+
+    #[test]
+    fn fields_keep_one_value_inline_and_none_apart() {
+        assert_eq!(size_of::<Fields>(), 16);
+        let none = Fields::of(std::iter::once(None));
+        let zero = Fields::of(std::iter::once(Some(0)));
+        assert_eq!((none.get(0), zero.get(0)), (None, Some(0)));
+        assert_eq!(Fields::of(std::iter::empty()).get(0), None);
+        let two = Fields::of([Some(3), None].into_iter());
+        assert_eq!((two.get(0), two.get(1), two.get(2)), (Some(3), None, None));
+        // A seek from `LEAST` finds every value of a grouping's events.
+        for f in [
+            &none,
+            &zero,
+            &two,
+            &Fields::of(std::iter::once(Some(i64::MIN + 1))),
+        ] {
+            assert!(Fields::LEAST <= *f);
+        }
+        // The one integer kept for `None` is out of range, as overflow is.
+        assert_eq!(fixed(&Value::Int(i64::MIN), 1), None);
+        assert_eq!(fixed(&Value::Int(i64::MIN + 1), 1), Some(i64::MIN + 1));
+        assert_eq!(fixed(&Value::Int(i64::MAX), 2), None);
+    }
+
+    #[test]
+    fn sums_convert_as_their_exact_integer_does() {
+        let part = |agg| Part {
+            slot: 0,
+            agg,
+            length: 1,
+            scale: 1,
+            counts_events: false,
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut cases: Vec<(i64, i64)> = (0..100_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Every magnitude, both signs.
+                let v = (x >> (i % 64)) as i64;
+                (if i % 2 == 0 { v } else { -v }, 1 + (i % 3))
+            })
+            .collect();
+        cases.extend([
+            (i64::MAX, 2),
+            (i64::MIN, 2),
+            (i64::MAX, 1),
+            (i64::MIN, 1),
+            (1 << 53, 1),
+        ]);
+        cases.push(((1 << 53) + 1, 1));
+        for (v, times) in cases {
+            let mut f = Fold::default();
+            f.add(Some(v), times);
+            let exact = i128::from(v) * i128::from(times);
+            assert_eq!(
+                f.finish(&part(Agg::Sum)),
+                (exact as f64) as f32,
+                "{v} × {times}"
+            );
+            let mean = (exact as f64 / times as f64) as f32;
+            assert_eq!(f.finish(&part(Agg::Mean)), mean, "{v} × {times}");
+        }
+    }
+
+    #[test]
+    fn rows_leave_the_assembly_once_answered_in_any_order() {
+        let mut a: Assembly<Vec<u32>> = Assembly::default();
+        // Tags of worker 3, starting just below the number's wrap.
+        let tag = |i: u64| (3 << TAG_BITS) | ((TAG_NUMBER - 1 + i) & TAG_NUMBER);
+        let waits = [2, 0, 1, 3, 0, 1];
+        for (i, &n) in waits.iter().enumerate() {
+            let done = a.row(tag(i as u64), vec![], n);
+            assert_eq!(done.is_some(), n == 0);
+        }
+        assert_eq!(a.waiting(), 4);
+        let mut out = Vec::new();
+        // Answers in an order other than the rows'.
+        for i in [3, 5, 0, 3, 2, 0, 3] {
+            if let Some(row) = a.answer(tag(i), |r: &mut Vec<u32>| r.push(i as u32)) {
+                out.push(row);
+            }
+        }
+        assert_eq!(out, vec![vec![5], vec![2], vec![0, 0], vec![3, 3, 3]]);
+        assert_eq!(a.waiting(), 0);
+        // An answer for no waiting row is no row.
+        assert!(a.answer(tag(1), |_| {}).is_none());
+        // Empty again, a new row starts the ring afresh.
+        assert!(a.row(tag(40), vec![], 1).is_none());
+        assert_eq!(a.answer(tag(40), |r| r.push(9)), Some(vec![9]));
     }
 }

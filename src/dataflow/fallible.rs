@@ -3,6 +3,7 @@
 //! must not go past, stops the stage: its epoch is held for good, so
 //! nothing of that epoch or after it is delivered or committed.
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -43,21 +44,43 @@ where
     P: ParallelizationContract<Epoch, Vec<I>>,
     L: FnMut(I) -> Result<O, Refused> + 'static,
 {
+    let (ok, _, dead) =
+        fallible_with_side(input, pact, name, move |item, _: &mut Vec<()>| logic(item));
+    (ok, dead)
+}
+
+/// [`fallible`], where each record may also give items to a side output
+/// (pushed to the `Vec` it is handed, at the record's epoch); what a
+/// refused record pushed is the caller's to take back.
+pub fn fallible_with_side<'s, I, O, S, P, L>(
+    input: Batches<'s, I>,
+    pact: P,
+    name: &str,
+    mut logic: L,
+) -> (Batches<'s, O>, Batches<'s, S>, Batches<'s, DeadLetter>)
+where
+    I: 'static,
+    O: 'static,
+    S: 'static,
+    P: ParallelizationContract<Epoch, Vec<I>>,
+    L: FnMut(I, &mut Vec<S>) -> Result<O, Refused> + 'static,
+{
     let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
     let mut input = builder.new_input(input, pact);
     let (ok, ok_stream) = builder.new_output();
+    let (side, side_stream) = builder.new_output();
     let (dead, dead_stream) = builder.new_output();
-    let mut ok = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<O>>>::from(ok);
-    let mut dead =
-        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>::from(
-            dead,
-        );
+    let mut ok = OutputBuilder::<_, CapacityContainerBuilder<Vec<O>>>::from(ok);
+    let mut side = OutputBuilder::<_, CapacityContainerBuilder<Vec<S>>>::from(side);
+    let mut dead = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead);
     let counters = StageCounters::of(&name.to_lowercase());
     builder.build(move |_| {
         // After a `Stop`: the epoch's capability, never released.
         let mut stopped: Option<Capability<Epoch>> = None;
+        let mut given = Vec::new();
         move |_frontiers| {
             let mut ok = ok.activate();
+            let mut side = side.activate();
             let mut dead = dead.activate();
             input.for_each(|cap, batch| {
                 if stopped.is_some() {
@@ -67,7 +90,7 @@ where
                 let mut dead = dead.session(&cap);
                 let (n_in, mut n_out) = (batch.len(), 0);
                 for item in batch.drain(..) {
-                    match logic(item) {
+                    match logic(item, &mut given) {
                         Ok(o) => {
                             n_out += 1;
                             ok.give(o);
@@ -80,9 +103,15 @@ where
                         }
                         Err(Refused::Stop) => {
                             stopped = cap.retain_least(0);
-                            return;
+                            break;
                         }
                     }
+                }
+                if !given.is_empty() {
+                    side.session(&cap).give_container(&mut given);
+                }
+                if stopped.is_some() {
+                    return;
                 }
                 if let Some(c) = &counters {
                     c.moved(n_in, n_out);
@@ -90,5 +119,5 @@ where
             });
         }
     });
-    (ok_stream, dead_stream)
+    (ok_stream, side_stream, dead_stream)
 }

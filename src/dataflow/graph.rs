@@ -13,12 +13,13 @@ use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::ProbeHandle;
 
 use super::clean::Cleaner;
-use super::fallible::{fallible, Refused};
+use super::fallible::{fallible, fallible_with_side, Refused};
 use super::ingest::Parser;
 use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
 use super::watermark::{watermark, Marks, Reading};
+use super::window::Tags;
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
@@ -237,26 +238,42 @@ fn ingest_and_clean<'s>(
         // Admitted by the watermark operator: every record has an event time.
         members_of.members(r.event_time.unwrap_or(i64::MIN), &r.values)
     });
-    let (rows, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&plan));
-    let rows = super::window::windows(rows, history, reports.clone(), plan, w.marks);
+    let (rows, members, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&plan));
+    let rows = super::window::windows(rows, members, history, reports.clone(), plan, w.marks);
     (rows, dead.concat(clean_dead), Some(reports))
 }
 
-/// Clean, keeping each application's part in every window group.
+/// Clean, giving each application's part in every window group to a side
+/// output, tagged with its row's tag ([`Tags`]); a refused record gives
+/// none.
+#[allow(clippy::type_complexity)]
 fn clean_with_members<'s>(
     records: Batches<'s, Record>,
     cleaner: Cleaner,
     plan: Arc<Plan>,
 ) -> (
-    Batches<'s, (FeatureRow, Vec<Member>)>,
+    Batches<'s, (FeatureRow, u64, usize)>,
+    Batches<'s, Member>,
     Batches<'s, DeadLetter>,
 ) {
     let by_id = Exchange::new(|r: &Record| id_hash(&r.id));
-    fallible(records, by_id, "Clean", move |r| {
+    let mut tags = Tags::new(records.scope().index());
+    fallible_with_side(records, by_id, "Clean", move |r, members| {
         // Admitted by the watermark operator: every record has an event time.
         let time = r.event_time.unwrap_or(i64::MIN);
-        let members = plan.members(time, &r.values);
-        Ok((cleaner.clean(r)?, members))
+        let before = members.len();
+        plan.members_into(time, &r.values, |m| members.push(m));
+        match cleaner.clean(r) {
+            Ok(row) => {
+                let tag = tags.next_tag();
+                members[before..].iter_mut().for_each(|m| m.tag = tag);
+                Ok((row, tag, members.len() - before))
+            }
+            Err(dead) => {
+                members.truncate(before);
+                Err(dead.into())
+            }
+        }
     })
 }
 

@@ -2,12 +2,17 @@
 //! dataflow, between clean and predict.
 //!
 //! ```text
-//! rows+members ─split─► rows (tagged) ───────────────────────────► assemble ─► rows
-//!                 └──► members ─(exchange by group)─► events ─► arrange ┐     ▲
-//!   history members ─(exchange by group)─────────────┘  │ questions     │     │
-//!                                                         └──────► answer ◄─┘     │
+//! clean ─► rows (tagged) ─────────────────────────────────────────────► assemble ─► rows
+//!   └──► members ─(exchange by group)─► events ─► arrange ┐                 ▲
+//!   history members ─(exchange by group)─┘  │ questions    │                 │
+//!                                            └─────────► answer ◄─┘        │
 //!   reports ─(broadcast)─► events, answer      answers ─(exchange by tag)─┘
 //! ```
+//! The clean stage tags each row ([`Tags`]) and gives its members to a side
+//! output (`graph`), so no row carries a vector of members; a member's group
+//! text and values, and an answer's features, are inline (`core::inline`,
+//! `core::window::Fields`): nothing on this path allocates per
+//! application, and what waits an epoch is read without chasing pointers.
 //! Each application is an event of every group it belongs to and a
 //! question to it. Events live in a differential arrangement keyed by group
 //! (`arrange_by_key`), values sorted by event time; an event is retracted
@@ -38,7 +43,7 @@
 //!    a worker's [`Groups`] gives (the arrangement's keys, for integer
 //!    compares) never meet another worker's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use differential_dataflow::batcher::merge::Sealer;
@@ -61,8 +66,9 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 use super::watermark::Marks;
 use super::Batches;
 use crate::core::features::FeatureRow;
+use crate::core::inline::InlineText;
 use crate::core::window::{
-    Answer, Assembly, Clock, Fold, Grouping, Key, Member, Plan, Report, Time, Values,
+    Answer, Assembly, Clock, Fields, Fold, Grouping, Key, Member, Plan, Report, Time, TAG_BITS,
 };
 use crate::core::Epoch;
 use crate::spec::Agg;
@@ -70,55 +76,33 @@ use crate::spec::Agg;
 /// One update of the events collection.
 type Update = ((GroupId, (Time, Fields)), Epoch, isize);
 
-/// An event's values as the arrangement keeps them ([`Values`], one per
-/// field of its grouping): inline for up to one field (the common case: a
-/// count, or a count and a sum of one column), so that an update allocates
-/// nothing; on the heap beyond. A grouping's events are all of one kind
-/// (its width decides).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Fields {
-    One(Option<i64>),
-    Many(Values),
-}
-
-impl Fields {
-    /// Below every fields value: where a seek for a time starts.
-    const LEAST: Fields = Fields::One(None);
-
-    fn new(mut values: Values) -> Fields {
-        match values.len() {
-            0 => Fields::One(None),
-            1 => Fields::One(values.pop().flatten()),
-            _ => Fields::Many(values),
-        }
-    }
-
-    /// Appends the first `width` values to `to`.
-    fn extend_into(&self, width: usize, to: &mut Vec<Option<i64>>) {
-        match self {
-            Fields::One(value) => to.extend(std::iter::repeat_n(*value, width.min(1))),
-            Fields::Many(values) => to.extend_from_slice(&values[..width]),
-        }
-    }
-}
-
 /// The arrangement's batcher: it keeps the updates as they come, and
-/// forms a batch with one sort and consolidation of the updates the frontier
-/// passed. (Differential's `MergeBatcher` merges each input chunk into a
-/// ladder of chains, moving every update once per level; here each epoch's
-/// updates arrive in one or two containers and are all sealed at the next
-/// frontier, so one sort does the same work in place.)
+/// forms a batch of the updates the frontier passed by putting them in
+/// buckets by group, then sorting and consolidating each bucket, which is
+/// about in time order already; the buckets, in group order, are the chain
+/// the builder takes. (Differential's `MergeBatcher` merges each input
+/// chunk into a ladder of chains, moving every update once per level; here
+/// each epoch's updates arrive in a few containers and are all sealed at
+/// the next frontier, so each update moves once into its bucket, is sorted
+/// there, and once into the batch.)
 #[derive(Default)]
 struct SortBatcher {
-    /// The containers as they came (each of one epoch, in practice).
-    pending: Vec<Vec<Update>>,
+    /// The containers as they came (each of one epoch, in practice), with
+    /// the least and greatest epoch of their updates, taken as they come in,
+    /// while they are in cache.
+    pending: Vec<(Vec<Update>, Epoch, Epoch)>,
     frontier: Antichain<Epoch>,
+    /// Each group's bucket in the batch being formed.
+    slots: FxHashMap<GroupId, usize>,
 }
 
 impl Batcher<Vec<Update>> for SortBatcher {
     fn insert(&mut self, container: &mut Vec<Update>) {
-        if !container.is_empty() {
-            self.pending.push(std::mem::take(container));
+        if let Some(first) = container.first() {
+            let (least, most) = container
+                .iter()
+                .fold((first.1, first.1), |(l, m), u| (l.min(u.1), m.max(u.1)));
+            self.pending.push((std::mem::take(container), least, most));
         }
     }
 }
@@ -132,42 +116,56 @@ impl Extract for SortBatcher {
         &'a mut self,
         upper: AntichainRef<'_, Epoch>,
     ) -> (Option<Self::Output>, AntichainRef<'a, Epoch>) {
-        let later = |(_, t, _): &Update| upper.less_equal(t);
-        let size = self.pending.iter().map(Vec::len).sum();
-        let mut ready = Vec::with_capacity(size);
+        let later = |t: &Epoch| upper.less_equal(t);
+        let mut buckets: Vec<(GroupId, Vec<Update>)> = Vec::new();
+        let slots = &mut self.slots;
+        slots.clear();
+        let mut bucket = |u: Update| {
+            let slot = *slots.entry((u.0).0).or_insert_with(|| {
+                buckets.push(((u.0).0, Vec::new()));
+                buckets.len() - 1
+            });
+            buckets[slot].1.push(u);
+        };
         let mut kept = Vec::new();
         self.frontier.clear();
-        for mut chunk in std::mem::take(&mut self.pending) {
-            if chunk.iter().any(later) {
+        for (chunk, least, most) in std::mem::take(&mut self.pending) {
+            if later(&least) {
                 // Wholly later (a step's retractions, stamped at the new
-                // frontier) is kept as it is, not copied.
-                let then = if chunk.iter().all(later) {
-                    chunk
-                } else {
-                    let (now, then): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|u| !later(u));
-                    ready.extend(now);
-                    then
-                };
-                then.iter().for_each(|(_, t, _)| {
-                    self.frontier.insert(*t);
-                });
-                kept.push(then);
+                // frontier): kept as it is, not read.
+                self.frontier.insert(least);
+                kept.push((chunk, least, most));
+            } else if !later(&most) {
+                chunk.into_iter().for_each(&mut bucket);
             } else {
-                ready.append(&mut chunk);
+                let mut then = Vec::new();
+                for u in chunk {
+                    if later(&u.1) {
+                        then.push(u);
+                    } else {
+                        bucket(u);
+                    }
+                }
+                let least = then.iter().map(|u| u.1).min().unwrap_or(most);
+                self.frontier.insert(least);
+                kept.push((then, least, most));
             }
         }
         self.pending = kept;
         // By (group, event, epoch), as the builder wants them.
-        sort_grouped(
-            &mut ready,
-            |((group, _), _, _)| *group,
-            |a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)),
-        );
-        consolidate_sorted(&mut ready);
-        let batch = if ready.is_empty() {
+        buckets.sort_unstable_by_key(|(group, _)| *group);
+        let mut chain: Vec<Vec<Update>> = Vec::with_capacity(buckets.len());
+        for (_, mut updates) in buckets {
+            updates.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+            consolidate_sorted(&mut updates);
+            if !updates.is_empty() {
+                chain.push(updates);
+            }
+        }
+        let batch = if chain.is_empty() {
             None
         } else {
-            ValBuilder::seal(&mut vec![ready])
+            ValBuilder::seal(&mut chain)
         };
         (batch, self.frontier.borrow())
     }
@@ -220,7 +218,9 @@ fn consolidate_sorted(updates: &mut Vec<Update>) {
             if kept > 0 && updates[kept - 1].2 == 0 {
                 kept -= 1;
             }
-            updates.swap(kept, i);
+            if kept != i {
+                updates.swap(kept, i);
+            }
             kept += 1;
         }
     }
@@ -253,7 +253,7 @@ fn grouping_of(group: GroupId) -> usize {
 struct Groups {
     /// By grouping and the key's hash (`Key`'s own, computed once where the
     /// member was made): the texts with that hash, and their numbers.
-    by_hash: FxHashMap<(u32, u64), Vec<(String, u64)>>,
+    by_hash: FxHashMap<(u32, u64), Vec<(InlineText, u64)>>,
     next: u64,
 }
 
@@ -273,18 +273,19 @@ impl Groups {
     }
 }
 
-/// Fills in the window features of `rows` (each with its members), given
-/// every worker's watermark `reports`; the members of `history` are events
-/// only (a restarted or positioned run's records before its start, see
-/// `watermark::Marks`).
+/// Fills in the window features of `rows` (each tagged, with how many
+/// answers it waits for, by [`Tags`]) from `members` (each with its row's
+/// tag), given every worker's watermark `reports`; the members of `history`
+/// are events only (a restarted or positioned run's records before its
+/// start, see `watermark::Marks`).
 pub fn windows<'s>(
-    rows: Batches<'s, (FeatureRow, Vec<Member>)>,
+    rows: Batches<'s, (FeatureRow, u64, usize)>,
+    members: Batches<'s, Member>,
     history: Batches<'s, Member>,
     reports: Batches<'s, Report>,
     plan: Arc<Plan>,
     marks: Marks,
 ) -> Batches<'s, FeatureRow> {
-    let (rows, members) = split(rows);
     let members = members.exchange(|m: &Member| m.key.hashed());
     let history = history.exchange(|m: &Member| m.key.hashed());
     let reports = reports.broadcast();
@@ -300,45 +301,32 @@ pub fn windows<'s>(
     assemble(rows, answers)
 }
 
-/// Rows (with their tag and how many answers each waits for) and members
-/// (with that tag), apart. A tag is the worker's index in its high 24 bits
-/// and a number there below: answers find their row's worker by it
-/// ([`assemble`]), and the row among those waiting there.
-fn split<'s>(
-    rows: Batches<'s, (FeatureRow, Vec<Member>)>,
-) -> (Batches<'s, (FeatureRow, u64, usize)>, Batches<'s, Member>) {
-    let me = (rows.scope().index() as u64) << TAG_BITS;
-    let mut builder = OperatorBuilder::new("WindowSplit".to_owned(), rows.scope());
-    let mut input = builder.new_input(rows, Pipeline);
-    let (out_rows, rows_stream) = builder.new_output();
-    let (out_members, members_stream) = builder.new_output();
-    let mut out_rows =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(FeatureRow, u64, usize)>>>::from(out_rows);
-    let mut out_members =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<Member>>>::from(out_members);
-    builder.build(move |_| {
-        let mut next = 0u64;
-        move |_| {
-            let mut out_rows = out_rows.activate();
-            let mut out_members = out_members.activate();
-            input.for_each(|cap, batch| {
-                let mut rows = out_rows.session(&cap);
-                let mut members = out_members.session(&cap);
-                for (row, mut m) in batch.drain(..) {
-                    let tag = me | next;
-                    next = (next + 1) & ((1 << TAG_BITS) - 1);
-                    rows.give((row, tag, m.len()));
-                    m.iter_mut().for_each(|m| m.tag = tag);
-                    members.give_iterator(m.into_iter());
-                }
-            });
-        }
-    });
-    (rows_stream, members_stream)
+/// The tags of one worker's applications, in the order it reads them: the
+/// worker's index in the high 24 bits and a number below, one more for
+/// each application. Answers find their row's worker by it ([`assemble`]),
+/// and the row among those waiting there by the number (`core::window::
+/// Assembly` relies on the numbers coming in order).
+pub struct Tags {
+    me: u64,
+    next: u64,
 }
 
-/// The bits of a tag below its worker's index.
-const TAG_BITS: u32 = 40;
+impl Tags {
+    /// The tags of worker `index`.
+    pub fn new(index: usize) -> Tags {
+        Tags {
+            me: (index as u64) << TAG_BITS,
+            next: 0,
+        }
+    }
+
+    /// The next application's tag.
+    pub fn next_tag(&mut self) -> u64 {
+        let tag = self.me | self.next;
+        self.next = (self.next + 1) & ((1 << TAG_BITS) - 1); // wraps round
+        tag
+    }
+}
 
 /// Reports by the epoch they cover, applied to a clock as frontiers pass.
 #[derive(Default)]
@@ -367,20 +355,15 @@ type Expiring = Vec<(GroupId, Time, Fields)>;
 /// Events waiting to be retracted, by hop of their expiry (event time +
 /// two of their grouping's longest windows): a hop goes out whole once the
 /// watermark passed its end, so an event is retracted at most a hop later
-/// than it could be, and the hops cost a map entry each, not a heap step
-/// per event.
+/// than it could be, and the hops cost an entry each, not a heap step per
+/// event. Hops are kept in order in a ring: events come in about time
+/// order, so a push finds its hop at the back (a few from the back, out of
+/// order), and expired hops leave from the front — each event is moved in
+/// once and out once.
 struct Expiry {
     hop: i64,
-    hops: BTreeMap<i64, Expiring>,
-    /// The hops most recently pushed to (a few: groupings with different
-    /// longest windows expire at different offsets), kept out of the map:
-    /// events come in about time order, so most pushes land in one, and
-    /// a hop costs a map look-up rather than each event.
-    recent: Vec<(i64, Expiring)>,
+    hops: VecDeque<(i64, Expiring)>,
 }
-
-/// How many hops [`Expiry`] keeps out of its map.
-const RECENT_HOPS: usize = 4;
 
 impl Expiry {
     /// Hops of a sixteenth of the shortest grouping's longest window.
@@ -388,39 +371,36 @@ impl Expiry {
         let shortest = longest.iter().copied().min().unwrap_or(1);
         Expiry {
             hop: (shortest / 16).max(1),
-            hops: BTreeMap::new(),
-            recent: Vec::with_capacity(RECENT_HOPS),
+            hops: VecDeque::new(),
         }
     }
 
     fn push(&mut self, until: Time, event: (GroupId, Time, Fields)) {
         let hop = until.div_euclid(self.hop);
-        if let Some((_, events)) = self.recent.iter_mut().find(|(at, _)| *at == hop) {
-            events.push(event);
-            return;
+        // The first hop from the back not after this one.
+        let at = self
+            .hops
+            .iter()
+            .rposition(|(h, _)| *h <= hop)
+            .map_or(0, |i| i + 1);
+        if at > 0 && self.hops[at - 1].0 == hop {
+            self.hops[at - 1].1.push(event);
+        } else {
+            self.hops.insert(at, (hop, vec![event]));
         }
-        if self.recent.len() == RECENT_HOPS {
-            let (at, events) = self.recent.remove(0);
-            self.hops.entry(at).or_default().extend(events);
-        }
-        self.recent.push((hop, vec![event]));
     }
 
     /// The events of every hop that ends before `watermark`: each expired
     /// (its expiry is below the watermark).
     fn pop_before(&mut self, watermark: Time, mut f: impl FnMut((GroupId, Time, Fields))) {
-        for (at, events) in self.recent.drain(..) {
-            self.hops.entry(at).or_default().extend(events);
-        }
-        while let Some(entry) = self.hops.first_entry() {
-            let last = entry
-                .key()
-                .saturating_mul(self.hop)
-                .saturating_add(self.hop - 1);
+        while let Some((hop, _)) = self.hops.front() {
+            let last = hop.saturating_mul(self.hop).saturating_add(self.hop - 1);
             if last >= watermark {
                 return;
             }
-            entry.remove().into_iter().for_each(&mut f);
+            if let Some((_, events)) = self.hops.pop_front() {
+                events.into_iter().for_each(&mut f);
+            }
         }
     }
 }
@@ -465,7 +445,7 @@ fn events<'s>(
                     .time
                     .saturating_add(longest[m.key.0 as usize].saturating_mul(2));
                 let group = groups.id(&m.key);
-                let fields = Fields::new(m.values);
+                let fields = m.values;
                 expiry.push(until, (group, m.time, fields.clone()));
                 out.push(((group, (m.time, fields)), epoch, 1));
                 (group, m.time, m.tag)
@@ -641,7 +621,7 @@ fn answer<'s>(
         let metrics = crate::core::metrics::installed();
         let mut stash = Reports::default();
         let mut waiting = Waiting::default();
-        let mut sliding = Sliding::default();
+        let mut sliding = Sliding::new(&plan);
         let mut scratch = Scratch::default();
         let mut ready = Vec::new();
         let mut answered: BTreeMap<Epoch, Vec<Answer>> = BTreeMap::new();
@@ -708,14 +688,23 @@ fn answer<'s>(
 }
 
 /// Each group's windows as its last question left them: that question's
-/// event time and one running fold per part (counts and sums; a `min` or
-/// `max` part is read whole each time and keeps nothing).
-#[derive(Default)]
+/// event time and the folds of each of its grouping's [`Windows`] (counts
+/// and sums; a window of `min` or `max` parts is read whole each time, and
+/// what it keeps is not used).
 struct Sliding {
+    /// Each grouping's distinct windows.
+    windows: Vec<Windows>,
     groups: FxHashMap<GroupId, (Time, Vec<Fold>)>,
 }
 
 impl Sliding {
+    fn new(plan: &Plan) -> Sliding {
+        Sliding {
+            windows: plan.groupings.iter().map(Windows::of).collect(),
+            groups: FxHashMap::default(),
+        }
+    }
+
     /// Forgets the groups whose last question is so old that no window of
     /// a later one can overlap it (they are computed afresh if asked again).
     fn forget_before(&mut self, watermark: Time, plan: &Plan) {
@@ -726,21 +715,58 @@ impl Sliding {
 }
 
 /// An event of one group as a step read it: its event time, its count as
-/// of the step (invariant 1), and where its values start in
-/// [`Scratch::values`].
-#[derive(Clone, Copy)]
+/// of the step (invariant 1), and its values.
+#[derive(Clone)]
 struct Read {
     time: Time,
     n: i64,
-    at: usize,
+    fields: Fields,
 }
 
-/// One part's walk over a group's reads: the fold of the events between
-/// `lo` (the first read at or after the window's start) and `hi` (the
-/// first at or after the question).
+/// The distinct windows of a grouping's parts: parts of one length share
+/// one walk over the reads and one fold per field (a count reads the
+/// events any fold counts), so a group's count and sum over a day move
+/// their window's bounds once, not once each. `min` and `max` parts (folded
+/// whole, [`answer_step`]) walk apart from those that slide.
+struct Windows {
+    /// (length, folded whole) of each distinct window.
+    windows: Vec<(i64, bool)>,
+    /// The window of each part, in the grouping's order.
+    of_part: Vec<usize>,
+    /// Folds per window: one per field (one for a grouping of counts only).
+    folds: usize,
+}
+
+impl Windows {
+    fn of(grouping: &Grouping) -> Windows {
+        let mut windows = Vec::new();
+        let of_part = grouping
+            .parts
+            .iter()
+            .map(|(part, _)| {
+                let window = (part.length, matches!(part.agg, Agg::Min | Agg::Max));
+                windows
+                    .iter()
+                    .position(|w| *w == window)
+                    .unwrap_or_else(|| {
+                        windows.push(window);
+                        windows.len() - 1
+                    })
+            })
+            .collect();
+        Windows {
+            windows,
+            of_part,
+            folds: grouping.fields.len().max(1),
+        }
+    }
+}
+
+/// One window's walk over a group's reads: its folds are of the events
+/// between `lo` (the first read at or after the window's start) and `hi`
+/// (the first at or after the question).
 #[derive(Clone, Copy)]
 struct Walk {
-    fold: Fold,
     lo: usize,
     hi: usize,
 }
@@ -749,18 +775,27 @@ struct Walk {
 #[derive(Default)]
 struct Scratch {
     reads: Vec<Read>,
-    values: Vec<Option<i64>>,
     spans: Vec<(Time, Time)>,
     walks: Vec<Walk>,
+    /// `Windows::folds` per walk, walk after walk.
+    folds: Vec<Fold>,
+}
+
+/// Adds `times` copies of the event `r` to the folds of one window (one
+/// per field, or one without a value for a grouping of counts only).
+fn add_to(folds: &mut [Fold], r: &Read, times: i64) {
+    for (f, fold) in folds.iter_mut().enumerate() {
+        fold.add(r.fields.get(f), times);
+    }
 }
 
 /// Which events of a group's questions `first ..= last` (in event-time
-/// order) a step reads, per part into `spans` (merged, sorted): a part
+/// order) a step reads, per window into `spans` (merged, sorted): a window
 /// that slides on from the group's last question at `prev` reads what
 /// comes in, `[prev, last)`, and what goes out, `[prev − W, last − W)`;
-/// any other part reads `[first − W, last)`. Whether the part slides.
+/// any other reads `[first − W, last)`. Whether each window slides.
 fn spans_of(
-    grouping: &Grouping,
+    windows: &Windows,
     state: Option<Time>,
     first: Time,
     last: Time,
@@ -769,9 +804,8 @@ fn spans_of(
 ) {
     spans.clear();
     slides.clear();
-    for (part, _) in &grouping.parts {
-        let w = part.length;
-        let slide = !matches!(part.agg, Agg::Min | Agg::Max)
+    for &(w, whole) in &windows.windows {
+        let slide = !whole
             && state.is_some_and(|prev| {
                 prev > first.saturating_sub(w) && last.saturating_sub(prev) < w
             });
@@ -843,27 +877,19 @@ fn answer_step<B>(
         let run = &mut ready[start..end];
         start = end;
         let grouping = &plan.groupings[grouping_of(group)];
+        let windows = &sliding.windows[grouping_of(group)];
         let (first, last) = (run[0].time, run[run.len() - 1].time);
         let state = sliding.groups.get(&group).map(|(prev, _)| *prev);
-        spans_of(
-            grouping,
-            state,
-            first,
-            last,
-            &mut scratch.spans,
-            &mut slides,
-        );
+        spans_of(windows, state, first, last, &mut scratch.spans, &mut slides);
 
         // Read the spans from every batch that holds the group.
         let Scratch {
             reads,
-            values,
             spans,
             walks,
+            folds,
         } = scratch;
         reads.clear();
-        values.clear();
-        let width = grouping.fields.len();
         let mut found = 0;
         for (cursor, batch) in cursors.iter_mut().zip(batches) {
             cursor.seek_key(batch, &group);
@@ -873,7 +899,7 @@ fn answer_step<B>(
             found += 1;
             for &(from, to) in spans.iter() {
                 cursor.seek_val(batch, &(from, Fields::LEAST));
-                while let Some((time, vals)) = cursor.get_val(batch) {
+                while let Some((time, fields)) = cursor.get_val(batch) {
                     if *time >= to {
                         break;
                     }
@@ -887,9 +913,8 @@ fn answer_step<B>(
                         reads.push(Read {
                             time: *time,
                             n: n as i64,
-                            at: values.len(),
+                            fields: fields.clone(),
                         });
-                        vals.extend_into(width, values);
                     }
                     cursor.step_val(batch);
                 }
@@ -898,17 +923,20 @@ fn answer_step<B>(
         if found > 1 {
             // One count per event, as one cursor over every batch gives it
             // (`min` / `max` must not see an event and its retraction).
-            let vals = |r: &Read| &values[r.at..r.at + width];
-            reads.sort_unstable_by(|a, b| (a.time, vals(a)).cmp(&(b.time, vals(b))));
+            // Each batch's reads are in order already: a stable sort merges
+            // those runs rather than sorting afresh.
+            reads.sort_by(|a, b| (a.time, &a.fields).cmp(&(b.time, &b.fields)));
             let mut kept = 0;
             for i in 0..reads.len() {
                 if kept > 0
                     && reads[kept - 1].time == reads[i].time
-                    && vals(&reads[kept - 1]) == vals(&reads[i])
+                    && reads[kept - 1].fields == reads[i].fields
                 {
                     reads[kept - 1].n += reads[i].n;
                 } else {
-                    reads[kept] = reads[i];
+                    if kept != i {
+                        reads.swap(kept, i);
+                    }
                     kept += 1;
                 }
             }
@@ -916,62 +944,68 @@ fn answer_step<B>(
             reads.retain(|r| r.n != 0);
         }
 
-        // Where each part's walk starts: on from the group's last question,
-        // or afresh (a group no batch holds has empty windows).
+        // Where each window's walk starts: on from the group's last
+        // question, or afresh (a group no batch holds has empty windows).
         let at = |x: Time| reads.partition_point(|r| r.time < x);
+        let nf = windows.folds;
         walks.clear();
-        let folds = sliding.groups.get(&group).map(|(_, f)| f);
-        for (i, (part, _)) in grouping.parts.iter().enumerate() {
-            let walk = match (state, folds) {
-                (Some(prev), Some(folds)) if slides[i] && found > 0 => Walk {
-                    fold: folds[i],
-                    lo: at(prev.saturating_sub(part.length)),
-                    hi: at(prev),
-                },
-                _ => {
-                    let lo = at(first.saturating_sub(part.length));
-                    Walk {
-                        fold: Fold::default(),
-                        lo,
-                        hi: lo,
-                    }
+        folds.clear();
+        let saved = sliding.groups.get(&group).map(|(_, f)| f);
+        for (i, &(length, _)) in windows.windows.iter().enumerate() {
+            match (state, saved) {
+                (Some(prev), Some(saved)) if slides[i] && found > 0 => {
+                    walks.push(Walk {
+                        lo: at(prev.saturating_sub(length)),
+                        hi: at(prev),
+                    });
+                    folds.extend_from_slice(&saved[i * nf..(i + 1) * nf]);
                 }
-            };
-            walks.push(walk);
+                _ => {
+                    let lo = at(first.saturating_sub(length));
+                    walks.push(Walk { lo, hi: lo });
+                    folds.extend(std::iter::repeat_n(Fold::default(), nf));
+                }
+            }
         }
 
         for q in run.iter_mut() {
             let t = q.time;
-            let mut features = Vec::with_capacity(grouping.parts.len());
-            for ((part, field), walk) in grouping.parts.iter().zip(walks.iter_mut()) {
-                let value_of = |r: &Read| field.and_then(|f| values[r.at + f]);
-                let from = t.saturating_sub(part.length);
-                let whole = matches!(part.agg, Agg::Min | Agg::Max);
-                while walk.hi < reads.len() && reads[walk.hi].time < t {
-                    if !whole {
-                        let r = reads[walk.hi];
-                        walk.fold.add(value_of(&r), r.n);
+            for (i, (&(length, whole), walk)) in
+                windows.windows.iter().zip(walks.iter_mut()).enumerate()
+            {
+                let folds = &mut folds[i * nf..(i + 1) * nf];
+                let from = t.saturating_sub(length);
+                if whole {
+                    while walk.hi < reads.len() && reads[walk.hi].time < t {
+                        walk.hi += 1;
                     }
-                    walk.hi += 1;
-                }
-                while walk.lo < reads.len() && reads[walk.lo].time < from {
-                    if !whole {
-                        let r = reads[walk.lo];
-                        walk.fold.add(value_of(&r), -r.n);
+                    while walk.lo < reads.len() && reads[walk.lo].time < from {
+                        walk.lo += 1;
                     }
-                    walk.lo += 1;
-                }
-                let value = if whole {
-                    let mut fold = Fold::default();
+                    folds.fill(Fold::default());
                     for r in &reads[walk.lo..walk.hi] {
-                        fold.add(value_of(r), r.n);
+                        add_to(folds, r, r.n);
                     }
-                    fold.finish(part)
                 } else {
-                    walk.fold.finish(part)
-                };
-                features.push((part.slot as u32, value));
+                    while walk.hi < reads.len() && reads[walk.hi].time < t {
+                        add_to(folds, &reads[walk.hi], reads[walk.hi].n);
+                        walk.hi += 1;
+                    }
+                    while walk.lo < reads.len() && reads[walk.lo].time < from {
+                        add_to(folds, &reads[walk.lo], -reads[walk.lo].n);
+                        walk.lo += 1;
+                    }
+                }
             }
+            let features = grouping
+                .parts
+                .iter()
+                .zip(&windows.of_part)
+                .map(|((part, field), &w)| {
+                    let fold = &folds[w * nf + field.unwrap_or(0)];
+                    (part.slot as u32, fold.finish(part))
+                })
+                .collect();
             emit(
                 q.epoch,
                 Answer {
@@ -980,8 +1014,16 @@ fn answer_step<B>(
                 },
             );
         }
-        let folds = walks.iter().map(|w| w.fold).collect();
-        sliding.groups.insert(group, (last, folds));
+        match sliding.groups.get_mut(&group) {
+            Some((at, saved)) => {
+                *at = last;
+                saved.clear();
+                saved.extend_from_slice(folds);
+            }
+            None => {
+                sliding.groups.insert(group, (last, folds.clone()));
+            }
+        }
     }
 }
 
@@ -1006,7 +1048,7 @@ fn assemble<'s>(
                 let mut session = output.session(&cap);
                 for a in batch.drain(..) {
                     let done = assembly.answer(a.tag, |row: &mut FeatureRow| {
-                        for (slot, value) in &a.features {
+                        for (slot, value) in a.features.iter() {
                             row.features[*slot as usize] = *value;
                         }
                     });

@@ -191,7 +191,12 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
             .map(|eo| eo.incarnation.clone())
             .unwrap_or_default(),
     };
-    let batch = epoch_batch(args.batch as usize, pace.as_ref());
+    let asked = match (args.batch, &source) {
+        (Some(batch), _) => batch as usize,
+        (None, SourcePlan::File { .. }) => FILE_BATCH,
+        (None, _) => KAFKA_BATCH,
+    };
+    let batch = epoch_batch(asked, pace.as_ref());
     Ok(Shared {
         format: OutputFormat::new(&spec, &model.id).stamped(args.stamp),
         forest: Arc::new(model.forest.clone()),
@@ -217,6 +222,18 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         monitor,
     })
 }
+
+/// Records per epoch per worker from a file, without `--batch`. There an
+/// epoch is only the unit of progress, and each operator takes a whole
+/// epoch at a time, so a small one keeps its records in cache from one
+/// operator to the next; window runs gain most, since their rows wait for
+/// their epoch's answers (benches/README.md, "Window features"). Outputs
+/// do not depend on it.
+pub const FILE_BATCH: usize = 1024;
+
+/// Records per epoch per worker from Kafka, without `--batch`: there an
+/// epoch is also the unit of commits (and of transactions, exactly once).
+pub const KAFKA_BATCH: usize = 4096;
 
 /// How long an epoch of a source paced by rate lasts at most: an
 /// application waits for its epoch to be passed (window features, the
