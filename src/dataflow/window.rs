@@ -356,13 +356,15 @@ type Expiring = Vec<(GroupId, Time, Fields)>;
 /// two of their grouping's longest windows): a hop goes out whole once the
 /// watermark passed its end, so an event is retracted at most a hop later
 /// than it could be, and the hops cost an entry each, not a heap step per
-/// event. Hops are kept in order in a ring: events come in about time
-/// order, so a push finds its hop at the back (a few from the back, out of
-/// order), and expired hops leave from the front — each event is moved in
-/// once and out once.
+/// event. Each grouping's hops are kept in order in a ring of their own
+/// (its events expire at one offset from their time): events come in
+/// about time order, so a push finds its hop at the back (or by bisection,
+/// out of order), and expired hops leave from the front — each event is
+/// moved in once and out once.
 struct Expiry {
     hop: i64,
-    hops: VecDeque<(i64, Expiring)>,
+    /// By grouping: (hop, its events), in hop order.
+    rings: Vec<VecDeque<(i64, Expiring)>>,
 }
 
 impl Expiry {
@@ -371,35 +373,39 @@ impl Expiry {
         let shortest = longest.iter().copied().min().unwrap_or(1);
         Expiry {
             hop: (shortest / 16).max(1),
-            hops: VecDeque::new(),
+            rings: longest.iter().map(|_| VecDeque::new()).collect(),
         }
     }
 
     fn push(&mut self, until: Time, event: (GroupId, Time, Fields)) {
         let hop = until.div_euclid(self.hop);
-        // The first hop from the back not after this one.
-        let at = self
-            .hops
-            .iter()
-            .rposition(|(h, _)| *h <= hop)
-            .map_or(0, |i| i + 1);
-        if at > 0 && self.hops[at - 1].0 == hop {
-            self.hops[at - 1].1.push(event);
+        let ring = &mut self.rings[grouping_of(event.0)];
+        // After the last hop not after this one: at the back, in time
+        // order; found by bisection otherwise (two workers' stripes may be
+        // far apart in event time).
+        let at = match ring.back() {
+            Some((last, _)) if *last <= hop => ring.len(),
+            _ => ring.partition_point(|(h, _)| *h <= hop),
+        };
+        if at > 0 && ring[at - 1].0 == hop {
+            ring[at - 1].1.push(event);
         } else {
-            self.hops.insert(at, (hop, vec![event]));
+            ring.insert(at, (hop, vec![event]));
         }
     }
 
     /// The events of every hop that ends before `watermark`: each expired
     /// (its expiry is below the watermark).
     fn pop_before(&mut self, watermark: Time, mut f: impl FnMut((GroupId, Time, Fields))) {
-        while let Some((hop, _)) = self.hops.front() {
-            let last = hop.saturating_mul(self.hop).saturating_add(self.hop - 1);
-            if last >= watermark {
-                return;
-            }
-            if let Some((_, events)) = self.hops.pop_front() {
-                events.into_iter().for_each(&mut f);
+        for ring in &mut self.rings {
+            while let Some((hop, _)) = ring.front() {
+                let last = hop.saturating_mul(self.hop).saturating_add(self.hop - 1);
+                if last >= watermark {
+                    break;
+                }
+                if let Some((_, events)) = ring.pop_front() {
+                    events.into_iter().for_each(&mut f);
+                }
             }
         }
     }

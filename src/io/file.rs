@@ -434,8 +434,12 @@ impl StripedCursor {
     }
 }
 
-/// Bytes per stripe of a file input, about ([`FileInput::share`]).
-pub const STRIPE: usize = 4 << 20;
+/// Bytes per stripe of a file input, about ([`FileInput::share`]): a
+/// couple of default epochs of records, so that workers stay about that
+/// close in the file (and, on a file in event-time order, in event time;
+/// with 4 MiB, two workers of a window run read months apart in the
+/// generated stream, and one's applications waited for the other's).
+pub const STRIPE: usize = 256 << 10;
 
 fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
     if end > start && data[end - 1] == b'\r' {
