@@ -575,6 +575,33 @@ pub const TAG_BITS: u32 = 40;
 /// A tag's number: the bits below its worker's index (they wrap round).
 const TAG_NUMBER: u64 = (1 << TAG_BITS) - 1;
 
+/// The tags of one worker's applications, in the order it reads them: the
+/// worker's index above [`TAG_BITS`] and a number below, one more for each
+/// application (wrapping round). Answers find their row's worker by it, and
+/// the row among those waiting there by the number ([`Assembly`] relies on
+/// the numbers coming in order).
+pub struct Tags {
+    me: u64,
+    next: u64,
+}
+
+impl Tags {
+    /// The tags of worker `index`.
+    pub fn new(index: usize) -> Tags {
+        Tags {
+            me: (index as u64) << TAG_BITS,
+            next: 0,
+        }
+    }
+
+    /// The next application's tag.
+    pub fn next_tag(&mut self) -> u64 {
+        let tag = self.me | self.next;
+        self.next = (self.next + 1) & TAG_NUMBER;
+        tag
+    }
+}
+
 /// `sum` as the nearest f64, out of line: inlined, the compiler sees that
 /// both ways give the same value and keeps only this, the slow one.
 #[inline(never)]
@@ -584,7 +611,7 @@ fn wide(sum: i128) -> f64 {
 
 /// Rows waiting for their window features, by tag: the row, and how many
 /// groupings are still to answer. The rows of one worker come in the order
-/// of their tags, one apart (`dataflow::window::Tags`), so they wait in a
+/// of their tags, one apart ([`Tags`]), so they wait in a
 /// ring indexed by tag, not a map: no hashing, no rehash moving rows, and
 /// a row is moved in once and out once.
 #[derive(Debug)]
@@ -648,7 +675,8 @@ impl<R> Assembly<R> {
     }
 
     /// How many rows wait.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.ring.iter().filter(|r| r.is_some()).count()
     }
 }
@@ -862,6 +890,20 @@ mod tests {
         assert_eq!(a.waiting(), 0);
         // An answer for no waiting row is no row.
         assert!(a.answer(tag(1), |_| {}).is_none());
+        // A worker's tags, as the clean stage gives them, go in order.
+        let mut tags = Tags::new(2);
+        let mut b: Assembly<u64> = Assembly::default();
+        let given: Vec<u64> = (0..5).map(|_| tags.next_tag()).collect();
+        assert!(given.iter().all(|t| t >> TAG_BITS == 2));
+        for &t in &given {
+            assert!(b.row(t, t, 1).is_none());
+        }
+        let back: Vec<u64> = given
+            .iter()
+            .rev()
+            .filter_map(|&t| b.answer(t, |_| {}))
+            .collect();
+        assert_eq!(back, given.iter().rev().copied().collect::<Vec<_>>());
         // Empty again, a new row starts the ring afresh.
         assert!(a.row(tag(40), vec![], 1).is_none());
         assert_eq!(a.answer(tag(40), |r| r.push(9)), Some(vec![9]));

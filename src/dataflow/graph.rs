@@ -19,7 +19,6 @@ use super::pace::Pace;
 use super::predict::Predictor;
 use super::rows::{RowReader, RowRefusal};
 use super::watermark::{watermark, Marks, Reading};
-use super::window::Tags;
 use super::Batches;
 use crate::core::fault::Fault;
 use crate::core::features::FeatureRow;
@@ -27,7 +26,7 @@ use crate::core::metrics::StageCounters;
 use crate::core::monitor::{Monitor, WindowReport};
 use crate::core::record::{id_hash, DeadLetter, RawRecord, Record};
 use crate::core::scored::{Output, Scored};
-use crate::core::window::{Lateness, Member, Plan, Report};
+use crate::core::window::{Lateness, Member, Plan, Report, Tags};
 use crate::core::Epoch;
 
 /// Which stages one run has: all three in one dataflow (the default), or

@@ -8,7 +8,7 @@
 //!                                            └─────────► answer ◄─┘        │
 //!   reports ─(broadcast)─► events, answer      answers ─(exchange by tag)─┘
 //! ```
-//! The clean stage tags each row ([`Tags`]) and gives its members to a side
+//! The clean stage tags each row (`core::window::Tags`) and gives its members to a side
 //! output (`graph`), so no row carries a vector of members; a member's group
 //! text and values, and an answer's features, are inline (`core::inline`,
 //! `core::window::Fields`): nothing on this path allocates per
@@ -274,7 +274,7 @@ impl Groups {
 }
 
 /// Fills in the window features of `rows` (each tagged, with how many
-/// answers it waits for, by [`Tags`]) from `members` (each with its row's
+/// answers it waits for, by `core::window::Tags`) from `members` (each with its row's
 /// tag), given every worker's watermark `reports`; the members of `history`
 /// are events only (a restarted or positioned run's records before its
 /// start, see `watermark::Marks`).
@@ -299,33 +299,6 @@ pub fn windows<'s>(
         });
     let answers = answer(questions, reports, arranged, plan, marks);
     assemble(rows, answers)
-}
-
-/// The tags of one worker's applications, in the order it reads them: the
-/// worker's index in the high 24 bits and a number below, one more for
-/// each application. Answers find their row's worker by it ([`assemble`]),
-/// and the row among those waiting there by the number (`core::window::
-/// Assembly` relies on the numbers coming in order).
-pub struct Tags {
-    me: u64,
-    next: u64,
-}
-
-impl Tags {
-    /// The tags of worker `index`.
-    pub fn new(index: usize) -> Tags {
-        Tags {
-            me: (index as u64) << TAG_BITS,
-            next: 0,
-        }
-    }
-
-    /// The next application's tag.
-    pub fn next_tag(&mut self) -> u64 {
-        let tag = self.me | self.next;
-        self.next = (self.next + 1) & ((1 << TAG_BITS) - 1); // wraps round
-        tag
-    }
 }
 
 /// Reports by the epoch they cover, applied to a clock as frontiers pass.
@@ -1020,16 +993,10 @@ fn answer_step<B>(
                 },
             );
         }
-        match sliding.groups.get_mut(&group) {
-            Some((at, saved)) => {
-                *at = last;
-                saved.clear();
-                saved.extend_from_slice(folds);
-            }
-            None => {
-                sliding.groups.insert(group, (last, folds.clone()));
-            }
-        }
+        let (at, saved) = sliding.groups.entry(group).or_default();
+        *at = last;
+        saved.clear();
+        saved.extend_from_slice(folds);
     }
 }
 
