@@ -1,4 +1,4 @@
-//! The graph: ingest → exchange by id → clean → predict, each stage's plain
+//! The graph: ingest → (exchange by id) → clean → predict, each stage's plain
 //! struct wired into an operator; or one part of it, when the stages run
 //! as separate services (`--stages clean`, `--stages predict`).
 
@@ -42,6 +42,22 @@ pub enum Stages {
     Predict,
 }
 
+/// Where a record is cleaned and its row scored ([`Spread`]).
+///
+/// Nothing a record becomes depends on the worker it is cleaned on (rows,
+/// scores and window features are functions of the records alone), so
+/// this decides only where the work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// On the worker that read it: the source gives every worker of every
+    /// process an even share already (a file's stripes), so moving records
+    /// would only cost — a copy between threads, or TCP in a cluster.
+    AsRead,
+    /// On the worker its id hashes to: a topic's partitions may be fewer
+    /// than the workers, or carry uneven traffic.
+    ById,
+}
+
 /// The stages of a run and the plain struct of each.
 pub enum Graph {
     /// ingest → clean → predict; with `cleaned`, the feature rows are
@@ -60,6 +76,8 @@ pub enum Graph {
         windows: Option<Windowing>,
         /// With `run --monitor`: the monitor, which needs `windows`.
         monitor: Option<Arc<Monitor>>,
+        /// Where records are cleaned.
+        spread: Spread,
         /// Whether commits wait for the monitor's windows
         /// (`dataflow::monitor` invariant 2).
         monitor_holds: bool,
@@ -72,6 +90,8 @@ pub enum Graph {
         cleaner: Cleaner,
         /// The window features, if the spec has any.
         windows: Option<Windowing>,
+        /// Where records are cleaned.
+        spread: Spread,
     },
     /// Feature rows (as the clean stage wrote them) → scores.
     Predict {
@@ -126,8 +146,10 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
             windows,
             monitor,
             monitor_holds,
+            spread,
         } => {
-            let (rows, dead, reports) = ingest_and_clean(raw, pace, parser, cleaner, windows);
+            let (rows, dead, reports) =
+                ingest_and_clean(raw, pace, parser, cleaner, windows, spread);
             let cleaned = cleaned.then(|| rows.clone().map(Output::Cleaned));
             let (scored, reports_out) = match (monitor, reports) {
                 (Some(m), Some(reports)) => {
@@ -156,8 +178,9 @@ pub fn build<'s>(raw: Batches<'s, RawRecord>, pace: Option<Pace>, graph: Graph) 
             parser,
             cleaner,
             windows,
+            spread,
         } => {
-            let (rows, dead, _) = ingest_and_clean(raw, pace, parser, cleaner, windows);
+            let (rows, dead, _) = ingest_and_clean(raw, pace, parser, cleaner, windows, spread);
             (rows.map(Output::Cleaned), dead, None)
         }
         Graph::Predict {
@@ -192,6 +215,7 @@ fn ingest_and_clean<'s>(
     parser: Parser,
     cleaner: Cleaner,
     windows: Option<Windowing>,
+    spread: Spread,
 ) -> Cleaned<'s> {
     let Some(w) = windows else {
         let (records, ingest_dead) = ingest(raw, parser);
@@ -199,7 +223,7 @@ fn ingest_and_clean<'s>(
             Some(p) => super::pace::pace(records, p),
             None => records,
         };
-        let (rows, clean_dead) = clean(records, cleaner);
+        let (rows, clean_dead) = clean(records, cleaner, spread);
         return (rows, ingest_dead.concat(clean_dead), None);
     };
     let mut lateness = Lateness::new(w.lateness, w.partitions);
@@ -229,7 +253,7 @@ fn ingest_and_clean<'s>(
     let records = records.probe_with(&w.read);
     let Some(plan) = w.plan else {
         // Watermarks for the monitor only: history rebuilds no window.
-        let (rows, clean_dead) = clean(records, cleaner);
+        let (rows, clean_dead) = clean(records, cleaner, spread);
         return (rows, dead.concat(clean_dead), Some(reports));
     };
     let members_of = Arc::clone(&plan);
@@ -237,7 +261,8 @@ fn ingest_and_clean<'s>(
         // Admitted by the watermark operator: every record has an event time.
         members_of.members(r.event_time.unwrap_or(i64::MIN), &r.values)
     });
-    let (rows, members, clean_dead) = clean_with_members(records, cleaner, Arc::clone(&plan));
+    let (rows, members, clean_dead) =
+        clean_with_members(records, cleaner, Arc::clone(&plan), spread);
     let rows = super::window::windows(rows, members, history, reports.clone(), plan, w.marks);
     (rows, dead.concat(clean_dead), Some(reports))
 }
@@ -250,14 +275,14 @@ fn clean_with_members<'s>(
     records: Batches<'s, Record>,
     cleaner: Cleaner,
     plan: Arc<Plan>,
+    spread: Spread,
 ) -> (
     Batches<'s, (FeatureRow, u64, usize)>,
     Batches<'s, Member>,
     Batches<'s, DeadLetter>,
 ) {
-    let by_id = Exchange::new(|r: &Record| id_hash(&r.id));
     let mut tags = Tags::new(records.scope().index());
-    fallible_with_side(records, by_id, "Clean", move |r, members| {
+    let logic = move |r: Record, members: &mut Vec<Member>| {
         // Admitted by the watermark operator: every record has an event time.
         let time = r.event_time.unwrap_or(i64::MIN);
         let before = members.len();
@@ -273,7 +298,11 @@ fn clean_with_members<'s>(
                 Err(dead.into())
             }
         }
-    })
+    };
+    match spread {
+        Spread::AsRead => fallible_with_side(records, Pipeline, "Clean", logic),
+        Spread::ById => fallible_with_side(records, by_id(), "Clean", logic),
+    }
 }
 
 /// A predict stage's input: rows read where they were read (a cleaned topic
@@ -337,14 +366,22 @@ pub fn ingest_stamped<'s>(
     })
 }
 
-/// Clean runs on the worker that owns the record's id, so later stateful
-/// features see every record of an id in one place.
+/// Clean, where `spread` says.
 pub fn clean<'s>(
     records: Batches<'s, Record>,
     cleaner: Cleaner,
+    spread: Spread,
 ) -> (Batches<'s, FeatureRow>, Batches<'s, DeadLetter>) {
-    let by_id = Exchange::new(|r: &Record| id_hash(&r.id));
-    fallible(records, by_id, "Clean", move |r| Ok(cleaner.clean(r)?))
+    let logic = move |r| Ok(cleaner.clean(r)?);
+    match spread {
+        Spread::AsRead => fallible(records, Pipeline, "Clean", logic),
+        Spread::ById => fallible(records, by_id(), "Clean", logic),
+    }
+}
+
+/// Records to the worker their id hashes to ([`Spread::ById`]).
+fn by_id() -> Exchange<Record, impl FnMut(&Record) -> u64 + 'static> {
+    Exchange::new(|r: &Record| id_hash(&r.id))
 }
 
 /// Predict scores whole batches (timely's containers) at once.

@@ -1,10 +1,13 @@
-//! The graph: ingest → exchange by id → clean → predict, as timely operators.
+//! The graph: ingest → (exchange by id) → clean → predict, as timely operators.
 //!
 //! ```text
-//! raw ──ingest──► records ──(exchange by hash(id))──clean──► rows ──predict──► scored
-//!        │                                             │
-//!        └──────────────► dead letters ◄───────────────┘
+//! raw ──ingest──► records ──(from a topic: exchange by hash(id))──clean──► rows ──predict──► scored
+//!        │                                                            │
+//!        └──────────────────────► dead letters ◄──────────────────────┘
 //! ```
+//! A file's records are cleaned where they were read: its stripes share
+//! the work out evenly already; a topic's are spread by id, since its
+//! partitions may be fewer than the workers ([`graph::Spread`]).
 //! The stages never know which edge they run on: they take a stream of
 //! [`RawRecord`](crate::core::record::RawRecord)s and give back streams of
 //! [`Scored`](crate::core::scored::Scored) and

@@ -52,7 +52,7 @@ use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, Navigable};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::{Builder, TraceReader};
 use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
@@ -94,7 +94,13 @@ struct SortBatcher {
     frontier: Antichain<Epoch>,
     /// Each group's bucket in the batch being formed.
     slots: FxHashMap<GroupId, usize>,
+    /// Buckets of earlier batches, emptied by the builder, for the next
+    /// batch's groups: a bucket does not grow from nothing at every step.
+    spare: Vec<Vec<Update>>,
 }
+
+/// The builder of the events arrangement's batches.
+type EventsBuilder = ValBuilder<GroupId, (Time, Fields), Epoch, isize>;
 
 impl Batcher<Vec<Update>> for SortBatcher {
     fn insert(&mut self, container: &mut Vec<Update>) {
@@ -109,8 +115,7 @@ impl Batcher<Vec<Update>> for SortBatcher {
 
 impl Extract for SortBatcher {
     type Time = Epoch;
-    type Output =
-        <ValBuilder<GroupId, (Time, Fields), Epoch, isize> as Sealer<Vec<Update>>>::Output;
+    type Output = <EventsBuilder as Sealer<Vec<Update>>>::Output;
 
     fn extract<'a>(
         &'a mut self,
@@ -119,10 +124,11 @@ impl Extract for SortBatcher {
         let later = |t: &Epoch| upper.less_equal(t);
         let mut buckets: Vec<(GroupId, Vec<Update>)> = Vec::new();
         let slots = &mut self.slots;
+        let spare = &mut self.spare;
         slots.clear();
         let mut bucket = |u: Update| {
             let slot = *slots.entry((u.0).0).or_insert_with(|| {
-                buckets.push(((u.0).0, Vec::new()));
+                buckets.push(((u.0).0, spare.pop().unwrap_or_default()));
                 buckets.len() - 1
             });
             buckets[slot].1.push(u);
@@ -156,22 +162,96 @@ impl Extract for SortBatcher {
         buckets.sort_unstable_by_key(|(group, _)| *group);
         let mut chain: Vec<Vec<Update>> = Vec::with_capacity(buckets.len());
         for (_, mut updates) in buckets {
-            updates.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+            sort_runs(&mut updates);
             consolidate_sorted(&mut updates);
-            if !updates.is_empty() {
+            if updates.is_empty() {
+                self.spare.push(updates);
+            } else {
                 chain.push(updates);
             }
         }
         let batch = if chain.is_empty() {
             None
         } else {
-            ValBuilder::seal(&mut chain)
+            // A bucket is one key; its values are its distinct events.
+            let vals = chain
+                .iter()
+                .map(|b| 1 + b.windows(2).filter(|w| (w[0].0).1 != (w[1].0).1).count())
+                .sum();
+            let updates = chain.iter().map(Vec::len).sum();
+            let mut builder = EventsBuilder::with_capacity(chain.len(), vals, updates);
+            for mut bucket in chain {
+                builder.push(&mut bucket);
+                bucket.clear();
+                self.spare.push(bucket);
+            }
+            builder.done()
         };
         (batch, self.frontier.borrow())
     }
 }
 
-/// Sorts `items` by group, then by `order` within a group, for items that
+/// Whether update `a` goes before `b` in a group's part of a batch: by
+/// event, then epoch.
+fn before(a: &Update, b: &Update) -> bool {
+    (&(a.0).1, a.1) < (&(b.0).1, b.1)
+}
+
+/// Sorts a bucket's updates, which come as a few runs in order: each
+/// container's updates of a group are in event-time order, or nearly (one
+/// worker's stripe, or one hop's retractions), and a bucket takes from a
+/// few containers. Up to [`MERGED_RUNS`] runs are merged, moving each
+/// update about once per run; more are sorted.
+fn sort_runs(updates: &mut Vec<Update>) {
+    let mut starts: Vec<usize> = Vec::new();
+    for i in 1..updates.len() {
+        if before(&updates[i], &updates[i - 1]) {
+            if starts.len() == MERGED_RUNS - 1 {
+                updates.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+                return;
+            }
+            starts.push(i);
+        }
+    }
+    // The runs after the first, merged from the back; then the first.
+    let mut rest: Option<Vec<Update>> = None;
+    while let Some(start) = starts.pop() {
+        let run = updates.split_off(start);
+        rest = Some(match rest {
+            None => run,
+            Some(later) => merge(run, later),
+        });
+    }
+    if let Some(rest) = rest {
+        let first = std::mem::take(updates);
+        *updates = merge(first, rest);
+    }
+}
+
+/// Two runs in order, merged into one.
+fn merge(a: Vec<Update>, b: Vec<Update>) -> Vec<Update> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let from_b = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => before(y, x),
+            (Some(_), None) => {
+                out.extend(a);
+                return out;
+            }
+            (None, _) => {
+                out.extend(b);
+                return out;
+            }
+        };
+        let next = if from_b { b.next() } else { a.next() };
+        out.extend(next);
+    }
+}
+
+/// Most runs [`sort_runs`] merges.
+const MERGED_RUNS: usize = 4;
+
 /// come about in order within each group (events and questions arrive in
 /// about event-time order, retractions hop by hop): a counting sort into
 /// the groups (a few hundred), then each group's items by a stable sort,
@@ -331,13 +411,21 @@ type Expiring = Vec<(GroupId, Time, Fields)>;
 /// than it could be, and the hops cost an entry each, not a heap step per
 /// event. Each grouping's hops are kept in order in a ring of their own
 /// (its events expire at one offset from their time): events come in
-/// about time order, so a push finds its hop at the back (or by bisection,
-/// out of order), and expired hops leave from the front — each event is
-/// moved in once and out once.
+/// about time order, so a push finds its hop at the back, or where the
+/// grouping's last push went (with several workers, members come a batch of
+/// one worker's stripe at a time, and stripes are far apart in event time),
+/// or by bisection; expired hops leave from the front — each event is
+/// moved in once and out once. An expired hop's vector, emptied, is kept for
+/// a new hop, so a hop does not grow from nothing.
 struct Expiry {
     hop: i64,
     /// By grouping: (hop, its events), in hop order.
     rings: Vec<VecDeque<(i64, Expiring)>>,
+    /// By grouping: where in its ring the last push went (a hint only: it
+    /// is checked before it is used, so a stale one costs a bisection).
+    last: Vec<usize>,
+    /// Expired hops' vectors, empty, for new hops.
+    spare: Vec<Expiring>,
 }
 
 impl Expiry {
@@ -347,23 +435,36 @@ impl Expiry {
         Expiry {
             hop: (shortest / 16).max(1),
             rings: longest.iter().map(|_| VecDeque::new()).collect(),
+            last: vec![0; longest.len()],
+            spare: Vec::new(),
         }
     }
 
     fn push(&mut self, until: Time, event: (GroupId, Time, Fields)) {
         let hop = until.div_euclid(self.hop);
-        let ring = &mut self.rings[grouping_of(event.0)];
+        let grouping = grouping_of(event.0);
+        let ring = &mut self.rings[grouping];
+        let last = &mut self.last[grouping];
+        if let Some((h, events)) = ring.get_mut(*last) {
+            if *h == hop {
+                events.push(event);
+                return;
+            }
+        }
         // After the last hop not after this one: at the back, in time
-        // order; found by bisection otherwise (two workers' stripes may be
-        // far apart in event time).
+        // order; found by bisection otherwise.
         let at = match ring.back() {
             Some((last, _)) if *last <= hop => ring.len(),
             _ => ring.partition_point(|(h, _)| *h <= hop),
         };
         if at > 0 && ring[at - 1].0 == hop {
             ring[at - 1].1.push(event);
+            *last = at - 1;
         } else {
-            ring.insert(at, (hop, vec![event]));
+            let mut events = self.spare.pop().unwrap_or_default();
+            events.push(event);
+            ring.insert(at, (hop, events));
+            *last = at;
         }
     }
 
@@ -376,8 +477,9 @@ impl Expiry {
                 if last >= watermark {
                     break;
                 }
-                if let Some((_, events)) = ring.pop_front() {
-                    events.into_iter().for_each(&mut f);
+                if let Some((_, mut events)) = ring.pop_front() {
+                    events.drain(..).for_each(&mut f);
+                    self.spare.push(events);
                 }
             }
         }
@@ -1032,4 +1134,89 @@ fn assemble<'s>(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (tests only).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % below
+        }
+    }
+
+    fn update(rng: &mut Lcg) -> Update {
+        // Few distinct times and values, so equal events meet.
+        let time = rng.next(40) as i64;
+        let fields = Fields::One(rng.next(3) as i64);
+        ((7, (time, fields)), rng.next(4), 1)
+    }
+
+    #[test]
+    fn sort_runs_orders_as_a_sort_for_any_number_of_runs() {
+        let mut rng = Lcg(15);
+        for runs in [1, 2, 3, MERGED_RUNS, MERGED_RUNS + 1, 9] {
+            for _ in 0..50 {
+                let mut updates = Vec::new();
+                for _ in 0..runs {
+                    let mut run: Vec<Update> =
+                        (0..rng.next(30)).map(|_| update(&mut rng)).collect();
+                    run.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+                    updates.extend(run);
+                }
+                let mut expected = updates.clone();
+                expected.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+                sort_runs(&mut updates);
+                assert_eq!(updates, expected, "{runs} runs");
+            }
+        }
+    }
+
+    #[test]
+    fn expiry_gives_each_event_once_after_its_hop_ends_whatever_the_push_order() {
+        // Grouping 0's longest window 1,600: hops of 100.
+        let mut expiry = Expiry::new(&[1_600]);
+        assert_eq!(expiry.hop, 100);
+        // Two far-apart stripes of events, interleaved a few at a time, as
+        // two workers' members come.
+        let mut rng = Lcg(27);
+        let mut pushed = Vec::new();
+        let (mut a, mut b) = (0i64, 50_000i64);
+        for round in 0..200 {
+            for _ in 0..rng.next(5) + 1 {
+                let stripe = if round % 2 == 0 { &mut a } else { &mut b };
+                *stripe += rng.next(40) as i64;
+                let until = *stripe;
+                expiry.push(until, (0, until, Fields::One(until)));
+                pushed.push(until);
+            }
+        }
+        let mut popped: Vec<i64> = Vec::new();
+        for watermark in (0..=60_000).step_by(777) {
+            expiry.pop_before(watermark, |(group, time, fields)| {
+                assert_eq!((group, Fields::One(time)), (0, fields));
+                // Out once its hop's end is below the watermark; never
+                // more than a hop late.
+                assert!(
+                    time.div_euclid(100) * 100 + 99 < watermark,
+                    "{time} at {watermark}"
+                );
+                popped.push(time);
+            });
+            assert!(popped.iter().all(|t| *t < watermark));
+        }
+        expiry.pop_before(i64::MAX, |(_, time, _)| popped.push(time));
+        pushed.sort_unstable();
+        popped.sort_unstable();
+        assert_eq!(popped, pushed, "every event exactly once");
+        // The rings stayed in hop order while pushes jumped between stripes.
+        assert!(expiry.rings[0].is_empty());
+    }
 }

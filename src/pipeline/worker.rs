@@ -23,7 +23,7 @@ use crate::core::scored::OutputFormat;
 use crate::core::window::Plan;
 use crate::core::Epoch;
 use crate::dataflow::clean::Cleaner;
-use crate::dataflow::graph::{Graph, Stages, Windowing};
+use crate::dataflow::graph::{Graph, Spread, Stages, Windowing};
 use crate::dataflow::ingest::Parser;
 use crate::dataflow::pace::Pace;
 use crate::dataflow::predict::Predictor;
@@ -295,11 +295,13 @@ fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
             // Only a topic's offsets are committed.
             monitor_holds: shared.monitor_holds_commits
                 && matches!(shared.source, SourcePlan::Kafka { .. }),
+            spread: spread(shared),
         },
         Stages::Clean => Graph::Clean {
             parser,
             cleaner: Cleaner::new(&shared.spec),
             windows,
+            spread: spread(shared),
         },
         Stages::Predict => {
             let stats = Arc::clone(&shared.stats);
@@ -309,6 +311,16 @@ fn graph(shared: &Shared, parser: Parser, windows: Option<Windowing>) -> Graph {
                 fail: Box::new(move |fault| stats.fail(fault)),
             }
         }
+    }
+}
+
+/// Where records are cleaned: a file's stripes are shared evenly by every
+/// worker of every process (`io::file`), so each cleans what it read; a
+/// topic's partitions may be fewer than the workers, so records go by id.
+fn spread(shared: &Shared) -> Spread {
+    match shared.source {
+        SourcePlan::File { .. } => Spread::AsRead,
+        SourcePlan::Kafka { .. } => Spread::ById,
     }
 }
 
