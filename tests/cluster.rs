@@ -229,7 +229,7 @@ fn a_killed_process_stops_the_cluster_naming_it() {
     let out = loanflow(&[
         "generate",
         "--rows",
-        "300000",
+        "1000000",
         "--seed",
         "5",
         "--output",
@@ -264,7 +264,18 @@ fn a_killed_process_stops_the_cluster_naming_it() {
         assert!(Instant::now() < deadline, "process 1 never started");
         std::thread::sleep(Duration::from_millis(10));
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once it has written some of its output, so surely mid-run: a
+    // file's records are cleaned where they were read, so the processes
+    // no longer wait on each other's records, and a fixed delay could let
+    // the whole run finish first.
+    let part = dir
+        .path()
+        .join("p.jsonl.d")
+        .join("part-00001.jsonl.partial");
+    while std::fs::metadata(&part).map_or(true, |m| m.len() == 0) {
+        assert!(Instant::now() < deadline, "process 1 never wrote");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     sigkill(p1);
     let (out, took) = wait_bounded(launcher, Duration::from_secs(15));
     let err = stderr(&out);

@@ -621,7 +621,8 @@ pub struct RunArgs {
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Records per epoch per worker: the unit of progress (and of commits, with
-    /// Kafka) [default: 1024 from a file, 4096 from Kafka]. A replay or bench
+    /// Kafka) [default: 1024 from a file (512 with window features), 4096 from
+    /// Kafka]. A replay or bench
     /// paced by --rate closes epochs after at most 5 ms of its pace (fewer
     /// records), so windows are answered promptly.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -829,7 +830,8 @@ pub struct FeaturesArgs {
     /// Worker threads.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Records per epoch per worker [default: 1024 from a file, 4096 from Kafka].
+    /// Records per epoch per worker [default: 1024 from a file (512 with window
+    /// features), 4096 from Kafka].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
     /// No progress bar, even on a terminal.

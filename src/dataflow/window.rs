@@ -52,7 +52,7 @@ use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, Navigable};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::trace::{Builder, TraceReader};
+use differential_dataflow::trace::TraceReader;
 use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
@@ -94,9 +94,8 @@ struct SortBatcher {
     frontier: Antichain<Epoch>,
     /// Each group's bucket in the batch being formed.
     slots: FxHashMap<GroupId, usize>,
-    /// Buckets of earlier batches, emptied by the builder, for the next
-    /// batch's groups: a bucket does not grow from nothing at every step.
-    spare: Vec<Vec<Update>>,
+    /// The buffers a bucket's runs are merged through ([`sort_runs`]).
+    scratch: [Vec<Update>; 2],
 }
 
 /// The builder of the events arrangement's batches.
@@ -124,11 +123,10 @@ impl Extract for SortBatcher {
         let later = |t: &Epoch| upper.less_equal(t);
         let mut buckets: Vec<(GroupId, Vec<Update>)> = Vec::new();
         let slots = &mut self.slots;
-        let spare = &mut self.spare;
         slots.clear();
         let mut bucket = |u: Update| {
             let slot = *slots.entry((u.0).0).or_insert_with(|| {
-                buckets.push(((u.0).0, spare.pop().unwrap_or_default()));
+                buckets.push(((u.0).0, Vec::new()));
                 buckets.len() - 1
             });
             buckets[slot].1.push(u);
@@ -162,30 +160,16 @@ impl Extract for SortBatcher {
         buckets.sort_unstable_by_key(|(group, _)| *group);
         let mut chain: Vec<Vec<Update>> = Vec::with_capacity(buckets.len());
         for (_, mut updates) in buckets {
-            sort_runs(&mut updates);
+            sort_runs(&mut updates, &mut self.scratch);
             consolidate_sorted(&mut updates);
-            if updates.is_empty() {
-                self.spare.push(updates);
-            } else {
+            if !updates.is_empty() {
                 chain.push(updates);
             }
         }
         let batch = if chain.is_empty() {
             None
         } else {
-            // A bucket is one key; its values are its distinct events.
-            let vals = chain
-                .iter()
-                .map(|b| 1 + b.windows(2).filter(|w| (w[0].0).1 != (w[1].0).1).count())
-                .sum();
-            let updates = chain.iter().map(Vec::len).sum();
-            let mut builder = EventsBuilder::with_capacity(chain.len(), vals, updates);
-            for mut bucket in chain {
-                builder.push(&mut bucket);
-                bucket.clear();
-                self.spare.push(bucket);
-            }
-            builder.done()
+            EventsBuilder::seal(&mut chain)
         };
         (batch, self.frontier.borrow())
     }
@@ -202,7 +186,7 @@ fn before(a: &Update, b: &Update) -> bool {
 /// worker's stripe, or one hop's retractions), and a bucket takes from a
 /// few containers. Up to [`MERGED_RUNS`] runs are merged, moving each
 /// update about once per run; more are sorted.
-fn sort_runs(updates: &mut Vec<Update>) {
+fn sort_runs(updates: &mut Vec<Update>, scratch: &mut [Vec<Update>; 2]) {
     let mut starts: Vec<usize> = Vec::new();
     for i in 1..updates.len() {
         if before(&updates[i], &updates[i - 1]) {
@@ -213,35 +197,45 @@ fn sort_runs(updates: &mut Vec<Update>) {
             starts.push(i);
         }
     }
-    // The runs after the first, merged from the back; then the first.
-    let mut rest: Option<Vec<Update>> = None;
+    if starts.is_empty() {
+        return;
+    }
+    // The runs after the first, merged from the back into `rest`; then the
+    // first. The buffers are kept from bucket to bucket, so a merge writes
+    // into memory used a moment ago, not into fresh pages.
+    let [rest, out] = scratch;
+    rest.clear();
     while let Some(start) = starts.pop() {
-        let run = updates.split_off(start);
-        rest = Some(match rest {
-            None => run,
-            Some(later) => merge(run, later),
-        });
+        if rest.is_empty() {
+            rest.extend(updates.drain(start..));
+        } else {
+            out.clear();
+            merge_into(updates.drain(start..), rest.drain(..), out);
+            std::mem::swap(rest, out);
+        }
     }
-    if let Some(rest) = rest {
-        let first = std::mem::take(updates);
-        *updates = merge(first, rest);
-    }
+    out.clear();
+    merge_into(updates.drain(..), rest.drain(..), out);
+    std::mem::swap(updates, out);
 }
 
-/// Two runs in order, merged into one.
-fn merge(a: Vec<Update>, b: Vec<Update>) -> Vec<Update> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+/// Two runs in order, merged into `out`.
+fn merge_into(
+    a: impl Iterator<Item = Update>,
+    b: impl Iterator<Item = Update>,
+    out: &mut Vec<Update>,
+) {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
     loop {
         let from_b = match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => before(y, x),
             (Some(_), None) => {
                 out.extend(a);
-                return out;
+                return;
             }
             (None, _) => {
                 out.extend(b);
-                return out;
+                return;
             }
         };
         let next = if from_b { b.next() } else { a.next() };
@@ -252,6 +246,7 @@ fn merge(a: Vec<Update>, b: Vec<Update>) -> Vec<Update> {
 /// Most runs [`sort_runs`] merges.
 const MERGED_RUNS: usize = 4;
 
+/// Sorts `items` by group, then by `order` within a group, for items that
 /// come about in order within each group (events and questions arrive in
 /// about event-time order, retractions hop by hop): a counting sort into
 /// the groups (a few hundred), then each group's items by a stable sort,
@@ -415,8 +410,7 @@ type Expiring = Vec<(GroupId, Time, Fields)>;
 /// grouping's last push went (with several workers, members come a batch of
 /// one worker's stripe at a time, and stripes are far apart in event time),
 /// or by bisection; expired hops leave from the front — each event is
-/// moved in once and out once. An expired hop's vector, emptied, is kept for
-/// a new hop, so a hop does not grow from nothing.
+/// moved in once and out once.
 struct Expiry {
     hop: i64,
     /// By grouping: (hop, its events), in hop order.
@@ -424,8 +418,6 @@ struct Expiry {
     /// By grouping: where in its ring the last push went (a hint only: it
     /// is checked before it is used, so a stale one costs a bisection).
     last: Vec<usize>,
-    /// Expired hops' vectors, empty, for new hops.
-    spare: Vec<Expiring>,
 }
 
 impl Expiry {
@@ -436,7 +428,6 @@ impl Expiry {
             hop: (shortest / 16).max(1),
             rings: longest.iter().map(|_| VecDeque::new()).collect(),
             last: vec![0; longest.len()],
-            spare: Vec::new(),
         }
     }
 
@@ -461,9 +452,7 @@ impl Expiry {
             ring[at - 1].1.push(event);
             *last = at - 1;
         } else {
-            let mut events = self.spare.pop().unwrap_or_default();
-            events.push(event);
-            ring.insert(at, (hop, events));
+            ring.insert(at, (hop, vec![event]));
             *last = at;
         }
     }
@@ -477,9 +466,8 @@ impl Expiry {
                 if last >= watermark {
                     break;
                 }
-                if let Some((_, mut events)) = ring.pop_front() {
-                    events.drain(..).for_each(&mut f);
-                    self.spare.push(events);
+                if let Some((_, events)) = ring.pop_front() {
+                    events.into_iter().for_each(&mut f);
                 }
             }
         }
@@ -1162,6 +1150,8 @@ mod tests {
     #[test]
     fn sort_runs_orders_as_a_sort_for_any_number_of_runs() {
         let mut rng = Lcg(15);
+        // Kept from case to case, as the batcher keeps them.
+        let mut scratch = [Vec::new(), Vec::new()];
         for runs in [1, 2, 3, MERGED_RUNS, MERGED_RUNS + 1, 9] {
             for _ in 0..50 {
                 let mut updates = Vec::new();
@@ -1173,7 +1163,7 @@ mod tests {
                 }
                 let mut expected = updates.clone();
                 expected.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
-                sort_runs(&mut updates);
+                sort_runs(&mut updates, &mut scratch);
                 assert_eq!(updates, expected, "{runs} runs");
             }
         }

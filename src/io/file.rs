@@ -434,12 +434,16 @@ impl StripedCursor {
     }
 }
 
-/// Bytes per stripe of a file input, about ([`FileInput::share`]): a
-/// couple of default epochs of records, so that workers stay about that
-/// close in the file (and, on a file in event-time order, in event time;
-/// with 4 MiB, two workers of a window run read months apart in the
-/// generated stream, and one's applications waited for the other's).
-pub const STRIPE: usize = 256 << 10;
+/// Bytes per stripe of a file input, about ([`FileInput::share`]): about
+/// one window run's default epoch of records (`pipeline::run`), so that
+/// workers stay about that close in the file (and, on a file in event-time
+/// order, in event time). A window run answers an application once every
+/// worker passed its time, so a worker's rows wait for the workers reading
+/// the stripes before theirs: the smaller the stripe, the fewer rows wait,
+/// and the more of them are still in cache when answered. (With 4 MiB, two
+/// workers read months apart in the generated stream; 64 KiB against
+/// 256 KiB is measured in benches/README.md, "Window features".)
+pub const STRIPE: usize = 64 << 10;
 
 fn trim_cr(data: &[u8], start: usize, end: usize) -> usize {
     if end > start && data[end - 1] == b'\r' {
