@@ -42,7 +42,7 @@ pub enum Stages {
     Predict,
 }
 
-/// Where a record is cleaned and its row scored ([`Spread`]).
+/// Where a record is cleaned, and so where its row is scored.
 ///
 /// Nothing a record becomes depends on the worker it is cleaned on (rows,
 /// scores and window features are functions of the records alone), so
