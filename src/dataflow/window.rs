@@ -175,10 +175,14 @@ impl Extract for SortBatcher {
     }
 }
 
-/// Whether update `a` goes before `b` in a group's part of a batch: by
-/// event, then epoch.
+/// The order of updates in a group's part of a batch: by event, then epoch.
+fn event_order(a: &Update, b: &Update) -> std::cmp::Ordering {
+    (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1))
+}
+
+/// Whether update `a` goes before `b` ([`event_order`]).
 fn before(a: &Update, b: &Update) -> bool {
-    (&(a.0).1, a.1) < (&(b.0).1, b.1)
+    event_order(a, b).is_lt()
 }
 
 /// Sorts a bucket's updates, which come as a few runs in order: each
@@ -187,25 +191,29 @@ fn before(a: &Update, b: &Update) -> bool {
 /// few containers. Up to [`MERGED_RUNS`] runs are merged, moving each
 /// update about once per run; more are sorted.
 fn sort_runs(updates: &mut Vec<Update>, scratch: &mut [Vec<Update>; 2]) {
-    let mut starts: Vec<usize> = Vec::new();
+    // Where each run after the first starts.
+    let mut found = [0; MERGED_RUNS - 1];
+    let mut n = 0;
     for i in 1..updates.len() {
         if before(&updates[i], &updates[i - 1]) {
-            if starts.len() == MERGED_RUNS - 1 {
-                updates.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+            if n == found.len() {
+                updates.sort_by(event_order);
                 return;
             }
-            starts.push(i);
+            found[n] = i;
+            n += 1;
         }
     }
-    if starts.is_empty() {
+    if n == 0 {
         return;
     }
+    let mut starts = found[..n].iter().copied();
     // The runs after the first, merged from the back into `rest`; then the
     // first. The buffers are kept from bucket to bucket, so a merge writes
     // into memory used a moment ago, not into fresh pages.
     let [rest, out] = scratch;
     rest.clear();
-    while let Some(start) = starts.pop() {
+    while let Some(start) = starts.next_back() {
         if rest.is_empty() {
             rest.extend(updates.drain(start..));
         } else {
@@ -1158,11 +1166,11 @@ mod tests {
                 for _ in 0..runs {
                     let mut run: Vec<Update> =
                         (0..rng.next(30)).map(|_| update(&mut rng)).collect();
-                    run.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+                    run.sort_by(event_order);
                     updates.extend(run);
                 }
                 let mut expected = updates.clone();
-                expected.sort_by(|a, b| (&(a.0).1, a.1).cmp(&(&(b.0).1, b.1)));
+                expected.sort_by(event_order);
                 sort_runs(&mut updates, &mut scratch);
                 assert_eq!(updates, expected, "{runs} runs");
             }
