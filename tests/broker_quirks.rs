@@ -190,7 +190,11 @@ fn earliest_offset_query_can_skip_batches_so_readers_start_at_offset_zero() {
             assert!(std::time::Instant::now() < deadline, "no end of {name}");
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(_)) => read += 1,
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                // An end before every acknowledged record is only an end
+                // for now: a produce raises the high watermark before its
+                // batch is stored (quirk 11 (b)), so keep reading until
+                // the deadline.
+                Some(Err(KafkaError::PartitionEOF(_))) if read >= acked => break,
                 _ => {}
             }
         }
