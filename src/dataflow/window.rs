@@ -38,7 +38,8 @@
 //!    and the events a sliding fold takes back out are still there to read
 //!    ([`events`], [`answer_step`]).
 //! 3. **A group lives on one worker, and only there is it numbered.**
-//!    Members travel by their key's hash; the arrangement is built where
+//!    Members travel by their key's hash, straight into the operator that
+//!    numbers their groups ([`events`]); the arrangement is built where
 //!    they arrive, without another exchange ([`windows`]), so the numbers
 //!    a worker's [`Groups`] gives (the arrangement's keys, for integer
 //!    compares) never meet another worker's.
@@ -60,7 +61,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Exchange as _, InputCapability};
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
 use super::watermark::Marks;
@@ -369,8 +370,6 @@ pub fn windows<'s>(
     plan: Arc<Plan>,
     marks: Marks,
 ) -> Batches<'s, FeatureRow> {
-    let members = members.exchange(|m: &Member| m.key.hashed());
-    let history = history.exchange(|m: &Member| m.key.hashed());
     let reports = reports.broadcast();
     let (updates, questions) = events(members, history, reports.clone(), &plan);
     // Not exchanged again: the updates are on the worker that keeps their
@@ -496,8 +495,11 @@ fn events<'s>(
     let longest: Vec<i64> = plan.groupings.iter().map(|g| g.longest).collect();
     let workers = members.scope().peers();
     let mut builder = OperatorBuilder::new("WindowEvents".to_owned(), members.scope());
-    let mut members_in = builder.new_input(members, Pipeline);
-    let mut history_in = builder.new_input(history, Pipeline);
+    // Members travel by their key's hash to the worker that keeps their
+    // group (invariant 3), straight into this operator's inputs.
+    let by_group = || Exchange::new(|m: &Member| m.key.hashed());
+    let mut members_in = builder.new_input(members, by_group());
+    let mut history_in = builder.new_input(history, by_group());
     let mut reports_in = builder.new_input(reports, Pipeline);
     let (updates_out, updates) = builder.new_output();
     let (questions_out, questions) = builder.new_output();
