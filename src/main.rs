@@ -19,8 +19,8 @@ use std::sync::Arc;
 /// system allocator on the per-record allocations of the hot path. Its v2
 /// line (Cargo.toml): with two workers, where a window run's members and
 /// answers are freed by the thread that did not allocate them, v2 ran both
-/// dataflows faster than v3 (velocity by 6–23 %, median of each sitting;
-/// benches/README.md, "Window features", stop 29).
+/// dataflows faster than v3 in each of two sittings (velocity by 11 % and
+/// 23 %, medians; benches/README.md, "Window features", stop 29).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

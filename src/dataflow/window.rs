@@ -208,13 +208,12 @@ fn sort_runs(updates: &mut Vec<Update>, scratch: &mut [Vec<Update>; 2]) {
     if n == 0 {
         return;
     }
-    let mut starts = found[..n].iter().copied();
     // The runs after the first, merged from the back into `rest`; then the
     // first. The buffers are kept from bucket to bucket, so a merge writes
     // into memory used a moment ago, not into fresh pages.
     let [rest, out] = scratch;
     rest.clear();
-    while let Some(start) = starts.next_back() {
+    for &start in found[..n].iter().rev() {
         if rest.is_empty() {
             rest.extend(updates.drain(start..));
         } else {

@@ -235,7 +235,8 @@ pub const FILE_BATCH: usize = 1024;
 
 /// [`FILE_BATCH`] for a dataflow with window features: its rows wait for
 /// their epoch's answers, so what waits is smaller and more of it still in
-/// cache when answered (benches/README.md, "Window features").
+/// cache when answered. Faster on the machine of stop 28; within the noise
+/// of 256 and 1,024 on stop 29's (benches/README.md, "Window features").
 pub const FILE_WINDOW_BATCH: usize = 512;
 
 /// Records per epoch per worker from Kafka, without `--batch`: there an
