@@ -9,7 +9,7 @@
 //! killed while it catches up on what arrived while it was down.
 //!
 //! CI runs the short form. The full form of issue 7:
-//! `LOANFLOW_CRASH_RECORDS=1000000 LOANFLOW_CRASH_KILLS=10 cargo test --release --test crash -- --nocapture`
+//! `LOANFLOW_CRASH_RECORDS=1000000 LOANFLOW_CRASH_KILLS=10 cargo test --profile release-thin --test crash -- --nocapture`
 //! (`LOANFLOW_CRASH_RATE` sets the input's records/s).
 
 mod common;

@@ -128,7 +128,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 /// transactions when it is killed mid-transaction (BROKER_NOTES quirk 13);
 /// the run then aborts one after another and gives up after --max-outage.
 /// It passes whenever the broker keeps its transactions whole:
-/// `cargo test --release --test outage -- --ignored`.
+/// `cargo test --profile release-thin --test outage -- --ignored`.
 #[test]
 #[ignore = "Tansu's SQLite engine can break transactions across a restart (BROKER_NOTES quirk 13)"]
 fn a_broker_restart_mid_stream_loses_and_doubles_nothing_exactly_once() {

@@ -718,7 +718,7 @@ fn generated_stream_of_200k_equals_the_reference() {
 
 /// The size. Ignored by default: on 2 cores it takes several times
 /// the 200k test (timings in its output); run it with
-/// `cargo test --release --features failpoints --test windows -- --ignored --nocapture`.
+/// `cargo test --profile release-thin --features failpoints --test windows -- --ignored --nocapture`.
 #[test]
 #[ignore = "1,000,000 rows: minutes on 2 cores; run with --ignored"]
 fn generated_stream_of_1m_equals_the_reference() {
