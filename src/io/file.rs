@@ -15,6 +15,15 @@
 //! worker passed its time: with halves, the second half would wait whole
 //! for the first). A file smaller than `W` stripes is cut in `W` ranges.
 //!
+//! Memory: the mapped pages a process's workers have all read past are
+//! given back to the kernel ([`FileInput::passed`]), a few MiB at a time,
+//! so the process's resident set stays flat however long the file is
+//! (otherwise every page read stays counted in it until the run ends). A
+//! line is copied out of the mapping when it is read (`RawRecord::bytes`),
+//! and nothing reads a page again once every local worker's cursor passed
+//! it; were one read again all the same, the kernel would fault it back in
+//! from the file, unchanged: the mapping is shared and read-only.
+//!
 //! Sinks: every worker of a process appends large chunks of whole lines to
 //! one shared file, written as `PATH.partial` and renamed to `PATH` only when
 //! the run succeeds, so a failed run never leaves a file that looks complete;
@@ -34,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
@@ -161,6 +170,23 @@ pub struct FileInput {
     header: Option<Range<usize>>,
     /// Where the records start: after the header for CSV, 0 for JSON Lines.
     data_start: usize,
+    /// What the workers reading the mapping have passed, and what of it
+    /// was given back ([`FileInput::passed`]).
+    released: Mutex<Released>,
+}
+
+/// Mapped bytes given back to the kernel in steps of this many (a multiple
+/// of every page size): one `madvise` per step, not one per stripe.
+pub const RELEASE_STEP: usize = 4 << 20;
+
+/// The reading workers' positions, and how much of the mapping is given back.
+#[derive(Debug, Default)]
+struct Released {
+    /// (worker, position): the worker read every byte it will ever read
+    /// before its position.
+    at: Vec<(usize, usize)>,
+    /// The bytes before this are given back (a multiple of [`RELEASE_STEP`]).
+    to: usize,
 }
 
 impl FileInput {
@@ -208,7 +234,45 @@ impl FileInput {
             data,
             header,
             data_start,
+            released: Mutex::default(),
         })
+    }
+
+    /// Worker `worker`, one of the process's `readers`, will read nothing
+    /// before byte `position` any more (its cursor's
+    /// [`StripedCursor::position`], or the end of the data once it has read
+    /// its share). Once every reader has said so of a step's worth of bytes,
+    /// those pages of the mapping are given back to the kernel (module doc,
+    /// "Memory"): the resident set no longer grows with the file.
+    pub fn passed(&self, worker: usize, readers: usize, position: usize) {
+        let Data::Mapped(map) = &self.data else {
+            return;
+        };
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        match released.at.iter_mut().find(|(w, _)| *w == worker) {
+            Some(at) => at.1 = at.1.max(position),
+            None => released.at.push((worker, position)),
+        }
+        if released.at.len() < readers {
+            return; // a reader that has not said where it is may be anywhere
+        }
+        let passed = released.at.iter().map(|(_, at)| *at).min().unwrap_or(0);
+        let to = passed.min(map.len()) / RELEASE_STEP * RELEASE_STEP;
+        if to <= released.to {
+            return;
+        }
+        // SAFETY: the mapping is shared and read-only (`FileInput::open`):
+        // MADV_DONTNEED drops these pages from the process, and a later read
+        // of them faults them back in from the file, unchanged — no
+        // reference into the mapping ever sees other bytes. The range is
+        // inside the mapping, its start and end multiples of the page size.
+        if let Err(e) = unsafe {
+            map.unchecked_advise_range(UncheckedAdvice::DontNeed, released.to, to - released.to)
+        } {
+            // Only memory is at stake: say so and keep the pages.
+            tracing::debug!(path = %self.path.display(), error = %e, "could not give back read pages");
+        }
+        released.to = to;
     }
 
     /// The CSV header line (no line end, no UTF-8 byte-order mark); `None`
@@ -337,7 +401,9 @@ impl ParsedFile {
         self.input.data_len()
     }
 
-    /// Every line after a CSV header, parsed, in file order.
+    /// Every line after a CSV header, parsed, in file order. The mapping is
+    /// given back behind the reader as it goes ([`FileInput::passed`]), so
+    /// reading a long file keeps the resident set flat.
     pub fn lines(&mut self) -> impl Iterator<Item = ParsedLine<'_>> + '_ {
         let ParsedFile {
             input,
@@ -346,9 +412,17 @@ impl ParsedFile {
         } = self;
         let input = &*input;
         let name = &*name;
-        input
-            .lines(input.records())
-            .map(move |(line, bytes)| ParsedLine {
+        let mut cursor = input.cursor(input.records());
+        let mut release_at = RELEASE_STEP;
+        std::iter::from_fn(move || {
+            let (line, range) = cursor.next_line(&input.data)?;
+            if range.start >= release_at {
+                // The one reader: nothing before this line is read again.
+                input.passed(0, 1, range.start);
+                release_at = range.start + RELEASE_STEP;
+            }
+            let bytes = &input.data[range];
+            Some(ParsedLine {
                 line,
                 bytes,
                 parsed: parser.parse(RawRecord {
@@ -360,6 +434,7 @@ impl ParsedFile {
                     },
                 }),
             })
+        })
     }
 }
 
@@ -432,6 +507,12 @@ impl StripedCursor {
     pub fn read(&self) -> usize {
         self.read
     }
+
+    /// Where the next line starts: every byte before it that the cursor
+    /// will ever read was read.
+    pub fn position(&self) -> usize {
+        self.cursor.pos
+    }
 }
 
 /// Bytes per stripe of a file input, about ([`FileInput::share`]): about
@@ -461,6 +542,10 @@ pub struct FileSource {
     pub progress: Option<ProgressBar>,
     /// Lines per epoch, counters, the stop flag.
     pub feed: Feed,
+    /// How many workers of this process read the input (each a
+    /// `FileSource`): the mapping's pages are given back once all of them
+    /// passed ([`FileInput::passed`]).
+    pub readers: usize,
 }
 
 impl Source for FileSource {
@@ -474,7 +559,9 @@ impl Source for FileSource {
             input,
             progress,
             feed,
+            readers,
         } = *self;
+        let worker = scope.index();
         let (batch, stats) = (feed.batch, Arc::clone(&feed.stats));
         let mut cursor = input.striped_cursor(input.share(scope.index(), scope.peers()));
         // One Arc per worker: workers never contend on its reference count.
@@ -517,6 +604,15 @@ impl Source for FileSource {
                     bar.inc(read);
                 }
                 let finished = count < batch;
+                input.passed(
+                    worker,
+                    readers,
+                    if finished {
+                        usize::MAX
+                    } else {
+                        cursor.position()
+                    },
+                );
                 if finished || feed.stopping() {
                     capability = None;
                 } else {
@@ -882,20 +978,88 @@ mod tests {
         lines
     }
 
-    /// A worker reads its stripes in file order, numbering lines as the
-    /// file does, and counts the bytes of the lines it read.
-    #[test]
-    fn stripes_are_read_in_order_with_the_files_line_numbers() {
+    /// A CSV of at least `bytes` bytes whose lines vary in length (up to
+    /// `widest` bytes of padding), opened; and its count of records.
+    fn long_csv(bytes: usize, widest: usize) -> (tempfile::TempDir, FileInput, usize) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.csv");
+        let path = dir.path().join("long.csv");
         let mut text = String::from("id,x\n");
         let mut n = 0;
-        while text.len() < 3 * STRIPE + 100 {
-            text.push_str(&format!("r{n},{}\n", "y".repeat(n % 97)));
+        while text.len() < bytes {
+            text.push_str(&format!("r{n},{}\n", "y".repeat(n % widest)));
             n += 1;
         }
         std::fs::write(&path, &text).unwrap();
         let input = FileInput::open(&path, Format::Csv).unwrap();
+        (dir, input, n)
+    }
+
+    /// Workers reading their stripes side by side give the mapping back
+    /// behind them only once every reader passed it, and what was given
+    /// back reads the same again (module doc, "Memory").
+    #[test]
+    fn pages_every_reader_passed_are_given_back_and_read_the_same_again() {
+        let (_dir, input, _) = long_csv(3 * RELEASE_STEP + 12_345, 61);
+        let all = read(&input, input.records());
+        let released = |input: &FileInput| input.released.lock().unwrap().to;
+        let peers = 2;
+        let mut cursors: Vec<StripedCursor> = (0..peers)
+            .map(|w| input.striped_cursor(input.share(w, peers)))
+            .collect();
+        let mut got = Vec::new();
+        let mut done = [false; 2];
+        // Worker 0 alone says where it is: nothing is given back.
+        input.passed(0, peers, 2 * RELEASE_STEP);
+        assert_eq!(released(&input), 0, "worker 1 has not said where it is");
+        input.released.lock().unwrap().at.clear();
+        while !done.iter().all(|d| *d) {
+            for (w, cursor) in cursors.iter_mut().enumerate() {
+                for _ in 0..500 {
+                    match cursor.next_line(&input.data) {
+                        Some((line, range)) => {
+                            got.push((line, String::from_utf8(input.data[range].to_vec()).unwrap()))
+                        }
+                        None => {
+                            done[w] = true;
+                            break;
+                        }
+                    }
+                }
+                let at = if done[w] {
+                    usize::MAX
+                } else {
+                    cursor.position()
+                };
+                input.passed(w, peers, at);
+                assert!(
+                    released(&input) <= least_passed(&input),
+                    "nothing is given back that a reader has not passed"
+                );
+            }
+        }
+        got.sort();
+        assert_eq!(got, all);
+        assert_eq!(
+            released(&input),
+            input.data.len() / RELEASE_STEP * RELEASE_STEP,
+            "every whole step given back at the end"
+        );
+        assert!(released(&input) >= 3 * RELEASE_STEP);
+        // Given back, and read again: the same lines.
+        assert_eq!(read(&input, input.records()), all);
+    }
+
+    /// The least position the readers have said.
+    fn least_passed(input: &FileInput) -> usize {
+        let released = input.released.lock().unwrap();
+        released.at.iter().map(|(_, at)| *at).min().unwrap_or(0)
+    }
+
+    /// A worker reads its stripes in file order, numbering lines as the
+    /// file does, and counts the bytes of the lines it read.
+    #[test]
+    fn stripes_are_read_in_order_with_the_files_line_numbers() {
+        let (_dir, input, n) = long_csv(3 * STRIPE + 100, 97);
         let all = read(&input, input.records());
         assert_eq!(all.len(), n);
         for peers in [1, 2, 3] {

@@ -402,6 +402,7 @@ fn source(
                 input: Arc::clone(input),
                 progress: shared.progress.clone(),
                 feed,
+                readers: shared.at.workers,
             }),
             Parser::new(
                 &shared.spec,
