@@ -237,3 +237,119 @@ fn bench_refuses_a_bad_rate_in_one_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// `--against`: the second dataflow runs right after each run of the
+/// measured one, and the share is computed from the medians the report
+/// itself shows.
+#[test]
+fn bench_against_interleaves_the_runs_and_gives_the_share_of_each_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = loanflow(&[
+        "bench",
+        "--dataflow",
+        "dataflows/lending_club_velocity.toml",
+        "--against",
+        "dataflows/lending_club.toml",
+        "--share-target",
+        "60",
+        "--rows",
+        "2000",
+        "--workers",
+        "1,2",
+        "--repeat",
+        "2",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Run for run: measured, against, measured, against.
+    let runs: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("bench: file → file, -w 1"))
+        .collect();
+    assert_eq!(runs.len(), 4, "{stderr}");
+    let order = [
+        "run 1/2:",
+        "lending_club (--against), run 1/2:",
+        "run 2/2:",
+        "lending_club (--against), run 2/2:",
+    ];
+    for (run, tail) in runs.iter().zip(order) {
+        let prefix = format!("bench: file → file, -w 1, {tail}");
+        assert!(run.starts_with(&prefix), "{prefix}\n{stderr}");
+    }
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let configurations = report["configurations"].as_array().unwrap();
+    let kinds: Vec<(&str, u64)> = configurations
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["workers"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("file", 1),
+            ("file_against", 1),
+            ("file", 2),
+            ("file_against", 2)
+        ]
+    );
+    let share = &report["share_target"];
+    assert_eq!(share["against"], "lending_club");
+    assert_eq!(share["target_percent"], 60.0);
+    let results = share["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{share}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for (result, pair) in results.iter().zip(configurations.chunks(2)) {
+        let measured = positive(&pair[0]["records_per_s"]["median"], "median");
+        let against = positive(&pair[1]["records_per_s"]["median"], "against median");
+        assert_eq!(result["records_per_s"].as_f64(), Some(measured));
+        assert_eq!(result["against_records_per_s"].as_f64(), Some(against));
+        let percent = positive(&result["percent"], "percent");
+        assert!(
+            (percent - 100.0 * measured / against).abs() < 1e-9,
+            "{result}"
+        );
+        assert_eq!(result["met"], percent >= 60.0, "{result}");
+        assert_eq!(
+            pair[0]["percent_of"]["lending_club"].as_f64(),
+            Some(percent),
+            "{}",
+            pair[0]
+        );
+        // The verdict line under the table.
+        let line = format!(
+            "- file → file, -w {}: {percent:.1} % of lending_club's records/s",
+            result["workers"]
+        );
+        assert!(stdout.contains(&line), "{line}\n{stdout}");
+    }
+}
+
+#[test]
+fn bench_refuses_a_missing_against_dataflow_before_generating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = loanflow(&[
+        "bench",
+        "--against",
+        "dataflows/no_such.toml",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--against dataflows/no_such.toml: no such dataflow spec"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing generated"
+    );
+}

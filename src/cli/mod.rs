@@ -335,7 +335,10 @@ run to stderr; --json FILE writes it all. With --rate R,… (records/s, or a
 percentage of the max measured in the same call, e.g. --rate 10%,50%,90%) each
 worker count is also offered each load (paced like `loanflow replay --rate`,
 split over the workers): a second table gives the latency from when each record
-was due, and the p99 at 50 % load against --p99-target-ms.
+was due, and the p99 at 50 % load against --p99-target-ms. With --against TOML
+that dataflow runs too, each of its runs right after one of --dataflow's (file
+and Kafka alike, so both meet the same machine): --dataflow's records/s as a
+share of its own per worker count, against --share-target.
 
 Examples:
   # 1,000,000 rows, -w 1 and -w 2, 3 runs each
@@ -347,7 +350,10 @@ Examples:
   # latency against load
   loanflow bench --rows 1000000 --rate 10%,50%,90% --json out/bench.json
   # with the Kafka runs and the broker's raw limit
-  loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4")]
+  loanflow bench --rows 1000000 --brokers 127.0.0.1:9092 --partitions 4
+  # window features next to the stateless dataflow, runs interleaved
+  loanflow bench --dataflow dataflows/lending_club_velocity.toml \\
+      --against dataflows/lending_club.toml --repeat 5")]
     Bench(BenchArgs),
     /// Check a Kafka → Kafka run: every input scored (or dead-lettered) exactly
     /// once among committed records; lost, duplicated and aborted counts.
@@ -986,6 +992,16 @@ pub struct BenchArgs {
     /// The p99 latency target at 50 % load (checked when --rate has 50%), in milliseconds.
     #[arg(long, default_value_t = 20.0, value_name = "MS", value_parser = positive)]
     pub p99_target_ms: f64,
+    /// Another dataflow (with its own model) to run in the same sitting, each of its
+    /// runs right after one of --dataflow's: --dataflow's records/s are then given as
+    /// a share of its own, per worker count, against --share-target (e.g. what window
+    /// features cost next to the stateless dataflow).
+    #[arg(long, value_name = "TOML")]
+    pub against: Option<PathBuf>,
+    /// The share of --against's records/s that --dataflow should keep per worker count
+    /// (checked with --against), in percent.
+    #[arg(long, default_value_t = 50.0, value_name = "PCT", value_parser = positive)]
+    pub share_target: f64,
     /// Write every result as JSON (for plotting).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -10,6 +10,13 @@
 //! (`Forest::predict_batch` on the input's own features, on as many threads
 //! as workers), and with `--brokers` the raw Kafka passthrough.
 //!
+//! With `--against`, a second dataflow runs in the same sitting, each of its
+//! runs right after one of `--dataflow`'s (file and Kafka alike), and the
+//! report gives `--dataflow`'s records/s as a share of its own per worker
+//! count, against `--share-target` ([`report::ShareCheck`]): alternating
+//! runs meet the same machine, where a block of one after a block of the
+//! other would meet whatever else the machine did meanwhile.
+//!
 //! With `--rate`, every worker count is then run again paced at each offered
 //! load (records/s, or a percentage of that worker count's median records/s
 //! measured just before): the latency under load, and whether the p99 at
@@ -46,7 +53,7 @@ use measure::{
     cpu_per_record, latencies, median_opt, percent, plural, process_cpu_time, sample_features,
     score_alone, topic_latencies,
 };
-use report::{thousands, Latency, LoadPoint, Measured, Report, Spread};
+use report::{against_kind, thousands, Latency, LoadPoint, Measured, Report, Spread};
 
 /// Parses `loanflow <args…>` the way the command line would.
 fn parse(args: &[String]) -> Result<Command> {
@@ -63,13 +70,22 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
     }
 }
 
+/// Which dataflow a run is of: `--dataflow` (with `--model`, if given), or
+/// `--against` (with its own model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Of {
+    Measured,
+    Against,
+}
+
 /// The flags every run and limit shares: the spec/model, and the brokers.
-fn common_flags(args: &BenchArgs, kafka: bool) -> Vec<String> {
-    let mut f = vec![
-        "--dataflow".to_owned(),
-        args.pipeline.dataflow.display().to_string(),
-    ];
-    if let Some(model) = &args.pipeline.model {
+fn common_flags(args: &BenchArgs, kafka: bool, of: Of) -> Vec<String> {
+    let dataflow = match (of, &args.against) {
+        (Of::Against, Some(against)) => against,
+        _ => &args.pipeline.dataflow,
+    };
+    let mut f = vec!["--dataflow".to_owned(), dataflow.display().to_string()];
+    if let (Of::Measured, Some(model)) = (of, &args.pipeline.model) {
         f.extend(["--model".to_owned(), model.display().to_string()]);
     }
     if kafka {
@@ -197,7 +213,17 @@ pub fn bench(args: &BenchArgs, control: &Control) -> Result<Report> {
         limits,
         load,
         p99_target_ms: args.p99_target_ms,
+        against: sitting.against.clone().map(|a| (a, args.share_target)),
     })
+}
+
+/// One configuration timed by [`Sitting::measure_each`]: what it is called
+/// and a run of it.
+struct Timed<'f> {
+    name: String,
+    kind: &'static str,
+    workers: usize,
+    once: Box<dyn FnMut() -> Result<(Summary, Vec<f64>)> + 'f>,
 }
 
 /// One sitting: the input, where runs write, and what every run shares.
@@ -213,6 +239,8 @@ struct Sitting<'a> {
     dead: PathBuf,
     workers: Vec<usize>,
     repeat: usize,
+    /// `--against`'s name (its spec's), once its spec and model loaded.
+    against: Option<String>,
 }
 
 impl<'a> Sitting<'a> {
@@ -228,6 +256,14 @@ impl<'a> Sitting<'a> {
             args.pipeline.model.as_deref(),
             true,
         )?;
+        let against = match &args.against {
+            Some(path) if !path.is_file() => bail!(
+                "--against {}: no such dataflow spec (pass one, e.g. dataflows/lending_club.toml)",
+                path.display()
+            ),
+            Some(path) => Some(load(path, None, true)?.spec.name.clone()),
+            None => None,
+        };
         let input = input_file(args, &progress, control)?;
         let format = detect_format(&input, None)?;
         let file = FileInput::open(&input, format)?;
@@ -257,6 +293,7 @@ impl<'a> Sitting<'a> {
             dead: args.dir.join("dead_letters.jsonl"),
             workers,
             repeat: args.repeat as usize,
+            against,
         })
     }
 
@@ -325,7 +362,10 @@ impl<'a> Sitting<'a> {
     /// One unmeasured run: the first run of a process pays for page-ins
     /// and allocator growth the others do not.
     fn warm_up(&self) -> Result<()> {
-        let s = run(&self.file_run_args(self.workers[0], false)?, self.control)?;
+        let s = run(
+            &self.file_run_args(self.workers[0], false, Of::Measured)?,
+            self.control,
+        )?;
         self.progress.line(format_args!(
             "warm-up run (not counted): {:.0} records/s",
             s.records_per_second()
@@ -333,7 +373,8 @@ impl<'a> Sitting<'a> {
         Ok(())
     }
 
-    /// The pipeline, file → file, unpaced, for each worker count.
+    /// The pipeline, file → file, unpaced, for each worker count (and
+    /// `--against`'s beside it, run for run).
     fn file_runs(
         &self,
         copy_rate: f64,
@@ -341,12 +382,21 @@ impl<'a> Sitting<'a> {
     ) -> Result<Vec<Measured>> {
         let mut configurations = Vec::new();
         for &w in &self.workers {
-            let run = self.file_run_args(w, true)?;
-            let name = format!("file → file, -w {w}");
-            let mut m = self.measure(&name, "file", w, || {
-                let summary = run_paced(&run, None, self.control)?;
-                Ok((summary, latencies(&self.output)?))
-            })?;
+            let mut timed = Vec::new();
+            for of in self.dataflows() {
+                let run = self.file_run_args(w, true, of)?;
+                timed.push(Timed {
+                    name: self.named(format!("file → file, -w {w}"), of),
+                    kind: self.kind("file", of),
+                    workers: w,
+                    once: Box::new(move || {
+                        let summary = run_paced(&run, None, self.control)?;
+                        Ok((summary, latencies(&self.output)?))
+                    }),
+                });
+            }
+            let mut measured = self.measure_each(timed)?.into_iter();
+            let mut m = measured.next().expect("the measured dataflow's runs");
             m.vs = vec![
                 ("file copy".to_owned(), percent(&m, copy_rate)),
                 (
@@ -354,16 +404,57 @@ impl<'a> Sitting<'a> {
                     percent(&m, scorer_rate[&w]),
                 ),
             ];
-            configurations.push(m);
+            self.compare(m, measured, &mut configurations);
         }
         Ok(configurations)
+    }
+
+    /// The dataflows each configuration runs: `--dataflow`, then `--against`.
+    fn dataflows(&self) -> Vec<Of> {
+        match self.against {
+            Some(_) => vec![Of::Measured, Of::Against],
+            None => vec![Of::Measured],
+        }
+    }
+
+    /// A configuration's name: `--against`'s runs say whose they are.
+    fn named(&self, name: String, of: Of) -> String {
+        match (of, &self.against) {
+            (Of::Against, Some(against)) => format!("{name}, {against} (--against)"),
+            _ => name,
+        }
+    }
+
+    /// A configuration's kind: `--against`'s runs have their own.
+    fn kind(&self, kind: &'static str, of: Of) -> &'static str {
+        match of {
+            Of::Measured => kind,
+            Of::Against => against_kind(kind),
+        }
+    }
+
+    /// Adds `m` to `configurations`, and after it `--against`'s run of the
+    /// same configuration, if any, with `m`'s share of it among `m`'s
+    /// comparisons.
+    fn compare(
+        &self,
+        mut m: Measured,
+        mut against: impl Iterator<Item = Measured>,
+        configurations: &mut Vec<Measured>,
+    ) {
+        let base = against.next();
+        if let (Some(base), Some(name)) = (&base, &self.against) {
+            m.vs.push((name.clone(), percent(&m, base.records_per_s().median)));
+        }
+        configurations.push(m);
+        configurations.extend(base);
     }
 
     /// The same pipeline paced at each offered load of `--rate`.
     fn load_runs(&self, max_rate: &HashMap<usize, f64>) -> Result<Vec<LoadPoint>> {
         let mut load = Vec::new();
         for &w in &self.workers {
-            let run = self.file_run_args(w, true)?;
+            let run = self.file_run_args(w, true, Of::Measured)?;
             let max = max_rate[&w];
             for &rate in &self.args.rate {
                 let offered = rate.resolve(max);
@@ -392,11 +483,11 @@ impl<'a> Sitting<'a> {
         Ok(load)
     }
 
-    /// `loanflow run` file → file with `w` workers (outputs stamped, to
-    /// measure latency, if `stamp`).
-    fn file_run_args(&self, w: usize, stamp: bool) -> Result<RunArgs> {
+    /// `loanflow run` file → file of dataflow `of` with `w` workers
+    /// (outputs stamped, to measure latency, if `stamp`).
+    fn file_run_args(&self, w: usize, stamp: bool, of: Of) -> Result<RunArgs> {
         let mut flags = vec!["run".to_owned()];
-        flags.extend(common_flags(self.args, false));
+        flags.extend(common_flags(self.args, false, of));
         flags.extend([
             "--input".to_owned(),
             self.input.display().to_string(),
@@ -454,37 +545,53 @@ impl<'a> Sitting<'a> {
             let pass_rate = pass.records_per_s().median;
             limits.push(pass);
 
-            let mut r = 0;
-            let mut m = self.measure(&format!("Kafka → Kafka, -w {w}"), "kafka", w, || {
-                r += 1;
-                let mut flags = vec!["run".to_owned()];
-                flags.extend(common_flags(args, true));
-                flags.extend([
-                    "--input-topic".to_owned(),
-                    topic.clone(),
-                    "--output-topic".to_owned(),
-                    format!("{topic}.scored-{w}-{r}"),
-                    "--partitions".to_owned(),
-                    partitions.to_string(),
-                    "--group".to_owned(),
-                    format!("{topic}.group-{w}-{r}"),
-                    "--until".to_owned(),
-                    "end".to_owned(),
-                    "--from".to_owned(),
-                    "earliest".to_owned(),
-                    "-w".to_owned(),
-                    w.to_string(),
-                    "--stamp".to_owned(),
-                    "--quiet".to_owned(),
-                ]);
-                let summary = run(&run_args(&flags)?, self.control)?;
-                // Outside the timed run: the outputs read back for their latency.
-                let scored = format!("{topic}.scored-{w}-{r}");
-                let latencies = topic_latencies(&config, &scored, summary.scored)?;
-                Ok((summary, latencies))
-            })?;
+            let mut timed = Vec::new();
+            for of in self.dataflows() {
+                let (topic, config) = (&topic, &config);
+                // Each run reads with a group of its own into a topic of its own.
+                let tag = match of {
+                    Of::Measured => "scored",
+                    Of::Against => "against",
+                };
+                let mut r = 0;
+                timed.push(Timed {
+                    name: self.named(format!("Kafka → Kafka, -w {w}"), of),
+                    kind: self.kind("kafka", of),
+                    workers: w,
+                    once: Box::new(move || {
+                        r += 1;
+                        let scored = format!("{topic}.{tag}-{w}-{r}");
+                        let mut flags = vec!["run".to_owned()];
+                        flags.extend(common_flags(args, true, of));
+                        flags.extend([
+                            "--input-topic".to_owned(),
+                            topic.clone(),
+                            "--output-topic".to_owned(),
+                            scored.clone(),
+                            "--partitions".to_owned(),
+                            partitions.to_string(),
+                            "--group".to_owned(),
+                            format!("{topic}.group-{tag}-{w}-{r}"),
+                            "--until".to_owned(),
+                            "end".to_owned(),
+                            "--from".to_owned(),
+                            "earliest".to_owned(),
+                            "-w".to_owned(),
+                            w.to_string(),
+                            "--stamp".to_owned(),
+                            "--quiet".to_owned(),
+                        ]);
+                        let summary = run(&run_args(&flags)?, self.control)?;
+                        // Outside the timed run: the outputs read back for their latency.
+                        let latencies = topic_latencies(config, &scored, summary.scored)?;
+                        Ok((summary, latencies))
+                    }),
+                });
+            }
+            let mut measured = self.measure_each(timed)?.into_iter();
+            let mut m = measured.next().expect("the measured dataflow's runs");
             m.vs = vec![("Kafka passthrough".to_owned(), percent(&m, pass_rate))];
-            configurations.push(m);
+            self.compare(m, measured, configurations);
         }
         Ok(())
     }
@@ -544,47 +651,72 @@ impl<'a> Sitting<'a> {
         name: &str,
         kind: &'static str,
         workers: usize,
-        mut once: impl FnMut() -> Result<(Summary, Vec<f64>)>,
+        once: impl FnMut() -> Result<(Summary, Vec<f64>)>,
     ) -> Result<Measured> {
-        let repeat = self.repeat;
-        let mut runs = Vec::new();
-        let mut mbs = Vec::new();
-        let mut cpu = Vec::new();
-        let mut lat = Vec::new();
-        for r in 1..=repeat {
-            if self.control.stopped() {
-                return Err(self.control.interrupted().into());
-            }
-            let cpu0 = process_cpu_time();
-            let (summary, latencies) = once()?;
-            if summary.interrupted {
-                return Err(self.control.interrupted().into());
-            }
-            let secs = summary.elapsed.as_secs_f64().max(1e-9);
-            cpu.push(cpu_per_record(cpu0, summary.records_in));
-            runs.push(summary.records_per_second());
-            mbs.push(summary.bytes_in as f64 / 1e6 / secs);
-            let run_latency = Latency::of(&mut latencies.clone());
-            self.progress.line(format_args!(
-                "{name}, run {r}/{repeat}: {:.0} records/s{}",
-                summary.records_per_second(),
-                run_latency.map_or_else(String::new, |l| format!(
-                    ", latency p50 {:.1} ms, p99 {:.1} ms",
-                    l.p50, l.p99
-                ))
-            ));
-            lat.extend(latencies);
-        }
-        Ok(Measured {
+        let timed = Timed {
             name: name.to_owned(),
             kind,
             workers,
-            runs,
-            mb_per_s: Some(Spread::of(&mbs).median),
-            cpu_us_per_record: median_opt(&cpu),
-            latency: Latency::of(&mut lat),
-            offered: None,
-            vs: Vec::new(),
-        })
+            once: Box::new(once),
+        };
+        let mut measured = self.measure_each(vec![timed])?;
+        Ok(measured.pop().expect("one configuration measured"))
+    }
+
+    /// Runs each configuration `--repeat` times, round after round (in
+    /// each round one run of each, in order), and gathers what each one's
+    /// runs measured.
+    fn measure_each(&self, mut timed: Vec<Timed<'_>>) -> Result<Vec<Measured>> {
+        let repeat = self.repeat;
+        let mut measured: Vec<Measured> = timed
+            .iter()
+            .map(|t| Measured {
+                name: t.name.clone(),
+                kind: t.kind,
+                workers: t.workers,
+                runs: Vec::new(),
+                mb_per_s: None,
+                cpu_us_per_record: None,
+                latency: None,
+                offered: None,
+                vs: Vec::new(),
+            })
+            .collect();
+        let mut mbs = vec![Vec::new(); timed.len()];
+        let mut cpu = vec![Vec::new(); timed.len()];
+        let mut lat = vec![Vec::new(); timed.len()];
+        for r in 1..=repeat {
+            for (i, t) in timed.iter_mut().enumerate() {
+                if self.control.stopped() {
+                    return Err(self.control.interrupted().into());
+                }
+                let cpu0 = process_cpu_time();
+                let (summary, latencies) = (t.once)()?;
+                if summary.interrupted {
+                    return Err(self.control.interrupted().into());
+                }
+                let secs = summary.elapsed.as_secs_f64().max(1e-9);
+                cpu[i].push(cpu_per_record(cpu0, summary.records_in));
+                measured[i].runs.push(summary.records_per_second());
+                mbs[i].push(summary.bytes_in as f64 / 1e6 / secs);
+                let run_latency = Latency::of(&mut latencies.clone());
+                self.progress.line(format_args!(
+                    "{}, run {r}/{repeat}: {:.0} records/s{}",
+                    t.name,
+                    summary.records_per_second(),
+                    run_latency.map_or_else(String::new, |l| format!(
+                        ", latency p50 {:.1} ms, p99 {:.1} ms",
+                        l.p50, l.p99
+                    ))
+                ));
+                lat[i].extend(latencies);
+            }
+        }
+        for (i, m) in measured.iter_mut().enumerate() {
+            m.mb_per_s = Some(Spread::of(&mbs[i]).median);
+            m.cpu_us_per_record = median_opt(&cpu[i]);
+            m.latency = Latency::of(&mut lat[i]);
+        }
+        Ok(measured)
     }
 }

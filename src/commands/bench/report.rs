@@ -236,6 +236,52 @@ impl TargetCheck {
     }
 }
 
+/// The measured dataflow's records/s as a share of `--against`'s, for one
+/// path and worker count, against `--share-target`.
+#[derive(Debug, Clone)]
+pub struct ShareCheck {
+    /// "file → file" or "Kafka → Kafka".
+    pub path: &'static str,
+    /// Worker threads.
+    pub workers: usize,
+    /// The measured dataflow's median records/s.
+    pub rate: f64,
+    /// `--against`'s median records/s, same path and worker count.
+    pub against_rate: f64,
+    /// `--against`'s name.
+    pub against: String,
+    /// `--share-target`, in percent.
+    pub target: f64,
+}
+
+impl ShareCheck {
+    /// `rate` as a percentage of `against_rate`.
+    pub fn share(&self) -> f64 {
+        100.0 * self.rate / self.against_rate.max(1e-9)
+    }
+
+    /// Whether the share is at least the target.
+    pub fn met(&self) -> bool {
+        self.share() >= self.target
+    }
+
+    /// "file → file, -w 1: 46.2 % of lending_club's records/s (201,000 against 435,000) < 50 % target: missed"
+    pub fn line(&self) -> String {
+        format!(
+            "{}, -w {}: {:.1} % of {}'s records/s ({} against {}) {} {} % target{}",
+            self.path,
+            self.workers,
+            self.share(),
+            self.against,
+            thousands(self.rate),
+            thousands(self.against_rate),
+            if self.met() { "≥" } else { "<" },
+            self.target,
+            if self.met() { "" } else { ": missed" },
+        )
+    }
+}
+
 /// Everything one `loanflow bench` measured.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -253,6 +299,17 @@ pub struct Report {
     pub load: Vec<LoadPoint>,
     /// `--p99-target-ms`.
     pub p99_target_ms: f64,
+    /// With `--against`: its name, and `--share-target`.
+    pub against: Option<(String, f64)>,
+}
+
+/// The kind of a configuration of `--against`'s, run beside one of `kind`.
+pub fn against_kind(kind: &'static str) -> &'static str {
+    match kind {
+        "file" => "file_against",
+        "kafka" => "kafka_against",
+        _ => "other_against",
+    }
 }
 
 impl Report {
@@ -273,8 +330,55 @@ impl Report {
             .collect()
     }
 
+    /// With `--against`: each path and worker count's share of its
+    /// records/s (file → file, then Kafka → Kafka).
+    pub fn share_checks(&self) -> Vec<ShareCheck> {
+        let Some((against, target)) = &self.against else {
+            return Vec::new();
+        };
+        let mut checks = Vec::new();
+        for (kind, path) in [("file", "file → file"), ("kafka", "Kafka → Kafka")] {
+            for m in self.configurations.iter().filter(|m| m.kind == kind) {
+                let base = self
+                    .configurations
+                    .iter()
+                    .find(|b| b.kind == against_kind(kind) && b.workers == m.workers);
+                if let Some(base) = base {
+                    checks.push(ShareCheck {
+                        path,
+                        workers: m.workers,
+                        rate: m.records_per_s().median,
+                        against_rate: base.records_per_s().median,
+                        against: against.clone(),
+                        target: *target,
+                    });
+                }
+            }
+        }
+        checks
+    }
+
     /// Everything, as `--json` writes it (with the machine's cores and CPU).
     pub fn to_json(&self) -> Json {
+        let mut o = self.json_without_shares();
+        if let Some((against, target)) = &self.against {
+            o["share_target"] = json!({
+                "against": against,
+                "target_percent": target,
+                "results": self.share_checks().iter().map(|c| json!({
+                    "path": c.path,
+                    "workers": c.workers,
+                    "records_per_s": c.rate,
+                    "against_records_per_s": c.against_rate,
+                    "percent": c.share(),
+                    "met": c.met(),
+                })).collect::<Vec<_>>(),
+            });
+        }
+        o
+    }
+
+    fn json_without_shares(&self) -> Json {
         json!({
             "input": self.input.display().to_string(),
             "rows": self.rows,
@@ -339,6 +443,13 @@ impl Report {
         }
         if !self.load.is_empty() {
             t.push_str(&self.load_table());
+        }
+        let shares = self.share_checks();
+        if !shares.is_empty() {
+            let _ = writeln!(t);
+            for c in shares {
+                let _ = writeln!(t, "- {}", c.line());
+            }
         }
         t
     }
@@ -444,6 +555,30 @@ mod tests {
         };
         assert!(!missed.met());
         assert!(missed.line().ends_with("25.0 ms > 20 ms target: missed"));
+    }
+
+    #[test]
+    fn share_check_lines_say_met_or_missed() {
+        let check = ShareCheck {
+            path: "file → file",
+            workers: 1,
+            rate: 201_000.0,
+            against_rate: 435_000.0,
+            against: "lending_club".to_owned(),
+            target: 50.0,
+        };
+        assert!(!check.met());
+        assert_eq!(
+            check.line(),
+            "file → file, -w 1: 46.2 % of lending_club's records/s (201,000 against 435,000) < 50 % target: missed"
+        );
+        let met = ShareCheck {
+            rate: 217_500.0,
+            ..check
+        };
+        assert!(met.met(), "exactly the target is met");
+        assert!(met.line().contains("50.0 % of lending_club's records/s"));
+        assert!(met.line().ends_with("≥ 50 % target"));
     }
 
     #[test]
