@@ -238,52 +238,58 @@ fn bench_refuses_a_bad_rate_in_one_line() {
     }
 }
 
-/// `--against`: the second dataflow runs right after each run of the
-/// measured one, and the share is computed from the medians the report
-/// itself shows.
-#[test]
-fn bench_against_interleaves_the_runs_and_gives_the_share_of_each_worker_count() {
+/// Runs `loanflow bench` with the velocity dataflow `--against` the
+/// stateless one, 2,000 rows, 2 repeats, and `extra`; checks that it
+/// succeeded and that on `path` at -w 1 the runs came run for run:
+/// measured, against, measured, against. Gives the JSON report and stdout.
+fn bench_against(extra: &[&str], path: &str) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let out = loanflow(&[
+    let mut args = vec![
         "bench",
         "--dataflow",
         "dataflows/lending_club_velocity.toml",
         "--against",
         "dataflows/lending_club.toml",
-        "--share-target",
-        "60",
         "--rows",
         "2000",
-        "--workers",
-        "1,2",
         "--repeat",
         "2",
         "--dir",
         dir.path().to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = loanflow(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // Run for run: measured, against, measured, against.
     let runs: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.starts_with("bench: file → file, -w 1"))
+        .filter(|l| l.starts_with(&format!("bench: {path}, -w 1")))
         .collect();
-    assert_eq!(runs.len(), 4, "{stderr}");
     let order = [
         "run 1/2:",
         "lending_club (--against), run 1/2:",
         "run 2/2:",
         "lending_club (--against), run 2/2:",
     ];
+    assert_eq!(runs.len(), order.len(), "{stderr}");
     for (run, tail) in runs.iter().zip(order) {
-        let prefix = format!("bench: file → file, -w 1, {tail}");
+        let prefix = format!("bench: {path}, -w 1, {tail}");
         assert!(run.starts_with(&prefix), "{prefix}\n{stderr}");
     }
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, String::from_utf8(out.stdout).unwrap())
+}
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+/// `--against`: the second dataflow runs right after each run of the
+/// measured one, and the share is computed from the medians the report
+/// itself shows.
+#[test]
+fn bench_against_interleaves_the_runs_and_gives_the_share_of_each_worker_count() {
+    let (report, stdout) =
+        bench_against(&["--share-target", "60", "--workers", "1,2"], "file → file");
     let configurations = report["configurations"].as_array().unwrap();
     let kinds: Vec<(&str, u64)> = configurations
         .iter()
@@ -303,7 +309,6 @@ fn bench_against_interleaves_the_runs_and_gives_the_share_of_each_worker_count()
     assert_eq!(share["target_percent"], 60.0);
     let results = share["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{share}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
     for (result, pair) in results.iter().zip(configurations.chunks(2)) {
         let measured = positive(&pair[0]["records_per_s"]["median"], "median");
         let against = positive(&pair[1]["records_per_s"]["median"], "against median");
@@ -328,6 +333,55 @@ fn bench_against_interleaves_the_runs_and_gives_the_share_of_each_worker_count()
         );
         assert!(stdout.contains(&line), "{line}\n{stdout}");
     }
+}
+
+/// `--against` on Kafka → Kafka: the second dataflow's Kafka runs come
+/// right after the measured one's too, on a real broker, and the Kafka
+/// share is computed like the file one.
+#[test]
+fn bench_against_interleaves_the_kafka_runs_too() {
+    let broker = common::Broker::start();
+    let (report, stdout) = bench_against(
+        &[
+            "--workers",
+            "1",
+            "--brokers",
+            &broker.address,
+            "--partitions",
+            "2",
+        ],
+        "Kafka → Kafka",
+    );
+    let configurations = report["configurations"].as_array().unwrap();
+    let of_kind = |kind: &str| {
+        configurations
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} configuration in {report}"))
+    };
+    let measured = positive(&of_kind("kafka")["records_per_s"]["median"], "Kafka median");
+    let against = positive(
+        &of_kind("kafka_against")["records_per_s"]["median"],
+        "Kafka --against median",
+    );
+    // Every run scored the whole stream: each dataflow's outputs of both
+    // runs were read back from its own topics (a latency per record).
+    for kind in ["kafka", "kafka_against"] {
+        let latency = &of_kind(kind)["latency_ms"];
+        assert_eq!(latency["samples"], 2 * 2000, "{kind}: {latency}");
+    }
+    let results = report["share_target"]["results"].as_array().unwrap();
+    let kafka = results
+        .iter()
+        .find(|r| r["path"] == "Kafka → Kafka")
+        .unwrap_or_else(|| panic!("no Kafka share in {}", report["share_target"]));
+    let percent = positive(&kafka["percent"], "Kafka percent");
+    assert!(
+        (percent - 100.0 * measured / against).abs() < 1e-9,
+        "{kafka}"
+    );
+    let line = format!("- Kafka → Kafka, -w 1: {percent:.1} % of lending_club's records/s");
+    assert!(stdout.contains(&line), "{line}\n{stdout}");
 }
 
 #[test]

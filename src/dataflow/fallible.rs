@@ -78,6 +78,10 @@ where
         // After a `Stop`: the epoch's capability, never released.
         let mut stopped: Option<Capability<Epoch>> = None;
         let mut given = Vec::new();
+        // What the last batch gave to the side output: `give_container`
+        // takes `given` away, and one grown push by push from nothing moves
+        // every item once per doubling, into memory not in cache.
+        let mut last_given = 0;
         move |_frontiers| {
             let mut ok = ok.activate();
             let mut side = side.activate();
@@ -89,6 +93,7 @@ where
                 let mut ok = ok.session(&cap);
                 let mut dead = dead.session(&cap);
                 let (n_in, mut n_out) = (batch.len(), 0);
+                given.reserve(last_given);
                 for item in batch.drain(..) {
                     match logic(item, &mut given) {
                         Ok(o) => {
@@ -107,6 +112,7 @@ where
                         }
                     }
                 }
+                last_given = given.len();
                 if !given.is_empty() {
                     side.session(&cap).give_container(&mut given);
                 }

@@ -47,13 +47,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use differential_dataflow::batcher::merge::Sealer;
 use differential_dataflow::batcher::{Batcher, Extract};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, Navigable};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::{Builder, TraceReader};
 use differential_dataflow::Hashable;
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
@@ -85,7 +84,8 @@ type Update = ((GroupId, (Time, Fields)), Epoch, isize);
 /// chunk into a ladder of chains, moving every update once per level; here
 /// each epoch's updates arrive in a few containers and are all sealed at
 /// the next frontier, so each update moves once into its bucket, is sorted
-/// there, and once into the batch.)
+/// there, and once into the batch; the emptied buckets are kept for the
+/// next batch, [`SortBatcher::spare`].)
 #[derive(Default)]
 struct SortBatcher {
     /// The containers as they came (each of one epoch, in practice), with
@@ -97,6 +97,13 @@ struct SortBatcher {
     slots: FxHashMap<GroupId, usize>,
     /// The buffers a bucket's runs are merged through ([`sort_runs`]).
     scratch: [Vec<Update>; 2],
+    /// Emptied buckets, kept with their allocations for the next batch: a
+    /// bucket that grew from nothing every batch moved its updates once per
+    /// doubling, each time into memory not in cache, and that was a tenth of
+    /// a window run's cache misses (benches/README.md, "Window features").
+    /// At most one per group of a batch, each as large as its largest
+    /// bucket so far.
+    spare: Vec<Vec<Update>>,
 }
 
 /// The builder of the events arrangement's batches.
@@ -115,7 +122,7 @@ impl Batcher<Vec<Update>> for SortBatcher {
 
 impl Extract for SortBatcher {
     type Time = Epoch;
-    type Output = <EventsBuilder as Sealer<Vec<Update>>>::Output;
+    type Output = <EventsBuilder as Builder>::Output;
 
     fn extract<'a>(
         &'a mut self,
@@ -123,11 +130,11 @@ impl Extract for SortBatcher {
     ) -> (Option<Self::Output>, AntichainRef<'a, Epoch>) {
         let later = |t: &Epoch| upper.less_equal(t);
         let mut buckets: Vec<(GroupId, Vec<Update>)> = Vec::new();
-        let slots = &mut self.slots;
+        let (slots, spare) = (&mut self.slots, &mut self.spare);
         slots.clear();
         let mut bucket = |u: Update| {
             let slot = *slots.entry((u.0).0).or_insert_with(|| {
-                buckets.push(((u.0).0, Vec::new()));
+                buckets.push(((u.0).0, spare.pop().unwrap_or_default()));
                 buckets.len() - 1
             });
             buckets[slot].1.push(u);
@@ -159,19 +166,33 @@ impl Extract for SortBatcher {
         self.pending = kept;
         // By (group, event, epoch), as the builder wants them.
         buckets.sort_unstable_by_key(|(group, _)| *group);
-        let mut chain: Vec<Vec<Update>> = Vec::with_capacity(buckets.len());
-        for (_, mut updates) in buckets {
-            sort_runs(&mut updates, &mut self.scratch);
-            consolidate_sorted(&mut updates);
+        let (mut keys, mut vals, mut upds) = (0, 0, 0);
+        for (_, updates) in buckets.iter_mut() {
+            sort_runs(updates, &mut self.scratch);
+            consolidate_sorted(updates);
             if !updates.is_empty() {
-                chain.push(updates);
+                keys += 1;
+                upds += updates.len();
+                vals += 1 + updates.windows(2).filter(|w| w[0].0 != w[1].0).count();
             }
         }
-        let batch = if chain.is_empty() {
+        let batch = if keys == 0 {
             None
         } else {
-            EventsBuilder::seal(&mut chain)
+            // Differential's `Sealer` for this builder, but the buckets are
+            // drained, not dropped, and kept (`spare`).
+            let mut builder = EventsBuilder::with_capacity(keys, vals, upds);
+            for (_, updates) in buckets.iter_mut() {
+                if !updates.is_empty() {
+                    builder.push(updates);
+                }
+            }
+            builder.done()
         };
+        for (_, mut updates) in buckets {
+            updates.clear();
+            self.spare.push(updates);
+        }
         (batch, self.frontier.borrow())
     }
 }
@@ -534,6 +555,10 @@ fn events<'s>(
                     return;
                 };
                 let mut asked = questions.session(&cap);
+                // Sized once: `give_container` takes the vector away, and
+                // one grown push by push moves every update once per
+                // doubling, into memory not in cache ([`SortBatcher::spare`]).
+                batch_out.reserve(batch.len());
                 for m in batch.drain(..) {
                     let (group, time, tag) = event(m, epoch, &mut batch_out);
                     asked.give(Question {
@@ -549,6 +574,7 @@ fn events<'s>(
                 let Some(&epoch) = cap.least() else {
                     return;
                 };
+                batch_out.reserve(batch.len());
                 for m in batch.drain(..) {
                     event(m, epoch, &mut batch_out);
                 }
@@ -734,6 +760,9 @@ fn answer<'s>(
                     trace.map_spans(|span| batches.extend(span.inner.clone()));
                     batches
                 });
+                // Each epoch's answers sized for the whole step at once
+                // (they are given away; see `SortBatcher::spare`).
+                let asked = ready.len();
                 answer_step(
                     &mut ready,
                     batches,
@@ -741,7 +770,12 @@ fn answer<'s>(
                     &mut sliding,
                     step,
                     &mut scratch,
-                    |epoch, answer| answered.entry(epoch).or_default().push(answer),
+                    |epoch, answer| {
+                        answered
+                            .entry(epoch)
+                            .or_insert_with(|| Vec::with_capacity(asked))
+                            .push(answer)
+                    },
                 );
                 ready.clear();
             }
