@@ -99,10 +99,10 @@ struct SortBatcher {
     scratch: [Vec<Update>; 2],
     /// Emptied buckets, kept with their allocations for the next batch: a
     /// bucket that grew from nothing every batch moved its updates once per
-    /// doubling, each time into memory not in cache, and that was a tenth of
-    /// a window run's cache misses (benches/README.md, "Window features").
-    /// At most one per group of a batch, each as large as its largest
-    /// bucket so far.
+    /// doubling, each time into memory not in cache (vectors regrown every
+    /// epoch, these among them, were a tenth of a window run's cache
+    /// misses: benches/README.md, "Window features"). At most one per
+    /// group of a batch, each as large as its largest bucket so far.
     spare: Vec<Vec<Update>>,
 }
 
@@ -729,6 +729,8 @@ fn answer<'s>(
         let mut scratch = Scratch::default();
         let mut ready = Vec::new();
         let mut answered: BTreeMap<Epoch, Vec<Answer>> = BTreeMap::new();
+        // Questions per epoch of a step (a few epochs: a scan beats a map).
+        let mut asked: Vec<(Epoch, usize)> = Vec::new();
         move |frontiers| {
             questions_in.for_each(|cap, batch| waiting.push(batch, &cap));
             reports_in.for_each(|cap, batch| {
@@ -760,9 +762,17 @@ fn answer<'s>(
                     trace.map_spans(|span| batches.extend(span.inner.clone()));
                     batches
                 });
-                // Each epoch's answers sized for the whole step at once
-                // (they are given away; see `SortBatcher::spare`).
-                let asked = ready.len();
+                // Each epoch's answers sized once, to its questions of
+                // this step (they are given away; see `SortBatcher::spare`).
+                for q in &ready {
+                    match asked.iter_mut().find(|(e, _)| *e == q.epoch) {
+                        Some((_, n)) => *n += 1,
+                        None => asked.push((q.epoch, 1)),
+                    }
+                }
+                for (epoch, n) in asked.drain(..) {
+                    answered.entry(epoch).or_default().reserve(n);
+                }
                 answer_step(
                     &mut ready,
                     batches,
@@ -770,12 +780,7 @@ fn answer<'s>(
                     &mut sliding,
                     step,
                     &mut scratch,
-                    |epoch, answer| {
-                        answered
-                            .entry(epoch)
-                            .or_insert_with(|| Vec::with_capacity(asked))
-                            .push(answer)
-                    },
+                    |epoch, answer| answered.entry(epoch).or_default().push(answer),
                 );
                 ready.clear();
             }
