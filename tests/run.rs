@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{expected_scores, lines, loanflow, predictions, root, sorted_lines, stderr};
+use loanflow::core::record::parse_time;
 use serde_json::Value;
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
@@ -231,6 +232,71 @@ fn generate_is_deterministic_and_resamples_real_rows() {
         previous = at;
     }
     assert!(previous > last_real, "time continues after the real data");
+}
+
+/// `--gap-scale` multiplies each resampled gap (the same draws: the same
+/// rows, their gaps halved), and a stream that would run past the last time
+/// a nanosecond clock holds is refused before a row is written, never
+/// wrapped around to 1677 (10 M rows at the real rate once were).
+#[test]
+fn generate_scales_gaps_and_refuses_a_stream_past_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let times = |scale: &str| -> Vec<i64> {
+        let path = dir.path().join(format!("s{scale}.csv"));
+        let out = loanflow(&[
+            "generate",
+            "--rows",
+            "500",
+            "--seed",
+            "3",
+            "--gap-scale",
+            scale,
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| parse_time(l.split(',').nth(1).unwrap()).unwrap())
+            .collect()
+    };
+    let (real, half) = (times("1"), times("0.5"));
+    let gaps = |t: &[i64]| t.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
+    let halved: Vec<i64> = gaps(&real)
+        .iter()
+        .map(|g| (*g as f64 * 0.5).round() as i64)
+        .collect();
+    // Each gap is one source gap, scaled and rounded to the nanosecond.
+    assert_eq!(gaps(&half).len(), halved.len());
+    for (got, want) in gaps(&half).iter().zip(&halved) {
+        assert!((got - want).abs() <= 1, "gap {got} ns, want {want} ns");
+    }
+
+    let path = dir.path().join("far.csv");
+    let out = loanflow(&[
+        "generate",
+        "--rows",
+        "10000000",
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("past 2262-04-11") && err.contains("--gap-scale 0.88"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("far")),
+        "nothing written"
+    );
 }
 
 #[test]

@@ -953,6 +953,11 @@ pub struct GenerateArgs {
     /// higher (needs those two columns).
     #[arg(long, value_name = "TIME", value_parser = rfc3339)]
     pub shift_at: Option<i64>,
+    /// Multiplies the resampled gaps between arrival times: 0.1 packs ten
+    /// times the applications into each hour (fuller windows). At 1, about
+    /// 9 million rows reach 2262, the last time a nanosecond clock holds.
+    #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = positive)]
+    pub gap_scale: f64,
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,

@@ -163,14 +163,19 @@ impl Lateness {
             .and_then(|i| self.newest[i].1)
     }
 
+    /// Each partition's part in this worker's watermark: its newest event
+    /// time less the lateness (`i64::MIN` until it delivered a record), in
+    /// partition order; [`Lateness::watermark`] is their minimum.
+    pub fn marks(&self) -> impl Iterator<Item = (i32, Time)> + '_ {
+        self.newest
+            .iter()
+            .map(|(p, n)| (*p, n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness))))
+    }
+
     /// This worker's watermark: no record it admits from now on is below it
     /// (invariant 2). `i64::MIN` while a partition has delivered nothing.
     pub fn watermark(&self) -> Time {
-        self.newest
-            .iter()
-            .map(|(_, n)| n.map_or(Time::MIN, |n| n.saturating_sub(self.lateness)))
-            .min()
-            .unwrap_or(Time::MAX)
+        self.marks().map(|(_, m)| m).min().unwrap_or(Time::MAX)
     }
 
     /// The watermark with idle partitions left out (a live run's idle

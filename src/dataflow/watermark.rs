@@ -58,6 +58,11 @@ use crate::core::Epoch;
 /// - **halted**: the source stopped reading and committed what was
 ///   delivered; the worker may leave without waiting for applications that
 ///   wait for a watermark nothing will move any more.
+/// - **marks**: each owned partition's part in this worker's watermark, and
+///   the watermark itself, as the watermark operator last left them, so
+///   that a source whose outputs lag reads on only the partitions that
+///   hold the watermark back ([`Marks::laggards`], [`Marks::leads`];
+///   `io::kafka` invariant 5).
 #[derive(Clone)]
 pub struct Marks(Rc<MarksInner>);
 
@@ -67,6 +72,8 @@ struct MarksInner {
     history: RefCell<HashMap<i32, Start>>,
     others: Cell<Time>,
     halted: Cell<bool>,
+    marks: RefCell<Vec<(i32, Time)>>,
+    mine: Cell<Time>,
 }
 
 /// Where a partition's answered records start.
@@ -87,6 +94,8 @@ impl Default for Marks {
             history: RefCell::new(HashMap::new()),
             others: Cell::new(Time::MIN),
             halted: Cell::new(false),
+            marks: RefCell::new(Vec::new()),
+            mine: Cell::new(Time::MIN),
         }))
     }
 }
@@ -157,8 +166,47 @@ impl Marks {
         self.0.others.set(t);
     }
 
-    fn others(&self) -> Time {
+    /// The other workers' watermark as this worker's window stage last
+    /// applied it (`i64::MIN`: none applied yet).
+    pub fn others(&self) -> Time {
         self.0.others.get()
+    }
+
+    /// Each owned partition's part in this worker's watermark now
+    /// (`Lateness::marks`: by partition), and the watermark, as the
+    /// watermark operator left them.
+    pub fn publish(&self, marks: impl IntoIterator<Item = (i32, Time)>, mine: Time) {
+        let mut held = self.0.marks.borrow_mut();
+        held.clear();
+        held.extend(marks);
+        self.0.mine.set(mine);
+    }
+
+    /// Whether this worker's watermark leads the other workers' (as last
+    /// applied here): then its reading cannot move the global watermark,
+    /// which waits for another worker's partitions.
+    pub fn leads(&self) -> bool {
+        self.0.mine.get() > self.0.others.get()
+    }
+
+    /// Of the partitions `reading` (owned, not at their end), the lowest
+    /// mark and those that have it: the ones this worker's watermark waits
+    /// for. A partition not judged yet counts as `i64::MIN` (it holds
+    /// everything back until its first record). `None` if none is reading.
+    pub fn laggards(&self, reading: &[i32]) -> Option<(Time, Vec<i32>)> {
+        let marks = self.0.marks.borrow();
+        let mark = |p: i32| {
+            marks
+                .binary_search_by_key(&p, |(q, _)| *q)
+                .map_or(Time::MIN, |i| marks[i].1)
+        };
+        let lowest = reading.iter().map(|p| mark(*p)).min()?;
+        let at = reading
+            .iter()
+            .copied()
+            .filter(|p| mark(*p) == lowest)
+            .collect();
+        Some((lowest, at))
     }
 
     /// The source stopped and committed: nothing more will be delivered.
@@ -307,6 +355,7 @@ fn judge<'s, I: 'static>(
                     history.session(&cap).give_container(&mut past_start);
                 }
                 after.insert(epoch, lateness.watermark());
+                marks.publish(lateness.marks(), lateness.watermark());
             });
             let Some(cap) = report_at.as_mut() else {
                 return;

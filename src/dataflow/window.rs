@@ -625,18 +625,39 @@ struct Question {
 
 /// Questions waiting for the watermark, with the capabilities of their
 /// epochs.
+///
+/// Kept as they came, a chunk per message with its earliest and latest
+/// event time, so that a watermark step touches only the chunks it
+/// releases from (a message's rows are close in event time: most chunks
+/// go whole), not every waiting question: a scan of them all was a
+/// sixteenth of a window run's cache misses (benches/README.md, "Window
+/// features").
 struct Waiting {
-    questions: Vec<Question>,
-    /// The earliest event time among `questions` (`Time::MAX` if none).
+    chunks: Vec<Chunk>,
+    /// The earliest event time among the chunks (`Time::MAX` if none).
     earliest: Time,
+    /// Emptied chunks' vectors, kept with their allocations.
+    spare: Vec<Vec<Question>>,
     caps: BTreeMap<Epoch, (Capability<Epoch>, usize)>,
+}
+
+/// How many emptied chunks' vectors [`Waiting`] keeps (a burst of many
+/// waiting messages does not keep its memory).
+const MAX_SPARE_CHUNKS: usize = 16;
+
+/// Questions of one message, with the bounds of their event times.
+struct Chunk {
+    questions: Vec<Question>,
+    earliest: Time,
+    latest: Time,
 }
 
 impl Default for Waiting {
     fn default() -> Waiting {
         Waiting {
-            questions: Vec::new(),
+            chunks: Vec::new(),
             earliest: Time::MAX,
+            spare: Vec::new(),
             caps: BTreeMap::new(),
         }
     }
@@ -647,6 +668,9 @@ impl Waiting {
     /// message's own), with the capability of their epoch held: one map
     /// look-up per run of one epoch (the whole message, in practice).
     fn push(&mut self, questions: &mut Vec<Question>, cap: &InputCapability<Epoch>) {
+        if questions.is_empty() {
+            return;
+        }
         let mut i = 0;
         while i < questions.len() {
             let epoch = questions[i].epoch;
@@ -661,11 +685,20 @@ impl Waiting {
             held.1 += n;
             i += n;
         }
-        self.earliest = questions
+        let (earliest, latest) = questions
             .iter()
-            .map(|q| q.time)
-            .fold(self.earliest, Time::min);
-        self.questions.append(questions);
+            .fold((Time::MAX, Time::MIN), |(lo, hi), q| {
+                (lo.min(q.time), hi.max(q.time))
+            });
+        self.earliest = self.earliest.min(earliest);
+        // The message's vector is kept; the input gets a spare one back.
+        let mut taken = self.spare.pop().unwrap_or_default();
+        std::mem::swap(&mut taken, questions);
+        self.chunks.push(Chunk {
+            questions: taken,
+            earliest,
+            latest,
+        });
     }
 
     /// Moves the questions at or before `watermark` to `ready`.
@@ -674,14 +707,32 @@ impl Waiting {
             return;
         }
         let mut earliest = Time::MAX;
-        let mut i = 0;
-        while i < self.questions.len() {
-            if self.questions[i].time <= watermark {
-                ready.push(self.questions.swap_remove(i));
-            } else {
-                earliest = earliest.min(self.questions[i].time);
-                i += 1;
+        let mut c = 0;
+        while c < self.chunks.len() {
+            let chunk = &mut self.chunks[c];
+            if chunk.latest <= watermark {
+                ready.append(&mut chunk.questions);
+                let gone = self.chunks.swap_remove(c);
+                if self.spare.len() < MAX_SPARE_CHUNKS {
+                    self.spare.push(gone.questions);
+                }
+                continue;
             }
+            if chunk.earliest <= watermark {
+                let mut rest = Time::MAX;
+                let mut i = 0;
+                while i < chunk.questions.len() {
+                    if chunk.questions[i].time <= watermark {
+                        ready.push(chunk.questions.swap_remove(i));
+                    } else {
+                        rest = rest.min(chunk.questions[i].time);
+                        i += 1;
+                    }
+                }
+                chunk.earliest = rest;
+            }
+            earliest = earliest.min(chunk.earliest);
+            c += 1;
         }
         self.earliest = earliest;
     }

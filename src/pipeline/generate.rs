@@ -3,7 +3,10 @@
 //! drawn with replacement (seeded ChaCha8, so a seed always gives the same
 //! file), with a fresh id `g<seed>-<n>` and an arrival time continuing after
 //! the source's last one, the gaps themselves resampled from the real
-//! inter-arrival gaps. With `--shift-at T` the mix shifts at event time
+//! inter-arrival gaps (times `--gap-scale`, for denser streams). A stream
+//! whose times would pass 2262, the last a nanosecond clock holds, is an
+//! error before a row is written, never a clock that wraps around to 1677.
+//! With `--shift-at T` the mix shifts at event time
 //! `T`, synthetically, for trying the monitor: from then on each row is the
 //! worse `sub_grade` of two draws, its `int_rate` 3 points higher (the only
 //! values generate alters). The file is written as `PATH.partial` and renamed to
@@ -63,7 +66,7 @@ struct Shift {
 
 impl Source {
     /// Reads `path`, a CSV of applications that `spec` describes.
-    fn read(spec: &Spec, path: &Path, shift_at: Option<i64>) -> Result<Source> {
+    fn read(spec: &Spec, path: &Path, shift_at: Option<i64>, gap_scale: f64) -> Result<Source> {
         let mut reader = csv::ReaderBuilder::new().from_path(path).with_context(|| {
             format!(
                 "cannot read {} (pass the real applications with --input)",
@@ -126,7 +129,14 @@ impl Source {
         };
         Ok(Source {
             shift,
-            gaps: times.windows(2).map(|w| (w[1] - w[0]).max(0)).collect(),
+            gaps: times
+                .windows(2)
+                .map(|w| (w[1] - w[0]).max(0))
+                .map(|gap| match gap_scale {
+                    1.0 => gap,
+                    f => (gap as f64 * f).round() as i64,
+                })
+                .collect(),
             last: times.iter().copied().max().unwrap_or(0),
             header,
             rows,
@@ -137,10 +147,22 @@ impl Source {
 
     /// Row `n` of the stream: a real row drawn by `rng`, with a fresh id
     /// and the next arrival time.
-    fn draw(&self, rng: &mut ChaCha8Rng, seed: u64, n: u64, clock: &mut i64) -> csv::ByteRecord {
+    fn draw(
+        &self,
+        rng: &mut ChaCha8Rng,
+        seed: u64,
+        n: u64,
+        clock: &mut i64,
+    ) -> Result<csv::ByteRecord> {
         let mut source = &self.rows[rng.gen_range(0..self.rows.len())];
         if !self.gaps.is_empty() {
-            *clock += self.gaps[rng.gen_range(0..self.gaps.len())];
+            let gap = self.gaps[rng.gen_range(0..self.gaps.len())];
+            *clock = clock.checked_add(gap).ok_or_else(|| {
+                anyhow!(
+                    "row {} would be after 2262-04-11, the last time a nanosecond clock holds: ask for fewer --rows, or a smaller --gap-scale",
+                    n + 1
+                )
+            })?;
         }
         let shifted = self.shift.filter(|s| *clock >= s.at);
         let mut rate = String::new();
@@ -159,7 +181,7 @@ impl Source {
         }
         let id = format!("g{seed}-{n:010}");
         let time = format_time(*clock);
-        source
+        Ok(source
             .iter()
             .enumerate()
             .map(|(i, field)| {
@@ -173,7 +195,29 @@ impl Source {
                     field
                 }
             })
-            .collect()
+            .collect())
+    }
+
+    /// An error before anything is written if `rows` rows would, on
+    /// average, carry the clock past the last time it holds.
+    fn check_span(&self, rows: u64) -> Result<()> {
+        if self.gaps.is_empty() {
+            return Ok(());
+        }
+        let mean = self.gaps.iter().map(|g| *g as f64).sum::<f64>() / self.gaps.len() as f64;
+        let needed = mean * rows as f64;
+        let room = (i64::MAX - self.last) as f64;
+        if needed > room {
+            // Two significant digits, with room to spare.
+            let scale = format!("{:.1e}", room / needed * 0.9);
+            let scale = scale.parse::<f64>().map_or(scale, |f| f.to_string());
+            bail!(
+                "--rows {rows} at one application per {:.0} s on average would run past 2262-04-11, the last time a nanosecond clock holds (from {}): ask for fewer rows, or pack them closer with --gap-scale {scale}",
+                mean / 1e9,
+                format_time(self.last),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -282,7 +326,8 @@ pub struct Generated {
 /// stays `.partial`).
 pub fn generate(args: &GenerateArgs, stop: &AtomicBool) -> Result<Generated> {
     let spec = Spec::load(&args.pipeline.dataflow)?;
-    let source = Source::read(&spec, &args.input, args.shift_at)?;
+    let source = Source::read(&spec, &args.input, args.shift_at, args.gap_scale)?;
+    source.check_span(args.rows)?;
     let partial = (args.output != Path::new("-")).then(|| {
         let mut p = args.output.as_os_str().to_owned();
         p.push(".partial");
@@ -298,7 +343,7 @@ pub fn generate(args: &GenerateArgs, stop: &AtomicBool) -> Result<Generated> {
             break;
         }
         rows += 1;
-        let row = source.draw(&mut rng, args.seed, n, &mut clock);
+        let row = source.draw(&mut rng, args.seed, n, &mut clock)?;
         output.write(&spec, &row, n)?;
         if let Some(bar) = &progress {
             if n % 4096 == 0 {

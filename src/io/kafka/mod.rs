@@ -26,6 +26,24 @@
 //!    `dataflow::watermark::Marks`), and an offsets snapshot never holds a
 //!    partition below its start ([`source`]'s `close_epoch`): reading
 //!    history moves nothing that is committed, so 3 holds unchanged.
+//! 5. **A window run's backlog is bounded, not by the stream.** Its source
+//!    is paced by what the watermark operator admitted (pacing it by
+//!    delivery could stop the very partition the watermark waits for), so
+//!    rows of partitions read ahead of the slowest one would wait for the
+//!    watermark in a backlog that grows with the stream. Each owned
+//!    partition has its own queue ([`source`]'s `SourceConsumer`), so the
+//!    source chooses what it reads: an equal share of every partition per
+//!    batch; and while the outputs are more than `ALIGN_EPOCHS` epochs
+//!    behind (until they are back within `MAX_EPOCHS_AHEAD`), only the
+//!    partitions this worker's watermark waits for (the lowest mark,
+//!    `Marks::laggards`), and nothing at all while this worker's watermark
+//!    leads the other workers' (`Marks::leads`): the worker holding the
+//!    global watermark never leads, so it always reads. A partition not
+//!    polled is fetched no further than librdkafka's prefetch. A worker
+//!    that read nothing for `STALL` (100 ms) because it leads reads a batch
+//!    anyway: a net, should the watermarks it compares never meet. This
+//!    paces reading only: what is read, and so 1 and 3, and every output,
+//!    are unchanged.
 //!
 //! # Caught up
 //! A partition is at its end when a fetch reports it there (librdkafka's

@@ -14,9 +14,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::Scope;
@@ -134,6 +135,13 @@ impl Source for KafkaSource {
     }
 }
 
+/// What one batch read so far.
+struct Read {
+    read_at: i64,
+    count: usize,
+    bytes: usize,
+}
+
 /// When the source's operator runs again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -187,7 +195,26 @@ pub struct Reader {
     /// The read positions at the newest snapshot (a new epoch only when
     /// they move; the snapshot itself may hold a partition at its start).
     last_snapshot: Option<Offsets>,
+    /// Workers in the run (all processes).
+    peers: usize,
+    /// Which partition queue a batch starts at (they take turns).
+    turn: usize,
+    /// With window features: whether the outputs lag, entered at
+    /// [`ALIGN_EPOCHS`] behind, left once within `MAX_EPOCHS_AHEAD`
+    /// (invariant 5 of `super`).
+    lagging: bool,
+    /// Since when this worker reads nothing because it leads the others.
+    held_since: Option<Instant>,
 }
+
+/// How many epochs a window run's outputs may lag before its source reads
+/// only the partitions its watermark waits for (invariant 5 of `super`).
+const ALIGN_EPOCHS: Epoch = 4 * MAX_EPOCHS_AHEAD;
+
+/// How long a window run's worker that leads the other workers' watermark
+/// reads nothing before it reads a batch anyway: a net under invariant 5
+/// of `super`, should the watermarks it compares never meet.
+const STALL: Duration = Duration::from_millis(100);
 
 impl Reader {
     /// Worker `index` of `peers`: owns partition `p` iff `p % peers ==
@@ -200,7 +227,7 @@ impl Reader {
         // The process's caught-up count (the run's watcher reports it).
         Stats::add(&source.feed.stats.partitions, owned.len() as u64);
         let consumer = match assign(&source, &owned, source.marks.as_ref()) {
-            Ok(c) => Some(SourceConsumer(Some(c))),
+            Ok(c) => Some(c),
             Err(e) => {
                 source.feed.stats.fail(Fault::fatal(format!(
                     "cannot read topic `{}`: {e}",
@@ -225,6 +252,10 @@ impl Reader {
             last_outage_log: None,
             last_probe: None,
             last_snapshot: None,
+            peers,
+            turn: 0,
+            lagging: false,
+            held_since: None,
         }
     }
 
@@ -260,7 +291,7 @@ impl Reader {
 
     fn step_with(
         &mut self,
-        consumer: &BaseConsumer<Context>,
+        consumer: &SourceConsumer,
         delivered: &dyn Fn(Epoch) -> bool,
         read: &dyn Fn(Epoch) -> bool,
         out: &mut Vec<RawRecord>,
@@ -336,17 +367,56 @@ impl Reader {
             // Backpressure: the sinks are behind; look again shortly.
             return Wake::After(Duration::from_millis(1));
         }
-        self.read_batch(consumer, out);
+        // Held (no partition to read, invariant 5 of `super`), the epoch
+        // follows the clock, as an idle one does: this worker's reports,
+        // and the others' watermark it waits for, move on.
+        let only = match self.source.marks.clone() {
+            Some(marks) => self.align(&marks, delivered),
+            None => None,
+        };
+        self.read_batch(consumer, only.as_deref(), out);
         self.close_epoch()
+    }
+
+    /// Invariant 5 of `super`: which partitions a window run reads now.
+    /// `None`: all of them; `Some(ps)`: only `ps`, the ones this worker's
+    /// watermark waits for, while the outputs lag, and none while, besides,
+    /// this worker's watermark leads the other workers' (for at most
+    /// [`STALL`] at a time).
+    fn align(&mut self, marks: &Marks, delivered: &dyn Fn(Epoch) -> bool) -> Option<Vec<i32>> {
+        let far = self.epoch.saturating_sub(ALIGN_EPOCHS);
+        let near = self.epoch.saturating_sub(MAX_EPOCHS_AHEAD);
+        if far > 0 && !delivered(far - 1) {
+            self.lagging = true;
+        } else if near == 0 || delivered(near - 1) {
+            self.lagging = false;
+        }
+        let reading: Vec<i32> = self
+            .owned
+            .iter()
+            .copied()
+            .filter(|p| !self.finished.contains(p))
+            .collect();
+        let laggards = match marks.laggards(&reading) {
+            Some((_, laggards)) if self.lagging => laggards,
+            _ => {
+                self.held_since = None;
+                return None;
+            }
+        };
+        if self.peers > 1 && marks.leads() {
+            let since = *self.held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < STALL {
+                return Some(Vec::new());
+            }
+        }
+        self.held_since = None;
+        Some(laggards)
     }
 
     /// Commits the newest snapshot whose epoch every sink has delivered
     /// (invariant 3); in exactly-once mode the sink commits, with the outputs.
-    fn commit_delivered(
-        &mut self,
-        consumer: &BaseConsumer<Context>,
-        delivered: &dyn Fn(Epoch) -> bool,
-    ) {
+    fn commit_delivered(&mut self, consumer: &SourceConsumer, delivered: &dyn Fn(Epoch) -> bool) {
         let mut ready = None;
         while self.snapshots.front().is_some_and(|(e, _)| delivered(*e)) {
             ready = self.snapshots.pop_front();
@@ -385,8 +455,75 @@ impl Reader {
         self.source.feed.stopping() || caught_up
     }
 
-    /// Reads up to a batch of records into `out`, moving `next` (invariant 1).
-    fn read_batch(&mut self, consumer: &BaseConsumer<Context>, out: &mut Vec<RawRecord>) {
+    /// Reads up to a batch of records into `out`, moving `next` (invariant
+    /// 1): from every owned partition's queue in turn, an equal share each
+    /// while they have records, or only from `only`'s.
+    fn read_batch(
+        &mut self,
+        consumer: &SourceConsumer,
+        only: Option<&[i32]>,
+        out: &mut Vec<RawRecord>,
+    ) {
+        let batch = self.source.feed.batch;
+        let mut read = Read {
+            read_at: now_ns(),
+            count: 0,
+            bytes: 0,
+        };
+        // Callbacks (statistics, errors) are served from the main queue,
+        // which has no messages (each partition has its own, `assign`);
+        // one that came there would be read as any other, in its order.
+        while let Some(polled) = consumer.poll(Duration::ZERO) {
+            if !self.take(consumer, polled, &mut read, out) {
+                break;
+            }
+        }
+        let queues = &consumer.queues;
+        let mut open: Vec<usize> = (0..queues.len())
+            .map(|i| (i + self.turn) % queues.len())
+            .filter(|i| only.is_none_or(|ps| ps.contains(&queues[*i].0)))
+            .collect();
+        self.turn = self.turn.wrapping_add(1);
+        let share = (batch / open.len().max(1)).max(1);
+        'batch: while !open.is_empty() {
+            let mut i = 0;
+            while i < open.len() {
+                let queue = &queues[open[i]].1;
+                let mut taken = 0;
+                let mut more = true;
+                while taken < share {
+                    if read.count >= batch {
+                        break 'batch;
+                    }
+                    let Some(polled) = queue.poll(Duration::ZERO) else {
+                        more = false;
+                        break;
+                    };
+                    taken += 1;
+                    if !self.take(consumer, polled, &mut read, out) {
+                        more = false;
+                        break;
+                    }
+                }
+                if more {
+                    i += 1;
+                } else {
+                    open.swap_remove(i);
+                }
+            }
+        }
+        self.source.feed.stats.read(read.count, read.bytes as u64);
+    }
+
+    /// Takes one polled message or event into `out` (or not, as the
+    /// bounds say). Whether its queue may be polled on.
+    fn take(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        polled: KafkaResult<BorrowedMessage<'_>>,
+        read: &mut Read,
+        out: &mut Vec<RawRecord>,
+    ) -> bool {
         let skip_before = match self.source.from {
             From::Time(t) => Some(t),
             _ => None,
@@ -395,15 +532,12 @@ impl Reader {
             Some(Until::Time(t)) => Some(t),
             _ => None,
         };
-        let (mut count, mut bytes) = (0, 0);
-        let read_at = now_ns();
-        while count < self.source.feed.batch {
-            match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(message)) => {
+        {
+            match polled {
+                Ok(message) => {
                     let partition = message.partition();
                     if stop_at.is_some() && self.finished.contains(&partition) {
-                        continue; // fetched before the pause took hold
+                        return true; // fetched before the pause took hold
                     }
                     let time = message
                         .timestamp()
@@ -413,7 +547,7 @@ impl Reader {
                         if t >= until && !self.source.ordered {
                             self.next.insert(partition, message.offset() + 1);
                             Stats::add(&self.source.feed.stats.skipped, 1);
-                            continue;
+                            return true;
                         }
                         if t >= until {
                             // This partition's bound: not read, not committed past.
@@ -421,7 +555,7 @@ impl Reader {
                                 at_end(&self.source.feed.stats, true);
                             }
                             pause(consumer, &self.source.topic, partition);
-                            continue;
+                            return true;
                         }
                     }
                     if self.finished.remove(&partition) {
@@ -438,14 +572,14 @@ impl Reader {
                             Some(_) => {}
                             None if t < from => {
                                 Stats::add(&self.source.feed.stats.skipped, 1);
-                                continue;
+                                return true;
                             }
                             None => {}
                         }
                     }
                     let payload = message.payload().unwrap_or_default();
-                    bytes += payload.len();
-                    count += 1;
+                    read.bytes += payload.len();
+                    read.count += 1;
                     let origin = Origin::Kafka {
                         topic: Arc::clone(&self.topic),
                         partition,
@@ -460,24 +594,25 @@ impl Reader {
                         Stats::add(&self.source.feed.stats.history, 1);
                     }
                     out.push(RawRecord {
-                        read_at,
+                        read_at: read.read_at,
                         bytes: payload.to_vec(),
                         origin,
                     });
+                    true
                 }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                Err(KafkaError::PartitionEOF(partition)) => {
                     if self.finished.insert(partition) {
                         at_end(&self.source.feed.stats, true);
                     }
+                    false
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     consumer.context().note(&e);
                     tracing::warn!(topic = %self.source.topic, "consumer: {e} (retrying)");
-                    break;
+                    false
                 }
             }
         }
-        self.source.feed.stats.read(count, bytes as u64);
     }
 
     /// Closes the epoch if the offsets moved (a snapshot, for the ledger
@@ -561,7 +696,13 @@ impl Reader {
     }
 }
 
-/// A source's consumer, closed when dropped unless the broker is unreachable.
+/// A source's consumer with a queue per owned partition, closed when
+/// dropped unless the broker is unreachable.
+///
+/// A queue per partition lets the reader choose which partitions it reads
+/// (invariant 5 of `super`): librdkafka prefetches each partition into its
+/// own queue, up to `queued.min.messages` or `queued.max.messages.kbytes`
+/// of it, and fetches a partition whose queue is not polled no further.
 ///
 /// Closing a consumer waits for the answers to its requests in flight (an
 /// asynchronous offset commit, say); a broker that is gone never sends them,
@@ -570,19 +711,24 @@ impl Reader {
 /// Such a consumer is left unclosed instead: the process is about to exit,
 /// and nothing is committed that the outputs do not cover (the commits in
 /// flight name delivered offsets only).
-struct SourceConsumer(Option<BaseConsumer<Context>>);
+struct SourceConsumer {
+    consumer: Option<Arc<BaseConsumer<Context>>>,
+    /// (partition, its queue), in partition order. They share the consumer,
+    /// which closes when the last of them is dropped.
+    queues: Vec<(i32, PartitionQueue<Context>)>,
+}
 
 impl std::ops::Deref for SourceConsumer {
     type Target = BaseConsumer<Context>;
 
     fn deref(&self) -> &BaseConsumer<Context> {
-        self.0.as_ref().expect("taken only when dropped")
+        self.consumer.as_ref().expect("taken only when dropped")
     }
 }
 
 impl Drop for SourceConsumer {
     fn drop(&mut self) {
-        let consumer = self.0.take();
+        let consumer = self.consumer.take();
         if let Some(outage) = consumer.as_ref().and_then(|c| c.context().outage()) {
             tracing::debug!(
                 ?outage,
@@ -593,12 +739,19 @@ impl Drop for SourceConsumer {
     }
 }
 
-/// A source's consumer: no auto-commit, no auto offset store (offsets move
-/// only as the invariants say), partition EOF reported.
-fn consumer(source: &KafkaSource) -> Result<BaseConsumer<Context>, KafkaError> {
+/// A source's consumer for `owned` partitions: no auto-commit, no auto
+/// offset store (offsets move only as the invariants say), partition EOF
+/// reported, and librdkafka's prefetch budget for one consumer queue (100,000
+/// messages, 64 MiB) shared by the partitions' own queues, which it would
+/// otherwise give each in full (`-X` overrides either).
+fn consumer(source: &KafkaSource, owned: usize) -> Result<BaseConsumer<Context>, KafkaError> {
+    let messages = (100_000 / owned.max(1)).max(1_000).to_string();
+    let kbytes = (65_536 / owned.max(1)).max(1_024).to_string();
     source
         .config
         .client_config(&[
+            ("queued.min.messages", &messages),
+            ("queued.max.messages.kbytes", &kbytes),
             ("group.id", &source.group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -624,10 +777,15 @@ enum AssignError {
     Client(#[from] KafkaError),
     #[error("cannot read the committed offsets of group `{group}`: {source}")]
     Committed { group: String, source: KafkaError },
+    #[error("cannot give partition {partition} of `{topic}` its own queue")]
+    Queue { topic: String, partition: i32 },
 }
 
 /// Creates this worker's consumer and assigns its partitions at the group's
-/// committed offsets (or the start position where there is none). With
+/// committed offsets (or the start position where there is none), each
+/// into its own queue: split before the assignment starts fetching, so
+/// that no message of it reaches the main queue (librdkafka keeps a queue
+/// the application split off from then on, `RD_KAFKA_Q_F_FWD_APP`). With
 /// window features (`marks`), a partition whose start is past its beginning
 /// is assigned at its beginning instead, and `marks` learns where history
 /// stops: the windows are rebuilt from every retained record before the
@@ -637,8 +795,22 @@ fn assign(
     source: &KafkaSource,
     owned: &[i32],
     marks: Option<&Marks>,
-) -> Result<BaseConsumer<Context>, AssignError> {
-    let consumer = consumer(source)?;
+) -> Result<SourceConsumer, AssignError> {
+    let consumer = Arc::new(consumer(source, owned.len())?);
+    let mut queues = Vec::with_capacity(owned.len());
+    for &p in owned {
+        let queue = consumer
+            .split_partition_queue(&source.topic, p)
+            .ok_or_else(|| AssignError::Queue {
+                topic: source.topic.clone(),
+                partition: p,
+            })?;
+        queues.push((p, queue));
+    }
+    let consumer = SourceConsumer {
+        consumer: Some(consumer),
+        queues,
+    };
     if owned.is_empty() {
         return Ok(consumer);
     }
@@ -938,6 +1110,223 @@ mod tests {
         // A second reader of the same group resumes there: nothing to read.
         let mut again = Reader::new(source(&config, &stats), 0, 1);
         assert!(drive(&mut again).is_empty());
+    }
+
+    /// A mock cluster with `per` messages in each of `partitions`
+    /// partitions of `in`.
+    fn even_cluster(
+        partitions: i32,
+        per: usize,
+    ) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("in", partitions, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap();
+        for n in 0..partitions as usize * per {
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to("in")
+                        .partition((n % partitions as usize) as i32)
+                        .payload(b"{}"),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        mock
+    }
+
+    /// How many of `read` came from partition `p`.
+    fn from_partition(read: &[RawRecord], p: i32) -> usize {
+        read.iter()
+            .filter(|r| matches!(r.origin, Origin::Kafka { partition, .. } if partition == p))
+            .count()
+    }
+
+    /// Steps with the outputs delivered as far as `done` until `until` holds.
+    fn step_until(
+        reader: &mut Reader,
+        done: Option<Epoch>,
+        read: &mut Vec<RawRecord>,
+        until: impl Fn(&[RawRecord]) -> bool,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !until(read) {
+            assert!(Instant::now() < deadline, "{what}");
+            if let Wake::After(d) = reader.step(done, Some(reader.epoch()), read) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+
+    /// The offsets read of each partition: every record once, in order.
+    fn assert_each_once_in_order(read: &[RawRecord], partitions: &[i32], per: usize) {
+        for &p in partitions {
+            let offsets: Vec<i64> = read
+                .iter()
+                .filter_map(|r| match r.origin {
+                    Origin::Kafka {
+                        partition, offset, ..
+                    } if partition == p => Some(offset),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                offsets,
+                (0..per as i64).collect::<Vec<_>>(),
+                "partition {p}: every record once, in order"
+            );
+        }
+    }
+
+    /// Partitions are read evenly, from a queue each: a batch takes an
+    /// equal share of every partition that has records.
+    #[test]
+    fn a_reader_reads_its_partitions_evenly() {
+        const PER: usize = 300;
+        let mock = even_cluster(3, PER);
+        let config = config(&mock);
+        let stats = Arc::new(Stats::default());
+        let mut reader = Reader::new(source(&config, &stats), 0, 1);
+        let mut read = Vec::new();
+        let done = Some(u64::MAX);
+        step_until(
+            &mut reader,
+            done,
+            &mut read,
+            |r| r.len() >= 3 * PER / 2,
+            "half was never read",
+        );
+        let counts: Vec<usize> = (0..3).map(|p| from_partition(&read, p)).collect();
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        // Each batch of 7 takes 2 of each partition (and one more of the
+        // first's); a partition whose fetch came late catches up next batch.
+        assert!(hi - lo <= 60, "uneven: {counts:?}");
+        read.extend(drive(&mut reader));
+        assert_each_once_in_order(&read, &[0, 1, 2], PER);
+    }
+
+    /// A window run's reader whose outputs lag reads only the partition its
+    /// watermark waits for (invariant 5 of `super`), and once they caught
+    /// up every partition again: every record once, in order.
+    #[test]
+    fn a_window_reader_whose_outputs_lag_reads_only_the_slowest_partition() {
+        const PER: usize = 400;
+        let mock = even_cluster(3, PER);
+        let config = config(&mock);
+        let stats = Arc::new(Stats::default());
+        let marks = Marks::default();
+        // Partition 1 is the slowest in event time: the watermark waits for it.
+        marks.publish([(0, 100), (1, 50), (2, 200)], 50);
+        let source = KafkaSource {
+            marks: Some(marks.clone()),
+            ..source(&config, &stats)
+        };
+        let mut reader = Reader::new(source, 0, 1);
+        let mut read = Vec::new();
+        // Nothing is delivered: after ALIGN_EPOCHS epochs the outputs lag,
+        // and only partition 1 is read on, to its end.
+        let what = "partition 1 was not read to its end";
+        step_until(
+            &mut reader,
+            Some(0),
+            &mut read,
+            |r| from_partition(r, 1) == PER,
+            what,
+        );
+        for p in [0, 2] {
+            let n = from_partition(&read, p);
+            assert!(
+                n < PER / 2,
+                "partition {p} led the watermark, yet {n} of its records were read"
+            );
+        }
+        // At its end it holds nothing back: 0 is the slowest now.
+        let two = from_partition(&read, 2);
+        step_until(
+            &mut reader,
+            Some(0),
+            &mut read,
+            |r| from_partition(r, 0) == PER,
+            "partition 0",
+        );
+        assert_eq!(
+            from_partition(&read, 2),
+            two,
+            "partition 2 led, yet was read"
+        );
+        // The outputs catch up: every partition is read again.
+        read.extend(drive(&mut reader));
+        assert!(stats.failure().is_none(), "{:?}", stats.failure());
+        assert_each_once_in_order(&read, &[0, 1, 2], PER);
+    }
+
+    /// A window run's worker whose watermark leads the other workers' reads
+    /// nothing while its outputs lag (invariant 5 of `super`), a batch per
+    /// STALL at most, and reads on once the others caught up.
+    #[test]
+    fn a_window_reader_that_leads_the_other_workers_waits_for_them() {
+        const PER: usize = 400;
+        let mock = even_cluster(2, PER);
+        let config = config(&mock);
+        let stats = Arc::new(Stats::default());
+        let marks = Marks::default();
+        marks.publish([(0, 100)], 100);
+        marks.set_others(10);
+        let source = KafkaSource {
+            partitions: 2,
+            marks: Some(marks.clone()),
+            ..source(&config, &stats)
+        };
+        // Worker 0 of 2: partition 0 is its own.
+        let mut reader = Reader::new(source, 0, 2);
+        let mut read = Vec::new();
+        // Lagging once ALIGN_EPOCHS epochs are open and none delivered.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reader.epoch() <= ALIGN_EPOCHS + 1 {
+            assert!(Instant::now() < deadline);
+            if let Wake::After(d) = reader.step(Some(0), Some(reader.epoch()), &mut read) {
+                std::thread::sleep(d);
+            }
+        }
+        let before = read.len();
+        let epoch = reader.epoch();
+        let started = Instant::now();
+        while started.elapsed() < STALL / 2 {
+            reader.step(Some(0), Some(reader.epoch()), &mut read);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            read.len(),
+            before,
+            "read while another worker held the watermark"
+        );
+        assert!(
+            reader.epoch() > epoch,
+            "a held reader's epochs must follow the clock"
+        );
+        // After STALL it reads a batch anyway, then waits again.
+        let what = "a held reader never read after STALL";
+        step_until(&mut reader, Some(0), &mut read, |r| r.len() > before, what);
+        assert!(read.len() - before <= 7, "more than a batch per STALL");
+        // The others caught up: it reads on.
+        marks.set_others(1_000);
+        step_until(
+            &mut reader,
+            Some(0),
+            &mut read,
+            |r| r.len() >= PER,
+            "never read on",
+        );
+        read.extend(drive(&mut reader));
+        assert_each_once_in_order(&read, &[0], PER);
+        assert_eq!(
+            from_partition(&read, 1),
+            0,
+            "partition 1 is the other worker's"
+        );
     }
 
     #[test]
