@@ -445,7 +445,14 @@ struct Expiry {
     /// By grouping: where in its ring the last push went (a hint only: it
     /// is checked before it is used, so a stale one costs a bisection).
     last: Vec<usize>,
+    /// Expired hops' vectors, kept with their allocations for new hops (a
+    /// hop grown from nothing moved its events once per doubling, into
+    /// memory not in cache: see [`SortBatcher::spare`]).
+    spare: Vec<Expiring>,
 }
+
+/// How many expired hops' vectors [`Expiry`] keeps.
+const MAX_SPARE_HOPS: usize = 64;
 
 impl Expiry {
     /// Hops of a sixteenth of the shortest grouping's longest window.
@@ -455,6 +462,7 @@ impl Expiry {
             hop: (shortest / 16).max(1),
             rings: longest.iter().map(|_| VecDeque::new()).collect(),
             last: vec![0; longest.len()],
+            spare: Vec::new(),
         }
     }
 
@@ -479,7 +487,9 @@ impl Expiry {
             ring[at - 1].1.push(event);
             *last = at - 1;
         } else {
-            ring.insert(at, (hop, vec![event]));
+            let mut events = self.spare.pop().unwrap_or_default();
+            events.push(event);
+            ring.insert(at, (hop, events));
             *last = at;
         }
     }
@@ -493,8 +503,11 @@ impl Expiry {
                 if last >= watermark {
                     break;
                 }
-                if let Some((_, events)) = ring.pop_front() {
-                    events.into_iter().for_each(&mut f);
+                if let Some((_, mut events)) = ring.pop_front() {
+                    events.drain(..).for_each(&mut f);
+                    if self.spare.len() < MAX_SPARE_HOPS {
+                        self.spare.push(events);
+                    }
                 }
             }
         }
