@@ -189,24 +189,25 @@ impl Marks {
         self.0.mine.get() > self.0.others.get()
     }
 
-    /// Of the partitions `reading` (owned, not at their end), the lowest
-    /// mark and those that have it: the ones this worker's watermark waits
-    /// for. A partition not judged yet counts as `i64::MIN` (it holds
-    /// everything back until its first record). `None` if none is reading.
-    pub fn laggards(&self, reading: &[i32]) -> Option<(Time, Vec<i32>)> {
+    /// Of the partitions `reading` (owned, not at their end), those with
+    /// the lowest mark: the ones this worker's watermark waits for. A
+    /// partition not judged yet counts as `i64::MIN` (it holds everything
+    /// back until its first record). Empty if none is reading.
+    pub fn laggards(&self, reading: &[i32]) -> Vec<i32> {
         let marks = self.0.marks.borrow();
         let mark = |p: i32| {
             marks
                 .binary_search_by_key(&p, |(q, _)| *q)
                 .map_or(Time::MIN, |i| marks[i].1)
         };
-        let lowest = reading.iter().map(|p| mark(*p)).min()?;
-        let at = reading
+        let Some(lowest) = reading.iter().map(|p| mark(*p)).min() else {
+            return Vec::new();
+        };
+        reading
             .iter()
             .copied()
             .filter(|p| mark(*p) == lowest)
-            .collect();
-        Some((lowest, at))
+            .collect()
     }
 
     /// The source stopped and committed: nothing more will be delivered.
@@ -354,8 +355,9 @@ fn judge<'s, I: 'static>(
                 if !past_start.is_empty() {
                     history.session(&cap).give_container(&mut past_start);
                 }
-                after.insert(epoch, lateness.watermark());
-                marks.publish(lateness.marks(), lateness.watermark());
+                let watermark = lateness.watermark();
+                after.insert(epoch, watermark);
+                marks.publish(lateness.marks(), watermark);
             });
             let Some(cap) = report_at.as_mut() else {
                 return;

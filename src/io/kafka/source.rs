@@ -397,13 +397,11 @@ impl Reader {
             .copied()
             .filter(|p| !self.finished.contains(p))
             .collect();
-        let laggards = match marks.laggards(&reading) {
-            Some((_, laggards)) if self.lagging => laggards,
-            _ => {
-                self.held_since = None;
-                return None;
-            }
-        };
+        let laggards = marks.laggards(&reading);
+        if !self.lagging || laggards.is_empty() {
+            self.held_since = None;
+            return None;
+        }
         if self.peers > 1 && marks.leads() {
             let since = *self.held_since.get_or_insert_with(Instant::now);
             if since.elapsed() < STALL {
@@ -532,85 +530,83 @@ impl Reader {
             Some(Until::Time(t)) => Some(t),
             _ => None,
         };
-        {
-            match polled {
-                Ok(message) => {
-                    let partition = message.partition();
-                    if stop_at.is_some() && self.finished.contains(&partition) {
-                        return true; // fetched before the pause took hold
+        match polled {
+            Ok(message) => {
+                let partition = message.partition();
+                if stop_at.is_some() && self.finished.contains(&partition) {
+                    return true; // fetched before the pause took hold
+                }
+                let time = message
+                    .timestamp()
+                    .to_millis()
+                    .map(|ms| ms.saturating_mul(1_000_000));
+                if let (Some(t), Some(until)) = (time, stop_at) {
+                    if t >= until && !self.source.ordered {
+                        self.next.insert(partition, message.offset() + 1);
+                        Stats::add(&self.source.feed.stats.skipped, 1);
+                        return true;
                     }
-                    let time = message
-                        .timestamp()
-                        .to_millis()
-                        .map(|ms| ms.saturating_mul(1_000_000));
-                    if let (Some(t), Some(until)) = (time, stop_at) {
-                        if t >= until && !self.source.ordered {
-                            self.next.insert(partition, message.offset() + 1);
+                    if t >= until {
+                        // This partition's bound: not read, not committed past.
+                        if self.finished.insert(partition) {
+                            at_end(&self.source.feed.stats, true);
+                        }
+                        pause(consumer, &self.source.topic, partition);
+                        return true;
+                    }
+                }
+                if self.finished.remove(&partition) {
+                    at_end(&self.source.feed.stats, false);
+                }
+                self.next.insert(partition, message.offset() + 1);
+                if let (Some(t), Some(from)) = (time, skip_before) {
+                    // With window features, the records before the
+                    // first one at or after `--from` are history (read,
+                    // not answered); after it, earlier ones are skipped.
+                    let history = self.source.marks.as_ref().filter(|m| m.pending(partition));
+                    match history {
+                        Some(marks) if t >= from => marks.start_at(partition, message.offset()),
+                        Some(_) => {}
+                        None if t < from => {
                             Stats::add(&self.source.feed.stats.skipped, 1);
                             return true;
                         }
-                        if t >= until {
-                            // This partition's bound: not read, not committed past.
-                            if self.finished.insert(partition) {
-                                at_end(&self.source.feed.stats, true);
-                            }
-                            pause(consumer, &self.source.topic, partition);
-                            return true;
-                        }
+                        None => {}
                     }
-                    if self.finished.remove(&partition) {
-                        at_end(&self.source.feed.stats, false);
-                    }
-                    self.next.insert(partition, message.offset() + 1);
-                    if let (Some(t), Some(from)) = (time, skip_before) {
-                        // With window features, the records before the
-                        // first one at or after `--from` are history (read,
-                        // not answered); after it, earlier ones are skipped.
-                        let history = self.source.marks.as_ref().filter(|m| m.pending(partition));
-                        match history {
-                            Some(marks) if t >= from => marks.start_at(partition, message.offset()),
-                            Some(_) => {}
-                            None if t < from => {
-                                Stats::add(&self.source.feed.stats.skipped, 1);
-                                return true;
-                            }
-                            None => {}
-                        }
-                    }
-                    let payload = message.payload().unwrap_or_default();
-                    read.bytes += payload.len();
-                    read.count += 1;
-                    let origin = Origin::Kafka {
-                        topic: Arc::clone(&self.topic),
-                        partition,
-                        offset: message.offset(),
-                    };
-                    if self
-                        .source
-                        .marks
-                        .as_ref()
-                        .is_some_and(|m| m.is_history(&origin))
-                    {
-                        Stats::add(&self.source.feed.stats.history, 1);
-                    }
-                    out.push(RawRecord {
-                        read_at: read.read_at,
-                        bytes: payload.to_vec(),
-                        origin,
-                    });
-                    true
                 }
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    if self.finished.insert(partition) {
-                        at_end(&self.source.feed.stats, true);
-                    }
-                    false
+                let payload = message.payload().unwrap_or_default();
+                read.bytes += payload.len();
+                read.count += 1;
+                let origin = Origin::Kafka {
+                    topic: Arc::clone(&self.topic),
+                    partition,
+                    offset: message.offset(),
+                };
+                if self
+                    .source
+                    .marks
+                    .as_ref()
+                    .is_some_and(|m| m.is_history(&origin))
+                {
+                    Stats::add(&self.source.feed.stats.history, 1);
                 }
-                Err(e) => {
-                    consumer.context().note(&e);
-                    tracing::warn!(topic = %self.source.topic, "consumer: {e} (retrying)");
-                    false
+                out.push(RawRecord {
+                    read_at: read.read_at,
+                    bytes: payload.to_vec(),
+                    origin,
+                });
+                true
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if self.finished.insert(partition) {
+                    at_end(&self.source.feed.stats, true);
                 }
+                false
+            }
+            Err(e) => {
+                consumer.context().note(&e);
+                tracing::warn!(topic = %self.source.topic, "consumer: {e} (retrying)");
+                false
             }
         }
     }
@@ -1137,6 +1133,23 @@ mod tests {
         mock
     }
 
+    /// Worker 0 of `peers`, reading `partitions` partitions of `mock`'s `in`
+    /// for a window run whose watermark operator speaks through `marks`.
+    fn window_reader(
+        mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        stats: &Arc<Stats>,
+        marks: &Marks,
+        partitions: i32,
+        peers: usize,
+    ) -> Reader {
+        let source = KafkaSource {
+            partitions,
+            marks: Some(marks.clone()),
+            ..source(&config(mock), stats)
+        };
+        Reader::new(source, 0, peers)
+    }
+
     /// How many of `read` came from partition `p`.
     fn from_partition(read: &[RawRecord], p: i32) -> usize {
         read.iter()
@@ -1215,16 +1228,11 @@ mod tests {
     fn a_window_reader_whose_outputs_lag_reads_only_the_slowest_partition() {
         const PER: usize = 400;
         let mock = even_cluster(3, PER);
-        let config = config(&mock);
         let stats = Arc::new(Stats::default());
         let marks = Marks::default();
         // Partition 1 is the slowest in event time: the watermark waits for it.
         marks.publish([(0, 100), (1, 50), (2, 200)], 50);
-        let source = KafkaSource {
-            marks: Some(marks.clone()),
-            ..source(&config, &stats)
-        };
-        let mut reader = Reader::new(source, 0, 1);
+        let mut reader = window_reader(&mock, &stats, &marks, 3, 1);
         let mut read = Vec::new();
         // Nothing is delivered: after ALIGN_EPOCHS epochs the outputs lag,
         // and only partition 1 is read on, to its end.
@@ -1270,18 +1278,12 @@ mod tests {
     fn a_window_reader_that_leads_the_other_workers_waits_for_them() {
         const PER: usize = 400;
         let mock = even_cluster(2, PER);
-        let config = config(&mock);
         let stats = Arc::new(Stats::default());
         let marks = Marks::default();
         marks.publish([(0, 100)], 100);
         marks.set_others(10);
-        let source = KafkaSource {
-            partitions: 2,
-            marks: Some(marks.clone()),
-            ..source(&config, &stats)
-        };
         // Worker 0 of 2: partition 0 is its own.
-        let mut reader = Reader::new(source, 0, 2);
+        let mut reader = window_reader(&mock, &stats, &marks, 2, 2);
         let mut read = Vec::new();
         // Lagging once ALIGN_EPOCHS epochs are open and none delivered.
         let deadline = Instant::now() + Duration::from_secs(30);
