@@ -665,6 +665,43 @@ fn real_rows_velocity_spec_equals_the_reference_on_any_workers_and_batch() {
     real_rows_equal_the_reference(VELOCITY);
 }
 
+/// A window run's source is paced by what the window stage took in, never
+/// by the watermark (`io::Reach::WINDOW_INTAKE`): 3,000 of the real rows,
+/// tied a hundred at a time at one instant, at `--batch 1` (each tie spans a
+/// hundred epochs, and its applications wait for the first record after
+/// it, which only more reading brings), are every one answered as the
+/// reference says, on one worker and on two.
+#[test]
+fn ties_spanning_many_epochs_are_answered_at_batch_1() {
+    let spec = load(VELOCITY);
+    let time_name = &spec.columns[spec.event_time.unwrap()].name;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ties.csv");
+    let mut reader = csv::Reader::from_path(root().join(REAL)).unwrap();
+    let mut writer = csv::Writer::from_path(&input).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let time_col = header.iter().position(|h| h == time_name).unwrap();
+    writer.write_record(&header).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().take(3000).map(|r| r.unwrap()).collect();
+    for (i, row) in rows.iter().enumerate() {
+        let tied = &rows[i / 100 * 100][time_col];
+        let row: Vec<&str> = (0..row.len())
+            .map(|c| if c == time_col { tied } else { &row[c] })
+            .collect();
+        writer.write_record(&row).unwrap();
+    }
+    writer.flush().unwrap();
+    let apps = read_apps(&spec, &input);
+    assert_eq!(apps.len(), 3000);
+    let expected = reference(&spec, &apps);
+    for workers in [1, 2] {
+        let name = format!("ties-w{workers}");
+        let (output, dead) = features(VELOCITY, &input, dir.path(), &name, workers, 1);
+        assert!(read_jsonl(&dead).is_empty(), "{name}: dead letters");
+        check_backfill(&spec, &apps, &expected, &output, &name);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 2. A generated stream
 // ---------------------------------------------------------------------------

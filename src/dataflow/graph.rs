@@ -113,8 +113,10 @@ pub struct Windowing {
     pub lateness: i64,
     /// The partitions this worker reads (a file's worker: its stripes, `[0]`).
     pub partitions: Vec<i32>,
-    /// Probes the records admitted past the watermark: how far reading got.
-    /// A source paces itself by this, not by what was delivered, because
+    /// How far reading got: with window features, what the window stage
+    /// took in (its arrangement's batches, `window::windows`); for the
+    /// monitor alone, the records admitted past the watermark. A source
+    /// paces itself by this, not by what was delivered, because
     /// applications wait for the watermark — which only more reading moves.
     pub read: ProbeHandle<Epoch>,
     /// What the topic source and the window stage of this worker tell
@@ -250,9 +252,9 @@ fn ingest_and_clean<'s>(
         Some(ingest_dead) => ingest_dead.concat(dead),
         None => dead,
     };
-    let records = records.probe_with(&w.read);
     let Some(plan) = w.plan else {
         // Watermarks for the monitor only: history rebuilds no window.
+        let records = records.probe_with(&w.read);
         let (rows, clean_dead) = clean(records, cleaner, spread);
         return (rows, dead.concat(clean_dead), Some(reports));
     };
@@ -263,7 +265,15 @@ fn ingest_and_clean<'s>(
     });
     let (rows, members, clean_dead) =
         clean_with_members(records, cleaner, Arc::clone(&plan), spread);
-    let rows = super::window::windows(rows, members, history, reports.clone(), plan, w.marks);
+    let rows = super::window::windows(
+        rows,
+        members,
+        history,
+        reports.clone(),
+        plan,
+        w.marks,
+        w.read,
+    );
     (rows, dead.concat(clean_dead), Some(reports))
 }
 

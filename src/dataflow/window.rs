@@ -60,7 +60,8 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::operators::{Capability, InputCapability, Probe};
+use timely::dataflow::ProbeHandle;
 use timely::progress::frontier::{Antichain, AntichainRef};
 
 use super::watermark::Marks;
@@ -381,7 +382,12 @@ impl Groups {
 /// answers it waits for, by `core::window::Tags`) from `members` (each with its row's
 /// tag), given every worker's watermark `reports`; the members of `history`
 /// are events only (a restarted or positioned run's records before its
-/// start, see `watermark::Marks`).
+/// start, see `watermark::Marks`). `intake` probes what the stage took in:
+/// the arrangement's batches, whose frontier passes an epoch a step or two
+/// after it was read, whatever the watermark (the events operator holds
+/// its retractions' capability at its inputs' frontier, and the
+/// arrangement seals at its own): what a source may pace itself by
+/// without waiting on the answers, which wait for more reading.
 pub fn windows<'s>(
     rows: Batches<'s, (FeatureRow, u64, usize)>,
     members: Batches<'s, Member>,
@@ -389,6 +395,7 @@ pub fn windows<'s>(
     reports: Batches<'s, Report>,
     plan: Arc<Plan>,
     marks: Marks,
+    intake: ProbeHandle<Epoch>,
 ) -> Batches<'s, FeatureRow> {
     let reports = reports.broadcast();
     let (updates, questions) = events(members, history, reports.clone(), &plan);
@@ -399,6 +406,7 @@ pub fn windows<'s>(
         arrange_core::<_, _, SortBatcher, _>(updates, Pipeline, "WindowEvents", |_, _| {
             SortBatcher::default()
         });
+    arranged.stream.clone().probe_with(&intake);
     let answers = answer(questions, reports, arranged, plan, marks);
     assemble(rows, answers)
 }

@@ -40,7 +40,6 @@ use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use indicatif::ProgressBar;
 use memmap2::{Mmap, UncheckedAdvice};
@@ -57,7 +56,7 @@ use crate::core::scored::{OutputFormat, Tally};
 use crate::core::Epoch;
 use crate::dataflow::ingest::{HeaderError, Parser};
 use crate::dataflow::Batches;
-use crate::io::{Deads, Feed, Outputs, Progress, Sink, Source, Stats, Written, MAX_EPOCHS_AHEAD};
+use crate::io::{Deads, Feed, Outputs, Progress, Sink, Source, Stats, Written};
 use crate::spec::Spec;
 
 /// Why a file edge could not read its input or write an output.
@@ -554,7 +553,7 @@ impl Source for FileSource {
         scope: Scope<'s, Epoch>,
         progress: Progress,
     ) -> Batches<'s, RawRecord> {
-        let done = progress.read;
+        let (done, reach) = (progress.read, progress.reach);
         let FileSource {
             input,
             progress,
@@ -574,9 +573,10 @@ impl Source for FileSource {
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
-                if done.less_than(&epoch.saturating_sub(MAX_EPOCHS_AHEAD)) {
-                    // Backpressure: the sinks are behind; look again shortly.
-                    activator.activate_after(Duration::from_millis(1));
+                if done.less_than(&epoch.saturating_sub(reach.epochs)) {
+                    // Backpressure: what reading is paced by is behind;
+                    // look again shortly.
+                    activator.activate_after(reach.recheck);
                     return;
                 }
                 let from = cursor.read();
@@ -1100,5 +1100,79 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--format csv|jsonl"));
+    }
+
+    /// A file source opens epoch `e` only once what it is paced by passed
+    /// `e - reach.epochs` ([`Progress::reach`]): held at epoch 0 it reads
+    /// epochs `0 ..= reach.epochs` and waits; moved on, it reads that far
+    /// past it; let go, it reads every record once.
+    #[test]
+    fn a_file_source_reads_no_further_than_its_reach_past_what_paces_it() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use std::time::{Duration, Instant};
+
+        use timely::dataflow::operators::{Input, Inspect, Probe};
+        use timely::dataflow::ProbeHandle;
+
+        use std::sync::atomic::AtomicBool;
+
+        use crate::io::Reach;
+
+        for reach in [Reach::WINDOW_INTAKE, Reach::SINKS] {
+            let (_dir, input, n) = long_csv(4096, 8);
+            let input = Arc::new(input);
+            timely::execute_directly(move |worker| {
+                let paced_by = ProbeHandle::<Epoch>::new();
+                let seen = Rc::new(RefCell::new((0usize, None::<Epoch>)));
+                let source = Box::new(FileSource {
+                    input: Arc::clone(&input),
+                    progress: None,
+                    feed: Feed {
+                        batch: 1,
+                        stats: Arc::new(Stats::default()),
+                        stop: Arc::new(AtomicBool::new(false)),
+                    },
+                    readers: 1,
+                });
+                let seen_by = Rc::clone(&seen);
+                let mut gate = worker.dataflow::<Epoch, _, _>(|scope| {
+                    let (gate, held) = scope.new_input::<Vec<()>>();
+                    held.probe_with(&paced_by);
+                    let progress = Progress {
+                        delivered: paced_by.clone(),
+                        read: paced_by.clone(),
+                        reach,
+                    };
+                    source.build(scope, progress).inspect_core(move |event| {
+                        if let Ok((stamp, records)) = event {
+                            let mut seen = seen_by.borrow_mut();
+                            seen.0 += records.len();
+                            seen.1 = seen.1.max(stamp.least().copied());
+                        }
+                    });
+                    gate
+                });
+                // Steps for a while (the source looks again after `recheck`).
+                let settle = |worker: &mut timely::worker::Worker| {
+                    let until = Instant::now() + Duration::from_millis(50);
+                    while Instant::now() < until {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                    }
+                };
+                settle(worker);
+                assert_eq!(seen.borrow().1, Some(reach.epochs), "{reach:?}, held at 0");
+                gate.advance_to(3);
+                settle(worker);
+                assert_eq!(
+                    seen.borrow().1,
+                    Some(3 + reach.epochs),
+                    "{reach:?}, held at 3"
+                );
+                drop(gate);
+                while worker.step_or_park(Some(Duration::from_millis(1))) {}
+                assert_eq!(seen.borrow().0, n, "{reach:?}: every record, once");
+            });
+        }
     }
 }

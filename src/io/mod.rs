@@ -20,6 +20,7 @@ pub mod monitor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
@@ -74,11 +75,49 @@ pub struct Progress {
     /// committed.
     pub delivered: Done,
     /// What reading is paced by: the source must not open epoch `e` while
-    /// this is still before `e - MAX_EPOCHS_AHEAD`. The same probe as
+    /// this is still before `e - reach.epochs`. The same probe as
     /// `delivered`, except in a dataflow with window features, where
     /// applications wait for the watermark — which only more reading moves —
-    /// and reading is paced by what was read instead.
+    /// and reading is paced by what the window stage took in instead
+    /// (`dataflow::window::windows`).
     pub read: Done,
+    /// How far past `read` a file source reads, and how soon it looks
+    /// again when held back. A topic's source always reads
+    /// [`MAX_EPOCHS_AHEAD`] past `read` (its epochs are the unit of commits,
+    /// and the broker sets its pace).
+    pub reach: Reach,
+}
+
+/// How far past what it is paced by a source may read ([`Progress::read`]),
+/// and how soon it looks again when held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Epochs a source may open past `read`.
+    pub epochs: Epoch,
+    /// How soon a held-back source looks again.
+    pub recheck: Duration,
+}
+
+impl Reach {
+    /// Paced by the sinks: [`MAX_EPOCHS_AHEAD`] epochs, looking again each
+    /// millisecond (sinks write at their own pace).
+    pub const SINKS: Reach = Reach {
+        epochs: MAX_EPOCHS_AHEAD,
+        recheck: Duration::from_millis(1),
+    };
+
+    /// A window run's file source, paced by the window stage's intake: one
+    /// epoch past it, looking again after a few worker steps. What the
+    /// intake waits for is the dataflow's own progress (never the
+    /// watermark), a step or two per epoch; a source that ran further
+    /// ahead only added rows waiting in the window stage for their answers
+    /// (five epochs of them at `-w 1` with `SINKS`, two with this), which
+    /// were out of cache when answered (benches/README.md, "Window
+    /// features", stop 34).
+    pub const WINDOW_INTAKE: Reach = Reach {
+        epochs: 1,
+        recheck: Duration::from_micros(50),
+    };
 }
 
 /// One worker's part of an input edge.

@@ -33,7 +33,7 @@ use crate::io::exactly_once::{TransactionalSink, TransactionalSinkConfig};
 use crate::io::file::{FileSink, FileSource};
 use crate::io::kafka::{KafkaSink, KafkaSource, OffsetLedger};
 use crate::io::monitor::MonitorSink;
-use crate::io::{Feed, Progress, Sink, Source, Stats};
+use crate::io::{Feed, Progress, Reach, Sink, Source, Stats};
 use crate::model::Forest;
 use crate::spec::Spec;
 
@@ -117,17 +117,25 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     // The sink's deliveries alone (`done` may also wait for the monitor's
     // reports, which wait for the watermark, which waits for reading).
     let delivered = ProbeHandle::<Epoch>::new();
-    // With window features a source paces itself by what was read, not by
-    // what was delivered (see `Windowing::read`): its outputs wait for the
-    // watermark. Without them (the monitor alone) nothing the sink delivers
+    // With window features a source paces itself by what the window stage
+    // took in, not by what was delivered (see `Windowing::read`): its
+    // outputs wait for the watermark. Without them (the monitor alone) nothing the sink delivers
     // waits, so it paces by the sink as a stateless run does, which keeps
     // as little in flight.
+    let window_plan = windows.as_ref().is_some_and(|w| w.plan.is_some());
     let progress = Progress {
         delivered: done.clone(),
         read: match &windows {
             Some(w) if w.plan.is_some() => w.read.clone(),
             Some(_) => delivered.clone(),
             None => done.clone(),
+        },
+        // A replay's pace holds records until they are due: its source
+        // keeps reading ahead of that, at the sinks' reach.
+        reach: if window_plan && shared.pace.is_none() {
+            Reach::WINDOW_INTAKE
+        } else {
+            Reach::SINKS
         },
     };
     let graph = graph(shared, parser, windows);

@@ -27,7 +27,7 @@
 //!    partition below its start ([`source`]'s `close_epoch`): reading
 //!    history moves nothing that is committed, so 3 holds unchanged.
 //! 5. **A window run's backlog is bounded, not by the stream.** Its source
-//!    is paced by what the watermark operator admitted (pacing it by
+//!    is paced by what the window stage took in (pacing it by
 //!    delivery could stop the very partition the watermark waits for), so
 //!    rows of partitions read ahead of the slowest one would wait for the
 //!    watermark in a backlog that grows with the stream. Each owned
