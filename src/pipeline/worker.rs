@@ -119,9 +119,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let delivered = ProbeHandle::<Epoch>::new();
     // With window features a source paces itself by what the window stage
     // took in, not by what was delivered (see `Windowing::read`): its
-    // outputs wait for the watermark. Without them (the monitor alone) nothing the sink delivers
-    // waits, so it paces by the sink as a stateless run does, which keeps
-    // as little in flight.
+    // outputs wait for the watermark. Without them (the monitor alone)
+    // nothing the sink delivers waits, so it paces by the sink as a
+    // stateless run does, which keeps as little in flight.
     let window_plan = windows.as_ref().is_some_and(|w| w.plan.is_some());
     let progress = Progress {
         delivered: done.clone(),
