@@ -1110,12 +1110,11 @@ mod tests {
     fn a_file_source_reads_no_further_than_its_reach_past_what_paces_it() {
         use std::cell::RefCell;
         use std::rc::Rc;
+        use std::sync::atomic::AtomicBool;
         use std::time::{Duration, Instant};
 
         use timely::dataflow::operators::{Input, Inspect, Probe};
         use timely::dataflow::ProbeHandle;
-
-        use std::sync::atomic::AtomicBool;
 
         use crate::io::Reach;
 

@@ -81,10 +81,8 @@ pub struct Progress {
     /// and reading is paced by what the window stage took in instead
     /// (`dataflow::window::windows`).
     pub read: Done,
-    /// How far past `read` a file source reads, and how soon it looks
-    /// again when held back. A topic's source always reads
-    /// [`MAX_EPOCHS_AHEAD`] past `read` (its epochs are the unit of commits,
-    /// and the broker sets its pace).
+    /// How far past `read` the source reads, and how soon it looks again
+    /// when held back.
     pub reach: Reach,
 }
 

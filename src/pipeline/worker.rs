@@ -131,8 +131,13 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
             None => done.clone(),
         },
         // A replay's pace holds records until they are due: its source
-        // keeps reading ahead of that, at the sinks' reach.
-        reach: if window_plan && shared.pace.is_none() {
+        // keeps reading ahead of that, at the sinks' reach. A topic's
+        // source does too: its epochs are the unit of commits, and the
+        // broker sets its pace.
+        reach: if window_plan
+            && shared.pace.is_none()
+            && matches!(shared.source, SourcePlan::File { .. })
+        {
             Reach::WINDOW_INTAKE
         } else {
             Reach::SINKS

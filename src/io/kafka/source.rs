@@ -29,7 +29,7 @@ use crate::core::record::{now_ns, Origin, RawRecord};
 use crate::core::Epoch;
 use crate::dataflow::watermark::Marks;
 use crate::dataflow::Batches;
-use crate::io::{Done, Feed, Progress, Source, Stats, MAX_EPOCHS_AHEAD};
+use crate::io::{Done, Feed, Progress, Reach, Source, Stats, MAX_EPOCHS_AHEAD};
 
 /// (partition, next offset) pairs, sorted by partition.
 pub type Offsets = Vec<(i32, i64)>;
@@ -107,6 +107,7 @@ impl Source for KafkaSource {
             let activator = scope.activator_for(info.address);
             let mut capability = Some(capability);
             let mut reader = Reader::new(*self, index, peers);
+            reader.reach = progress.reach;
             let mut batch = Vec::new();
             move |output| {
                 let Some(cap) = capability.as_mut() else {
@@ -199,6 +200,8 @@ pub struct Reader {
     peers: usize,
     /// Which partition queue a batch starts at (they take turns).
     turn: usize,
+    /// How far past what it is paced by it reads ([`Progress::reach`]).
+    reach: Reach,
     /// With window features: whether the outputs lag, entered at
     /// [`ALIGN_EPOCHS`] behind, left once within `MAX_EPOCHS_AHEAD`
     /// (invariant 5 of `super`).
@@ -245,6 +248,7 @@ impl Reader {
             finished: HashSet::new(),
             snapshots: VecDeque::new(),
             epoch: 0,
+            reach: Reach::SINKS,
             phase: Phase::Reading,
             origin: Instant::now(),
             caught_up_since: None,
@@ -362,10 +366,11 @@ impl Reader {
             self.phase = Phase::Draining(self.epoch - 1);
             return Wake::Now;
         }
-        let behind = self.epoch.saturating_sub(MAX_EPOCHS_AHEAD);
+        let behind = self.epoch.saturating_sub(self.reach.epochs);
         if behind > 0 && !read(behind - 1) {
-            // Backpressure: the sinks are behind; look again shortly.
-            return Wake::After(Duration::from_millis(1));
+            // Backpressure: what reading is paced by is behind; look again
+            // shortly.
+            return Wake::After(self.reach.recheck);
         }
         // Held (no partition to read, invariant 5 of `super`), the epoch
         // follows the clock, as an idle one does: this worker's reports,
