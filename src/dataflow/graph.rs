@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::ProbeHandle;
 
 use super::clean::Cleaner;
@@ -113,11 +113,11 @@ pub struct Windowing {
     pub lateness: i64,
     /// The partitions this worker reads (a file's worker: its stripes, `[0]`).
     pub partitions: Vec<i32>,
-    /// How far reading got: with window features, what the window stage
-    /// took in (its arrangement's batches, `window::windows`); for the
-    /// monitor alone, the records admitted past the watermark. A source
-    /// paces itself by this, not by what was delivered, because
-    /// applications wait for the watermark — which only more reading moves.
+    /// With window features, what the window stage took in (its
+    /// arrangement's batches, `window::windows`): the source paces itself
+    /// by this, not by what was delivered, because applications wait for
+    /// the watermark — which only more reading moves. Unprobed for the
+    /// monitor alone, whose source paces itself by the sinks.
     pub read: ProbeHandle<Epoch>,
     /// What the topic source and the window stage of this worker tell
     /// each other: the end of a bounded read, where history stops, the
@@ -254,7 +254,6 @@ fn ingest_and_clean<'s>(
     };
     let Some(plan) = w.plan else {
         // Watermarks for the monitor only: history rebuilds no window.
-        let records = records.probe_with(&w.read);
         let (rows, clean_dead) = clean(records, cleaner, spread);
         return (rows, dead.concat(clean_dead), Some(reports));
     };

@@ -105,7 +105,7 @@ impl Reach {
     };
 
     /// A window run's file source, paced by the window stage's intake: one
-    /// epoch past it, looking again after a few worker steps. What the
+    /// epoch past it, looking again after 50 µs (a few worker steps). What the
     /// intake waits for is the dataflow's own progress (never the
     /// watermark), a step or two per epoch; a source that ran further
     /// ahead only added rows waiting in the window stage for their answers
