@@ -628,7 +628,7 @@ pub struct RunArgs {
     pub workers: u16,
     /// Records per epoch per worker: the unit of progress (and of commits, with
     /// Kafka) [default: 1024 from a file (512 with window features), 4096 from
-    /// Kafka]. A replay or bench
+    /// Kafka (1024 with window features, at least once)]. A replay or bench
     /// paced by --rate closes epochs after at most 5 ms of its pace (fewer
     /// records), so windows are answered promptly.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -837,7 +837,7 @@ pub struct FeaturesArgs {
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Records per epoch per worker [default: 1024 from a file (512 with window
-    /// features), 4096 from Kafka].
+    /// features), 4096 from Kafka (1024 with window features, at least once)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
     /// No progress bar, even on a terminal.

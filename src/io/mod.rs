@@ -104,14 +104,15 @@ impl Reach {
         recheck: Duration::from_millis(1),
     };
 
-    /// A window run's file source, paced by the window stage's intake: one
-    /// epoch past it, looking again after 50 µs (a few worker steps). What the
-    /// intake waits for is the dataflow's own progress (never the
-    /// watermark), a step or two per epoch; a source that ran further
-    /// ahead only added rows waiting in the window stage for their answers
-    /// (five epochs of them at `-w 1` with `SINKS`, two with this), which
-    /// were out of cache when answered (benches/README.md, "Window
-    /// features", stop 34).
+    /// A window run's source (a file, or a topic read at least once), paced
+    /// by the window stage's intake: one epoch past it, looking again after
+    /// 50 µs (a few worker steps). What the intake waits for is the
+    /// dataflow's own progress (never the watermark), a step or two per
+    /// epoch; a source that ran further ahead only added rows waiting in
+    /// the window stage for their answers (five epochs of them at `-w 1`
+    /// with `SINKS`, two with this), which were out of cache when answered,
+    /// and on a topic, waited longer (benches/README.md, "Window features",
+    /// stops 34 and 36). Which runs use it: `pipeline::run`'s `Cadence`.
     pub const WINDOW_INTAKE: Reach = Reach {
         epochs: 1,
         recheck: Duration::from_micros(50),

@@ -25,7 +25,7 @@ use crate::dataflow::graph::Stages;
 use crate::dataflow::pace::Pace;
 use crate::io::file::part_dir;
 use crate::io::monitor::MonitorSink;
-use crate::io::Stats;
+use crate::io::{Reach, Stats};
 use crate::spec::Spec;
 
 /// How a run whose workers started ended in a fault: the first one
@@ -192,13 +192,13 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
             .map(|eo| eo.incarnation.clone())
             .unwrap_or_default(),
     };
-    let asked = match (args.batch, &source) {
-        (Some(batch), _) => batch as usize,
-        (None, SourcePlan::File { .. }) if Plan::of(&spec).is_some() => FILE_WINDOW_BATCH,
-        (None, SourcePlan::File { .. }) => FILE_BATCH,
-        (None, _) => KAFKA_BATCH,
-    };
-    let batch = epoch_batch(asked, pace.as_ref());
+    let Cadence { batch, reach } = Cadence::of(
+        args.batch.map(|b| b as usize),
+        matches!(source, SourcePlan::File { .. }),
+        Plan::of(&spec).is_some(),
+        sink.exactly_once().is_some(),
+        pace.as_ref(),
+    );
     Ok(Shared {
         format: OutputFormat::new(&spec, &model.id).stamped(args.stamp),
         forest: Arc::new(model.forest.clone()),
@@ -216,6 +216,8 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         pace,
         at,
         batch,
+        reach,
+        origin: Instant::now(),
         from: args.from,
         until,
         max_record_bytes: args.max_record_bytes as usize,
@@ -243,10 +245,65 @@ pub const FILE_WINDOW_BATCH: usize = 512;
 /// epoch is also the unit of commits (and of transactions, exactly once).
 pub const KAFKA_BATCH: usize = 4096;
 
+/// [`KAFKA_BATCH`] for a dataflow with window features, at least once: an
+/// application waits for the watermark, which moves once per epoch, so an
+/// epoch of 4,096 records read four epochs ahead kept each about an epoch
+/// and a half (p50 61–67 ms, -w 1, 300,000 records at 90,000/s, Tansu);
+/// with 1,024 and [`Reach::WINDOW_INTAKE`] p50 was 13–15 ms at the same rate
+/// (benches/README.md, "Window features", stop 36). Exactly once keeps
+/// [`KAFKA_BATCH`]: each epoch is a transaction, and 1,024 took 1.7× the
+/// CPU there.
+pub const KAFKA_WINDOW_BATCH: usize = 1024;
+
 /// How long an epoch of a source paced by rate lasts at most: an
 /// application waits for its epoch to be passed (window features, the
 /// monitor), so at a low rate a full `--batch` would be a long wait.
 const PACED_EPOCH_SECS: f64 = 0.005;
+
+/// How a run's sources cut their reading into epochs and how far they read
+/// ahead: decided once per process, from the flags and the dataflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cadence {
+    /// Records per epoch per worker ([`epoch_batch`]).
+    batch: usize,
+    /// How far past what paces it a source reads (`io::Progress::read`).
+    reach: Reach,
+}
+
+impl Cadence {
+    /// `asked` is `--batch`; `file`: the source is a file, not a topic. A
+    /// dataflow with window features (`windows`) reads in smaller epochs,
+    /// and no further than an epoch past what its
+    /// window stage took in ([`Reach::WINDOW_INTAKE`]): its applications
+    /// wait for the watermark, so every epoch read ahead is an epoch they
+    /// wait longer, and cached rows grown cold. Not where a pace holds
+    /// records until they are due (a replay reads ahead of that, at the
+    /// sinks' reach), nor for exactly-once topics, whose epochs are
+    /// transactions ([`KAFKA_WINDOW_BATCH`]).
+    fn of(
+        asked: Option<usize>,
+        file: bool,
+        windows: bool,
+        exactly_once: bool,
+        pace: Option<&Pace>,
+    ) -> Cadence {
+        let batch = asked.unwrap_or(match (file, windows) {
+            (true, true) => FILE_WINDOW_BATCH,
+            (true, false) => FILE_BATCH,
+            (false, true) if !exactly_once => KAFKA_WINDOW_BATCH,
+            (false, _) => KAFKA_BATCH,
+        });
+        let reach = if windows && pace.is_none() && (file || !exactly_once) {
+            Reach::WINDOW_INTAKE
+        } else {
+            Reach::SINKS
+        };
+        Cadence {
+            batch: epoch_batch(batch, pace),
+            reach,
+        }
+    }
+}
 
 /// Records per epoch per worker: `--batch`, or fewer when the source is paced
 /// by rate, so that an epoch closes within [`PACED_EPOCH_SECS`] of the pace.
@@ -473,5 +530,37 @@ mod tests {
         // Paced by event time: the rate is not known, --batch stands.
         let by_time = paced(None, Speed::Factor(3600.0));
         assert_eq!(epoch_batch(4096, Some(&by_time)), 4096);
+    }
+
+    #[test]
+    fn window_runs_read_small_epochs_close_behind_their_window_stage_except_exactly_once() {
+        let of = |asked, file, windows, exactly_once, pace| {
+            let Cadence { batch, reach } = Cadence::of(asked, file, windows, exactly_once, pace);
+            (batch, reach)
+        };
+        let (intake, sinks) = (Reach::WINDOW_INTAKE, Reach::SINKS);
+        // Stateless: as before, paced by the sinks.
+        assert_eq!(of(None, true, false, false, None), (FILE_BATCH, sinks));
+        assert_eq!(of(None, false, false, false, None), (KAFKA_BATCH, sinks));
+        assert_eq!(of(None, false, false, true, None), (KAFKA_BATCH, sinks));
+        // Window features: a file, and a topic at least once.
+        assert_eq!(
+            of(None, true, true, false, None),
+            (FILE_WINDOW_BATCH, intake)
+        );
+        assert_eq!(
+            of(None, false, true, false, None),
+            (KAFKA_WINDOW_BATCH, intake)
+        );
+        // Exactly once: an epoch is a transaction; as a stateless run.
+        assert_eq!(of(None, false, true, true, None), (KAFKA_BATCH, sinks));
+        // --batch stands, whatever the source.
+        assert_eq!(of(Some(64), false, true, false, None), (64, intake));
+        assert_eq!(of(Some(64), true, false, false, None), (64, sinks));
+        // A replay paced by rate: its epochs shrink to the pace, and it reads
+        // ahead of what is due at the sinks' reach.
+        let rate = paced(Some(800.0), Speed::Max);
+        assert_eq!(of(None, false, true, false, Some(&rate)), (4, sinks));
+        assert_eq!(of(None, true, true, false, Some(&rate)), (4, sinks));
     }
 }

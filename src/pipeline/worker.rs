@@ -72,6 +72,11 @@ pub struct Shared {
     pub at: Placement,
     /// Most records per epoch per worker (`--batch`).
     pub batch: usize,
+    /// How far a source reads past what paces it (`run::Cadence`).
+    pub reach: Reach,
+    /// When the run started: the one origin of every worker's Kafka ticks
+    /// (`KafkaSource::origin`).
+    pub origin: Instant,
     /// Where each Kafka partition starts (`--from`).
     pub from: From,
     /// Where each Kafka partition stops (`--until`, or `end` with
@@ -122,7 +127,6 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     // outputs wait for the watermark. Without them (the monitor alone)
     // nothing the sink delivers waits, so it paces by the sink as a
     // stateless run does, which keeps as little in flight.
-    let window_plan = windows.as_ref().is_some_and(|w| w.plan.is_some());
     let progress = Progress {
         delivered: done.clone(),
         read: match &windows {
@@ -130,18 +134,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
             Some(_) => delivered.clone(),
             None => done.clone(),
         },
-        // A replay's pace holds records until they are due: its source
-        // keeps reading ahead of that, at the sinks' reach. A topic's
-        // source does too: its epochs are the unit of commits, and the
-        // broker sets its pace.
-        reach: if window_plan
-            && shared.pace.is_none()
-            && matches!(shared.source, SourcePlan::File { .. })
-        {
-            Reach::WINDOW_INTAKE
-        } else {
-            Reach::SINKS
-        },
+        reach: shared.reach,
     };
     let graph = graph(shared, parser, windows);
     worker.dataflow::<Epoch, _, _>(|scope| {
@@ -445,6 +438,7 @@ fn source(
                 feed,
                 ledger,
                 marks,
+                origin: shared.origin,
             }),
             Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)
                 .expect("JSON needs no header"),
