@@ -217,7 +217,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         at,
         batch,
         reach,
-        origin: Instant::now(),
+        origin: OnceLock::new(),
         from: args.from,
         until,
         max_record_bytes: args.max_record_bytes as usize,

@@ -74,9 +74,12 @@ pub struct Shared {
     pub batch: usize,
     /// How far a source reads past what paces it (`run::Cadence`).
     pub reach: Reach,
-    /// When the run started: the one origin of every worker's Kafka ticks
-    /// (`KafkaSource::origin`).
-    pub origin: Instant,
+    /// The one origin of every worker's Kafka ticks (`KafkaSource::origin`):
+    /// set by the process's first worker past the cluster's start-up check,
+    /// which every process passes within a message's time of the others,
+    /// so the processes of a cluster tick together too, whenever each was
+    /// launched.
+    pub origin: OnceLock<Instant>,
     /// Where each Kafka partition starts (`--from`).
     pub from: From,
     /// Where each Kafka partition stops (`--until`, or `end` with
@@ -107,6 +110,7 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
         Some(m) => start_up_check(worker, shared, m)?,
         None => None,
     };
+    let origin = *shared.origin.get_or_init(Instant::now);
     // The sink first: an exactly-once sink fences the previous incarnation
     // before the source reads the committed offsets.
     let ledger = OffsetLedger::default();
@@ -114,7 +118,12 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let exactly_once = shared.sink.exactly_once().is_some();
     let windows = windowing(shared, worker.index(), worker.peers());
     let marks = windows.as_ref().map(|w| w.marks.clone());
-    let (source, parser) = source(shared, exactly_once.then_some(ledger), marks.clone());
+    let (source, parser) = source(
+        shared,
+        exactly_once.then_some(ledger),
+        marks.clone(),
+        origin,
+    );
     let done = ProbeHandle::<Epoch>::new();
     // The monitor's reports when they hold no commit (see below).
     let reported = ProbeHandle::<Epoch>::new();
@@ -392,6 +401,7 @@ fn source(
     shared: &Shared,
     ledger: Option<OffsetLedger>,
     marks: Option<Marks>,
+    origin: Instant,
 ) -> (Box<dyn Source>, Parser) {
     let feed = Feed {
         batch: shared.batch,
@@ -438,7 +448,7 @@ fn source(
                 feed,
                 ledger,
                 marks,
-                origin: shared.origin,
+                origin,
             }),
             Parser::new(&shared.spec, *format, None, topic, shared.max_record_bytes)
                 .expect("JSON needs no header"),

@@ -95,11 +95,13 @@ pub struct KafkaSource {
     /// (see [`crate::io::exactly_once`]) instead of being committed here.
     pub ledger: Option<OffsetLedger>,
     /// The origin of the ticks an idle source's epochs follow ([`TICK`]):
-    /// one instant for every worker of the process. A worker whose own
-    /// clock started later (its assignment took longer) would tick behind
-    /// the others, and a busy worker, whose epochs also keep up with its
-    /// ticks, would then wait for that one's every epoch: a window run at
-    /// `--batch 1` over tied event times read 40 records/s (stop 36).
+    /// one instant for every worker (`pipeline::worker::Shared::origin`,
+    /// set once the processes of a cluster met). A worker whose own clock
+    /// started later (its assignment took longer, its process was launched
+    /// later) would tick behind the others, and a busy worker, whose epochs
+    /// also keep up with its ticks, would then wait for that one's every
+    /// epoch: a window run at `--batch 1` over tied event times read 40
+    /// records/s (stop 36).
     pub origin: Instant,
 }
 
@@ -930,7 +932,7 @@ fn history(
 const CAUGHT_UP_GRACE: Duration = Duration::from_millis(100);
 
 /// Epochs advance at least once per this long, busy or idle, counted from
-/// one origin for every worker of the process ([`KafkaSource::origin`]).
+/// one origin for every worker ([`KafkaSource::origin`]).
 const TICK: Duration = Duration::from_millis(2);
 
 /// The clock's epoch: how many ticks since the source started.
