@@ -708,13 +708,12 @@ fn kafka_ties_spanning_many_epochs_are_answered_at_batch_1() {
     common::ingest(&broker, "loans", path_str(&input), "4");
     let output = dir.path().join("kafka-ties.jsonl");
     let dead = dir.path().join("kafka-ties.dead.jsonl");
-    let took = clean_bounded_from_topic(&broker, &output, &dead, 2, 1);
+    let (rows, took) = clean_bounded_from_topic(&broker, &output, &dead, 2, 1);
     eprintln!(
         "timing: kafka ties -w 2 --batch 1: {:.2} s",
         took.as_secs_f64()
     );
     assert!(read_jsonl(&dead).is_empty(), "kafka ties: dead letters");
-    let rows: Vec<String> = common::lines(&output).collect();
     check_velocity_rows(
         &spec,
         &expected,
@@ -1509,10 +1508,9 @@ fn kafka_bounded_read_equals_the_reference() {
         let name = format!("kafka_w{workers}b{batch}");
         let output = dir.path().join(format!("{name}.jsonl"));
         let dead = dir.path().join(format!("{name}.dead.jsonl"));
-        let took = clean_bounded_from_topic(&broker, &output, &dead, workers, batch);
+        let (rows, took) = clean_bounded_from_topic(&broker, &output, &dead, workers, batch);
         eprintln!("timing: {name}: {:.2} s", took.as_secs_f64());
         assert!(read_jsonl(&dead).is_empty(), "{name}: dead letters");
-        let rows: Vec<String> = common::lines(&output).collect();
         check_velocity_rows(&spec, &expected, &backfill, &rows, &name);
     }
     // Scores: the whole dataflow from the topic.
@@ -1553,18 +1551,18 @@ fn kafka_bounded_read_equals_the_reference() {
 
 /// `run --stages clean` of the velocity spec over all of topic `loans`
 /// (`--until end`) into `output` and `dead`, on `workers` at `--batch
-/// batch`; how long it took.
+/// batch`: the rows, and how long it took.
 fn clean_bounded_from_topic(
     broker: &common::Broker,
     output: &Path,
     dead: &Path,
     workers: u16,
     batch: u32,
-) -> Duration {
+) -> (Vec<String>, Duration) {
     let started = Instant::now();
     let extra = ["--until", "end", "--dead-letters", path_str(dead)];
-    clean_from_topic_on(broker, output, workers, batch, &extra);
-    started.elapsed()
+    let (rows, _) = clean_from_topic_on(broker, output, workers, batch, &extra);
+    (rows, started.elapsed())
 }
 
 /// How many records each partition of `topic` holds (read to the end: this

@@ -836,8 +836,7 @@ pub struct FeaturesArgs {
     /// Worker threads.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Records per epoch per worker [default: 1024 from a file (512 with window
-    /// features), 4096 from Kafka (1024 with window features, at least once)].
+    /// Records per epoch per worker [default: 1024 (512 with window features)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Option<u32>,
     /// No progress bar, even on a terminal.

@@ -273,10 +273,10 @@ struct Cadence {
 impl Cadence {
     /// `asked` is `--batch`; `file`: the source is a file, not a topic. A
     /// dataflow with window features (`windows`) reads in smaller epochs,
-    /// and no further than an epoch past what its
-    /// window stage took in ([`Reach::WINDOW_INTAKE`]): its applications
-    /// wait for the watermark, so every epoch read ahead is an epoch they
-    /// wait longer, and cached rows grown cold. Not where a pace holds
+    /// and no further than an epoch past what its window stage took in
+    /// ([`Reach::WINDOW_INTAKE`]): its applications wait for the watermark,
+    /// so every epoch read ahead is an epoch they wait longer, and cached
+    /// rows grown cold. Not where a pace holds
     /// records until they are due (a replay reads ahead of that, at the
     /// sinks' reach), nor for exactly-once topics, whose epochs are
     /// transactions ([`KAFKA_WINDOW_BATCH`]).
