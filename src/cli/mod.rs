@@ -28,6 +28,9 @@ pub const DEFAULT_INPUT: &str = "data/lending_club.csv";
 /// The default dataflow spec.
 pub const DEFAULT_DATAFLOW: &str = "dataflows/lending_club.toml";
 
+/// `--idle-spin`'s default, in microseconds (`pipeline::idle`).
+pub const DEFAULT_IDLE_SPIN_MICROS: u64 = 100;
+
 /// Every `Examples:` block of the help has one shape, so that a test can run
 /// each command as it is written: a command starts with `  loanflow ` (or
 /// `  RUST_LOG=… loanflow `), goes on over lines ending in ` \` (continued
@@ -637,6 +640,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_RECORD_BYTES as u64, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_record_bytes: u64,
+    /// How long an idle worker keeps polling before it parks, in microseconds:
+    /// peers' messages often come sooner than a parked thread wakes. It gives its
+    /// core to any other thread after every poll, and stops polling while its
+    /// waits keep ending in a park. 0: park after timely's own 10 µs.
+    #[arg(long, default_value_t = DEFAULT_IDLE_SPIN_MICROS,
+          value_name = "MICROS", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub idle_spin: u64,
     /// No progress bar, even on a terminal.
     #[arg(short, long)]
     pub quiet: bool,

@@ -8,7 +8,7 @@
 //!
 //! Owns [`load`] (spec + model), [`plan`] (source and sink, decided once),
 //! [`run`](mod@run) (the run itself), [`control`] (what the process hands a job),
-//! [`worker`] (one timely worker), [`restart`] (starting again after a
+//! [`worker`] (one timely worker), [`idle`] (how an idle worker waits), [`restart`] (starting again after a
 //! fault a restart helps), [`summary`], [`cluster`] (a process of a timely
 //! cluster: membership, start-up check, counts) and [`progress`] (bars, and
 //! the watcher that says when a live run has caught up and measures how
@@ -27,6 +27,7 @@ pub mod control;
 pub mod copy;
 pub mod explain;
 pub mod generate;
+pub mod idle;
 pub mod load;
 pub mod plan;
 pub mod produce;

@@ -221,6 +221,7 @@ fn prepare(args: &RunArgs, pace: Option<Pace>, control: &Control) -> Result<Shar
         from: args.from,
         until,
         max_record_bytes: args.max_record_bytes as usize,
+        idle_spin: Duration::from_micros(args.idle_spin),
         idle_timeout: args.idle_timeout,
         monitor_holds_commits: args.monitor.is_some() || args.monitor_topic.is_some(),
         monitor,

@@ -14,6 +14,7 @@ use timely::worker::Worker;
 
 use super::cluster::{self, Fingerprint, Membership, ProcessCounts};
 use super::control::Control;
+use super::idle::Idle;
 use super::plan::{Placement, SinkPlan, SourcePlan};
 use crate::core::fault::Fault;
 use crate::core::monitor::{Monitor, WindowReport};
@@ -87,6 +88,8 @@ pub struct Shared {
     pub until: Option<Until>,
     /// Records longer than this many bytes are dead letters.
     pub max_record_bytes: usize,
+    /// How long an idle worker polls before it parks (`--idle-spin`).
+    pub idle_spin: Duration,
     /// A live topic run with window features: after how long without a
     /// record a partition stops holding the watermark (`--idle-timeout`).
     pub idle_timeout: Duration,
@@ -168,8 +171,9 @@ pub fn run_worker(worker: &mut Worker, shared: &Shared) -> WorkerResult {
     let stats = &shared.stats;
     let halted = || marks.as_ref().is_some_and(Marks::halted);
     let finished = || done.done() && reported.done();
+    let mut idle = Idle::new(shared.idle_spin);
     while !finished() && !stats.failed() && !halted() {
-        worker.step_or_park(Some(Duration::from_millis(100)));
+        idle.turn(worker, Duration::from_millis(100));
     }
     if (stats.failed() || halted()) && !finished() {
         // A failed run leaves epochs that will never finish (a sink holds
