@@ -50,7 +50,7 @@ const LEAST_WORK: Duration = Duration::from_micros(1);
 
 /// What a worker does after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+enum Next {
     /// Step again: the step did work.
     Step,
     /// Give up the core to whoever wants it, then poll again.
@@ -107,7 +107,7 @@ impl Idle {
     }
 
     /// What follows a step that took `took`, ending at `now`.
-    pub fn after(&mut self, took: Duration, now: Instant) -> Next {
+    fn after(&mut self, took: Duration, now: Instant) -> Next {
         self.quickest = self.quickest.min(took);
         // Invariant 3: an idle step only polls.
         let work = took > LEAST_WORK.max(self.quickest.saturating_mul(WORK_FACTOR));

@@ -8,8 +8,9 @@
 //!
 //! Owns [`load`] (spec + model), [`plan`] (source and sink, decided once),
 //! [`run`](mod@run) (the run itself), [`control`] (what the process hands a job),
-//! [`worker`] (one timely worker), [`idle`] (how an idle worker waits), [`restart`] (starting again after a
-//! fault a restart helps), [`summary`], [`cluster`] (a process of a timely
+//! [`worker`] (one timely worker), [`idle`] (how an idle worker waits),
+//! [`restart`] (starting again after a fault a restart helps), [`summary`],
+//! [`cluster`] (a process of a timely
 //! cluster: membership, start-up check, counts) and [`progress`] (bars, and
 //! the watcher that says when a live run has caught up and measures how
 //! long a run was busy). May
