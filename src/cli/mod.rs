@@ -590,7 +590,7 @@ pub struct RunArgs {
     /// the run lasts; in a cluster, process I serves on ADDR's port + I.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
-    /// With --http: leave the spec's [monitor] off. The page then shows no
+    /// With --http: leave the spec's `[monitor]` off. The page then shows no
     /// monitor charts, and the run keeps the cost of a run without --http.
     #[arg(long, requires = "http", conflicts_with_all = ["monitor", "monitor_topic"])]
     pub no_monitor: bool,
