@@ -6,9 +6,9 @@
 //! reports every epoch), and most waits are short: on the VMs we measure on,
 //! being parked and woken again costs more than the wait itself. Timely
 //! polls for 10 µs before parking (its `idle_spin`); a worker here polls
-//! for `--idle-spin` more (100 µs by default), and the
-//! window run at -w 2 got about 6 % faster (benches/README.md, "Window
-//! features", stop 38).
+//! for `--idle-spin` more (100 µs by default), and the window run at -w 2
+//! got about 7 % faster (wall time 0.932 of polling off; benches/README.md,
+//! "Window features", stop 38).
 //!
 //! Invariants (cited where they are upheld):
 //! 1. **Polling never keeps a core from a thread that wants it.** Every

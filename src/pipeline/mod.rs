@@ -10,12 +10,10 @@
 //! [`run`](mod@run) (the run itself), [`control`] (what the process hands a job),
 //! [`worker`] (one timely worker), [`idle`] (how an idle worker waits),
 //! [`restart`] (starting again after a fault a restart helps), [`summary`],
-//! [`cluster`] (a process of a timely
-//! cluster: membership, start-up check, counts) and [`progress`] (bars, and
-//! the watcher that says when a live run has caught up and measures how
-//! long a run was busy). May
-//! import [`crate::cli`]'s argument types, the edges and below; never a
-//! command. Its modules import each other directly, never through this
+//! [`cluster`] (a process of a timely cluster: membership, start-up check,
+//! counts) and [`progress`] (bars, and the watcher that says when a live run
+//! has caught up and measures how long a run was busy). May import
+//! [`crate::cli`]'s argument types, the edges and below; never a command. Its modules import each other directly, never through this
 //! module's re-exports (which are for the commands).
 //!
 //! With `--processes N` a run is one process of a timely cluster; see
